@@ -1,0 +1,1 @@
+"""Sub-commands of the ``csakd`` command line, one module each."""
