@@ -73,7 +73,7 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -n
   touch "$STAMP"
 fi
 
-"$PY" - <<'PYCHECK'
+"$PY" -W ignore::DeprecationWarning - <<'PYCHECK'
 import numpy, osgeo.gdal_array, rasterio, torch, safetensors, pyrsr  # noqa: F401
 import qgis.core  # noqa: F401
 print(f"setup: numpy {numpy.__version__}, GDAL {osgeo.gdal.__version__}, "

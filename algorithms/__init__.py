@@ -1,0 +1,1 @@
+"""Processing provider and algorithms of the CSAKD Fusion plugin (thin: parameters to engine calls)."""

@@ -1,0 +1,107 @@
+"""``csakd:fuse``: LR-HSI + HR-MSI → HR-HSI GeoTIFF through the engine's one fusion path."""
+
+from qgis.core import (
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterDefinition,
+)
+
+from .base import CsakdAlgorithm
+from .parameters import add_device_parameter, layer_source, raster_destination
+
+METHODS = ("student", "teacher", "bicubic", "gsa")
+DATA_TYPES = ("float32", "int16", "uint16")
+
+
+class FuseAlgorithm(CsakdAlgorithm):
+    """Fuse one LR-HSI with one HR-MSI."""
+
+    ID = "fuse"
+    DISPLAY = "Fuse hyperspectral and multispectral images"
+
+    LR_HSI, HR_MSI, MODEL, METHOD = "LR_HSI", "HR_MSI", "MODEL", "METHOD"
+    DEVICE, TILE_SIZE, OVERLAP, BATCH_SIZE = "DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE"
+    SHIFT_CORRECTION, DATA_TYPE, OUTPUT, REPORT = "SHIFT_CORRECTION", "DATA_TYPE", "OUTPUT", "REPORT"
+    SCALE, SHIFT_X, SHIFT_Y, MODEL_USED = "SCALE", "SHIFT_X", "SHIFT_Y", "MODEL_USED"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        """Declare parameters and outputs."""
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.LR_HSI, self.tr("Low-resolution hyperspectral image (LR-HSI)")))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.HR_MSI, self.tr("High-resolution multispectral image (HR-MSI)")))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.METHOD, self.tr("Method"), options=list(METHODS), defaultValue="student",
+            usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.MODEL, self.tr("Model: 'auto', a bundled model name, or a .safetensors file"),
+            defaultValue="auto"))
+        add_device_parameter(self)
+        advanced = [
+            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size [LR-HSI pixels]"),
+                                         QgsProcessingParameterNumber.Integer, 64, False, 8, 4096),
+            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap [LR-HSI pixels]"),
+                                         QgsProcessingParameterNumber.Integer, 8, False, 0, 512),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Tiles per batch"),
+                                         QgsProcessingParameterNumber.Integer, 4, False, 1, 256),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.SHIFT_CORRECTION, self.tr("Estimate and correct sub-pixel misregistration"), True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.DATA_TYPE, self.tr("Output data type"), options=list(DATA_TYPES), defaultValue="float32",
+            usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT, self.tr("Fused high-resolution hyperspectral image")))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.REPORT, self.tr("Run report"), self.tr("HTML files (*.html)"), optional=True,
+            createByDefault=False))
+        self.addOutput(QgsProcessingOutputNumber(self.SCALE, self.tr("Scale used")))
+        self.addOutput(QgsProcessingOutputNumber(self.SHIFT_X, self.tr("Estimated shift east [LR pixels]")))
+        self.addOutput(QgsProcessingOutputNumber(self.SHIFT_Y, self.tr("Estimated shift south [LR pixels]")))
+        self.addOutput(QgsProcessingOutputString(self.MODEL_USED, self.tr("Model used")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Run the engine's ``fuse`` and return the outputs keyed by the output constants."""
+        engine = self.engine()
+        from csakd_qgis.engine import fuse
+
+        output = raster_destination(self, parameters, context)
+        report = self.run_engine(
+            feedback, fuse,
+            layer_source(self, parameters, self.LR_HSI, context),
+            layer_source(self, parameters, self.HR_MSI, context),
+            output,
+            model=self.parameterAsString(parameters, self.MODEL, context).strip() or "auto",
+            method=self.parameterAsEnumString(parameters, self.METHOD, context),
+            device=self.parameterAsEnumString(parameters, self.DEVICE, context),
+            tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            shift_correction=self.parameterAsBool(parameters, self.SHIFT_CORRECTION, context),
+            dtype=self.parameterAsEnumString(parameters, self.DATA_TYPE, context),
+            overwrite=True,
+        )
+        for line in report.summary_lines():
+            feedback.pushInfo(line)
+        results = {
+            self.OUTPUT: output,
+            self.SCALE: report.scale,
+            self.SHIFT_X: report.shift[0],
+            self.SHIFT_Y: report.shift[1],
+            self.MODEL_USED: report.model or report.method,
+        }
+        html = self.parameterAsFileOutput(parameters, self.REPORT, context)
+        if html:
+            engine.report.write_fuse_report(report, html)
+            results[self.REPORT] = html
+        return results

@@ -1,0 +1,37 @@
+"""Parameter helpers shared by the algorithms: device choice, GDAL sources, GeoTIFF destinations."""
+
+import os
+
+from qgis.core import QgsProcessingException, QgsProcessingParameterEnum
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_device_parameter(algorithm, name="DEVICE"):
+    """Add the device choice (auto = CUDA, then Apple MPS, then CPU)."""
+    algorithm.addParameter(QgsProcessingParameterEnum(
+        name, algorithm.tr("Device (auto: GPU when there is one)"), options=list(DEVICES),
+        defaultValue="auto", usesStaticStrings=True))
+
+
+def layer_source(algorithm, parameters, name, context):
+    """The GDAL data source of a raster layer parameter, or an error naming the parameter."""
+    layer = algorithm.parameterAsRasterLayer(parameters, name, context)
+    if layer is None:
+        raise QgsProcessingException(algorithm.invalidRasterError(parameters, name))
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"{name}: layer '{layer.name()}' comes from the '{layer.providerType()}' provider; "
+            "CSAKD reads rasters through GDAL: save it as a GeoTIFF first (Export > Save As)."
+        )
+    return layer.source()
+
+
+def raster_destination(algorithm, parameters, context, name="OUTPUT"):
+    """The output path of a raster destination parameter; the engine writes GeoTIFF only."""
+    path = algorithm.parameterAsOutputLayer(parameters, name, context)
+    if os.path.splitext(path)[1].lower() not in (".tif", ".tiff"):
+        raise QgsProcessingException(
+            f"{name}: '{path}' is not a GeoTIFF file name; CSAKD writes GeoTIFF (.tif) outputs."
+        )
+    return path
