@@ -1,16 +1,16 @@
 """``csakd:fuse``: LR-HSI + HR-MSI → HR-HSI GeoTIFF through the engine's one fusion path."""
 
 from qgis.core import (
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
-    QgsProcessingParameterDefinition,
 )
 
 from .base import CsakdAlgorithm

@@ -273,9 +273,9 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu"
         Not a csakd file (pickles are refused), malformed card, digest or
         key/shape mismatch.
     """
+    state, card = read_state(path)
     from .models import ModelConfig, build_model
 
-    state, card = read_state(path)
     try:
         config = ModelConfig.from_dict(card.config)
     except (TypeError, ValueError, KeyError) as exc:

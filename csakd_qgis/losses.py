@@ -49,7 +49,7 @@ def sam_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tenso
 
 
 def bandwise_error(x: torch.Tensor, y: torch.Tensor, offset: float = 0.1) -> torch.Tensor:
-    """Band-wise SmoothL1 error of ``x`` against ``y`` (B, C, H, W), each band divided by mean(y^2 + offset)."""
+    """Band-wise SmoothL1 error of ``x`` vs ``y`` (B, C, H, W); each band divided by mean(y^2 + offset)."""
     energy = (y * y + offset).mean(dim=(2, 3))
     err = F.smooth_l1_loss(x, y, reduction="none", beta=1.0).mean(dim=(2, 3))
     return (err / energy).mean()
@@ -75,6 +75,10 @@ class FeatureAdapter(nn.Module):
         return self.conv(feature)
 
 
+def _value(t: torch.Tensor) -> float:
+    return float(t.detach())
+
+
 @dataclass(frozen=True)
 class LossParts:
     """The total loss and its named terms (floats, for logging)."""
@@ -84,18 +88,18 @@ class LossParts:
 
 
 def teacher_loss(out: torch.Tensor, ref: torch.Tensor, aux_weight: float = AUX_WEIGHT) -> LossParts:
-    """The teacher's joint loss ``SmoothL1 + w*SAM + w*BW`` (also used for a student trained alone)."""
+    """Compute the teacher joint loss ``SmoothL1 + w*SAM + w*BW`` (also for a student trained alone)."""
     l1 = F.smooth_l1_loss(out, ref)
     sam = sam_loss(out, ref)
     bw = bandwise_error(out, ref)
     total = l1 + aux_weight * sam + aux_weight * bw
-    return LossParts(total, {"l1": float(l1), "sam": float(sam), "bandwise": float(bw)})
+    return LossParts(total, {"l1": _value(l1), "sam": _value(sam), "bandwise": _value(bw)})
 
 
 def student_loss(out: torch.Tensor, ref: torch.Tensor, teacher_out: torch.Tensor,
                  feature: torch.Tensor, teacher_feature: torch.Tensor,
                  adapter: Optional[nn.Module] = None, aux_weight: float = AUX_WEIGHT) -> LossParts:
-    """The distilled student's joint loss.
+    """Compute the distilled student joint loss.
 
     Parameters
     ----------
@@ -123,5 +127,5 @@ def student_loss(out: torch.Tensor, ref: torch.Tensor, teacher_out: torch.Tensor
     bw = bandwise_error(out, ref)
     sam = sam_loss(out, ref)
     total = l1 + aux_weight * (kd_out + kd_feat + bw + sam)
-    return LossParts(total, {"l1": float(l1), "kd_output": float(kd_out), "kd_feature": float(kd_feat),
-                             "bandwise": float(bw), "sam": float(sam)})
+    return LossParts(total, {"l1": _value(l1), "kd_output": _value(kd_out), "kd_feature": _value(kd_feat),
+                             "bandwise": _value(bw), "sam": _value(sam)})

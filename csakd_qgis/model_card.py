@@ -85,7 +85,7 @@ class SpectralBands:
                 "good": list(self.good)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SpectralBands":
+    def from_dict(cls, data: Mapping[str, Any]) -> SpectralBands:
         """Inverse of :meth:`to_dict`; :class:`CheckpointError` on unknown keys."""
         d = _take(cls, data, "lr_bands")
         return cls(_floats(d["wavelengths_nm"]), _floats(d.get("fwhm_nm", ())),
@@ -111,7 +111,7 @@ class MsiInfo:
                 "wavelengths_nm": list(self.wavelengths_nm)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MsiInfo":
+    def from_dict(cls, data: Mapping[str, Any]) -> MsiInfo:
         """Inverse of :meth:`to_dict`; :class:`CheckpointError` on unknown keys."""
         d = _take(cls, data, "msi")
         return cls(d["sensor"], tuple(str(b) for b in d["band_names"]),
@@ -142,7 +142,7 @@ class Provenance:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Provenance":
+    def from_dict(cls, data: Mapping[str, Any]) -> Provenance:
         """Inverse of :meth:`to_dict`; :class:`CheckpointError` on unknown keys."""
         return cls(**_take(cls, data, "provenance"))
 
@@ -202,11 +202,11 @@ class ModelCard:
         }
 
     def to_json(self) -> str:
-        """The card as indented JSON text."""
+        """Return the card as indented JSON text."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
         """Inverse of :meth:`to_dict`.
 
         Raises
@@ -237,7 +237,7 @@ class ModelCard:
             raise CheckpointError(f"model card has a malformed value: {exc}") from exc
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
+    def from_json(cls, text: str) -> ModelCard:
         """Parse a card from JSON text; :class:`CheckpointError` when it is not valid JSON."""
         try:
             data = json.loads(text)

@@ -14,6 +14,9 @@ import pytest
 import rasterio
 from affine import Affine
 
+#: Default georeferencing: 30 m UTM 33N pixels near Potsdam.
+UTM33_30M = Affine(30.0, 0.0, 366000.0, 0.0, -30.0, 5810000.0)
+
 #: Real sensor data shared by the project (read-only); absent on a user's machine.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -31,7 +34,7 @@ def write_geotiff(
     data: np.ndarray,
     *,
     crs: Optional[str] = "EPSG:32633",
-    transform: Affine = Affine(30.0, 0.0, 366000.0, 0.0, -30.0, 5810000.0),
+    transform: Affine = UTM33_30M,
     nodata: Optional[float] = None,
     band_tags: Sequence[Dict[str, str]] = (),
     dataset_tags: Optional[Dict[str, str]] = None,
@@ -67,7 +70,7 @@ def write_geotiff(
 
 @pytest.fixture
 def geotiff(tmp_path: Path) -> Callable[..., Path]:
-    """Factory ``geotiff(name, data, **kwargs)`` writing into the test's tmp folder (see ``write_geotiff``)."""
+    """Factory ``geotiff(name, data, **kwargs)`` writing into ``tmp_path`` (see ``write_geotiff``)."""
 
     def make(name: str, data: np.ndarray, **kwargs) -> Path:
         return write_geotiff(tmp_path / name, data, **kwargs)
@@ -94,3 +97,9 @@ def textured_scene(height: int, width: int, bands: int, seed: int = 0) -> np.nda
     weights = np.linspace(0.0, 1.0, bands)[:, None, None]
     cube = 0.05 + 0.6 * (weights * fields[0] + (1 - weights) * fields[1])
     return cube.astype(np.float32)
+
+
+@pytest.fixture
+def texture() -> Callable[..., np.ndarray]:
+    """The ``textured_scene(height, width, bands, seed=0)`` generator."""
+    return textured_scene

@@ -1,0 +1,218 @@
+"""Fusion of the four stream feature maps into one.
+
+Every fusion takes the four maps on the HR grid, each ``(B, nf, H, W)``
+float32, by stream name, and returns one ``(B, nf, H, W)`` map:
+
+* ``h``: LR-HSI stream (upsampled), the original's ``x1``;
+* ``m``: HR-MSI stream, ``x2``;
+* ``mh``: LR-HSI + downsampled HR-MSI stream (upsampled), ``x3``;
+* ``hm``: upsampled LR-HSI + HR-MSI stream, ``x4``.
+
+Parameter names follow the original code (``fuse_att.query_conv`` ...) so
+that its checkpoints load strictly.
+
+A fact about the original cross attention, found while porting it: it forms
+the per-head ``16 x 16`` channel-attention matrix ``softmax(q k^T / 4)``
+(summed over all pixels) but applies it with
+``einsum('bhqk,bhvd->bhqd', attn, v)``, whose ``k`` and ``v`` indices are
+distinct, so each is summed on its own.  Softmax rows sum to one, so the
+result is the per-head channel sum of ``v`` broadcast to the head's 16
+channels: the queries and keys do not change the output (only rounding).
+``statistics='collapsed'`` keeps that computation exactly (``fusion='csa'``
+and ``'mhca'``); ``'global'`` is the attention the paper describes
+(``attn @ v``); ``'local'`` is the project's size-invariant variant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Channels of the query/key/value projections and heads (hard-coded in the original).
+ATTN_CHANNELS = 64
+ATTN_HEADS = 4
+STATISTICS = ("collapsed", "global", "local")
+_EPS = 1e-6
+
+
+def _gated_sum(gates, maps) -> torch.Tensor:
+    """``sum_i gates[i] * maps[i]`` for four gates broadcastable to the ``(B, nf, H, W)`` maps."""
+    return gates[0] * maps[0] + gates[1] * maps[1] + gates[2] * maps[2] + gates[3] * maps[3]
+
+
+def _split_gates(gates: torch.Tensor):
+    """Split per-pixel gates ``(B, 4, H, W)`` into four ``(B, 1, H, W)`` tensors."""
+    return [gates[:, i:i + 1] for i in range(4)]
+
+
+class SumFusion(nn.Module):
+    """``h + m + mh + hm`` (the original's ``adaptive_fuse=0``)."""
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, mh: torch.Tensor, hm: torch.Tensor) -> torch.Tensor:
+        """Fuse four ``(B, nf, H, W)`` maps into one of the same shape."""
+        return h + m + mh + hm
+
+
+class SigmoidFusion(nn.Module):
+    """Per-stream, per-channel learned sigmoid weights (``adaptive_fuse=1``).
+
+    ``out = sum_i sigmoid(weights[i]) * x_i`` with ``weights`` of shape
+    ``(4, nf, 1, 1)``, independent of the input.
+    """
+
+    def __init__(self, nf: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.randn(4, nf, 1, 1))
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, mh: torch.Tensor, hm: torch.Tensor) -> torch.Tensor:
+        """Fuse four ``(B, nf, H, W)`` maps into one of the same shape."""
+        return _gated_sum(torch.sigmoid(self.weights), (h, m, mh, hm))
+
+
+class ConcatFusion(nn.Module):
+    """Per-pixel sigmoid gates from a 1x1 conv over the concatenation (``adaptive_fuse=4``)."""
+
+    def __init__(self, nf: int):
+        super().__init__()
+        self.attention_conv = nn.Conv2d(4 * nf, 4, 1)
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, mh: torch.Tensor, hm: torch.Tensor) -> torch.Tensor:
+        """Fuse four ``(B, nf, H, W)`` maps into one of the same shape."""
+        gates = torch.sigmoid(self.attention_conv(torch.cat((h, m, mh, hm), 1)))
+        return _gated_sum(_split_gates(gates), (h, m, mh, hm))
+
+
+def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean of ``x`` ``(B, C, H, W)`` over a ``window x window`` neighbourhood of each pixel.
+
+    Pixels outside the image are left out of the mean (not zero-padded), so
+    the result at a pixel depends only on the input within ``window // 2``
+    pixels of it and inside the image.  Same shape as ``x``.
+    """
+    pad = window // 2
+    x = F.avg_pool2d(x, (1, window), 1, (0, pad), count_include_pad=False)
+    return F.avg_pool2d(x, (window, 1), 1, (pad, 0), count_include_pad=False)
+
+
+class CrossAttentionFusion(nn.Module):
+    """Multi-head channel cross attention; ``adaptive_fuse=2`` as a fusion.
+
+    Queries come from ``h``, keys from ``m``, values from ``mh`` (1x1 convs
+    ``nf -> 64``, 4 heads of 16 channels); the attended values go through a
+    1x1 conv ``64 -> nf``.  As a fusion (the original's multi-head cross
+    attention) the result is added to ``hm`` and returned.
+
+    Parameters
+    ----------
+    nf : int
+        Channels of the stream maps.
+    statistics : {'collapsed', 'global', 'local'}
+        How the ``16 x 16`` attention per head is formed and applied (see the
+        module docstring): ``'collapsed'`` exactly as the original;
+        ``'global'`` ``softmax(q k^T / 4) @ v`` with sums over every pixel;
+        ``'local'`` per pixel, from the cosine similarity of query and key
+        channels estimated over a ``window x window`` neighbourhood, scaled
+        by a learned per-head ``temperature``, then applied to that pixel's
+        values.
+    window : int
+        Neighbourhood side in pixels for ``'local'`` (odd).
+    """
+
+    def __init__(self, nf: int, statistics: str = "collapsed", window: int = 15):
+        super().__init__()
+        if statistics not in STATISTICS:
+            raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
+        self.heads = ATTN_HEADS
+        self.head_dim = ATTN_CHANNELS // ATTN_HEADS
+        self.statistics = statistics
+        self.window = window
+        self.query_conv = nn.Conv2d(nf, ATTN_CHANNELS, 1)
+        self.key_conv = nn.Conv2d(nf, ATTN_CHANNELS, 1)
+        self.value_conv = nn.Conv2d(nf, ATTN_CHANNELS, 1)
+        self.output_conv = nn.Conv2d(ATTN_CHANNELS, nf, 1)
+        if statistics == "local":
+            self.temperature = nn.Parameter(torch.ones(ATTN_HEADS))
+
+    def attend(self, query_src: torch.Tensor, key_src: torch.Tensor, value_src: torch.Tensor) -> torch.Tensor:
+        """Cross attention of three ``(B, nf, H, W)`` maps; returns ``(B, nf, H, W)``."""
+        b, _, height, width = query_src.shape
+        shape = (b, self.heads, self.head_dim, height * width)
+        q = self.query_conv(query_src).view(shape)
+        k = self.key_conv(key_src).view(shape)
+        v = self.value_conv(value_src).view(shape)
+        if self.statistics == "local":
+            out = self._local(q, k, v, height, width)
+        else:
+            attn = torch.softmax(torch.einsum("bhqn,bhkn->bhqk", q, k) / math.sqrt(self.head_dim), -1)
+            if self.statistics == "global":
+                out = attn @ v
+            else:
+                out = torch.einsum("bhqk,bhvn->bhqn", attn, v)
+        return self.output_conv(out.reshape(b, -1, height, width))
+
+    def _local(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Windowed-cosine channel attention; ``q, k, v`` ``(B, heads, d, N)`` -> same shape."""
+        b, heads, d, _ = q.shape
+        grid = (b, d, height, width)
+        outs = []
+        for i in range(heads):
+            qi, ki, vi = q[:, i].reshape(grid), k[:, i].reshape(grid), v[:, i].reshape(grid)
+            cross = box_mean((qi[:, :, None] * ki[:, None]).reshape(b, d * d, height, width), self.window)
+            q_energy = box_mean(qi * qi, self.window)
+            k_energy = box_mean(ki * ki, self.window)
+            norm = torch.sqrt(q_energy[:, :, None] * k_energy[:, None] + _EPS)
+            logits = cross.view(b, d, d, height, width) / norm * self.temperature[i]
+            attn = torch.softmax(logits, dim=2)
+            outs.append((attn * vi[:, None]).sum(2).reshape(b, d, height * width))
+        return torch.stack(outs, 1)
+
+    def matmul_macs(self, pixels: int) -> int:
+        """Multiply-adds of the attention itself (not its 1x1 convs) over ``pixels`` pixels.
+
+        ``'collapsed'``: ``q k^T`` plus the broadcast product; ``'global'``:
+        ``q k^T`` and ``attn @ v``; ``'local'``: the per-pixel products
+        ``q_i k_j``, two box-filter passes over them, and ``attn v``.
+        """
+        per_head = self.head_dim * self.head_dim * pixels
+        factor = {"collapsed": 1, "global": 2, "local": 4}[self.statistics]
+        extra = self.head_dim * pixels if self.statistics == "collapsed" else 0
+        return self.heads * (factor * per_head + extra)
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, mh: torch.Tensor, hm: torch.Tensor) -> torch.Tensor:
+        """Fuse four ``(B, nf, H, W)`` maps: ``attend(h, m, mh) + hm``."""
+        return self.attend(h, m, mh) + hm
+
+
+class CrossSigmoidFusion(CrossAttentionFusion):
+    """Cross self-attention (CSA, ``adaptive_fuse=3``): cross attention, then sigmoid gates.
+
+    ``a = attend(h, m, mh) + hm``; gates ``g = sigmoid(conv1x1([h, m, mh, a]))``
+    of shape ``(B, 4, H, W)``; output ``g0 h + g1 m + g2 mh + g3 a``.
+    """
+
+    def __init__(self, nf: int, statistics: str = "collapsed", window: int = 15):
+        super().__init__(nf, statistics, window)
+        self.attention_weights = nn.Conv2d(4 * nf, 4, 1)
+
+    def forward(self, h: torch.Tensor, m: torch.Tensor, mh: torch.Tensor, hm: torch.Tensor) -> torch.Tensor:
+        """Fuse four ``(B, nf, H, W)`` maps into one of the same shape."""
+        attended = self.attend(h, m, mh) + hm
+        gates = torch.sigmoid(self.attention_weights(torch.cat((h, m, mh, attended), 1)))
+        return _gated_sum(_split_gates(gates), (h, m, mh, attended))
+
+
+def build_fusion(name: str, nf: int, window: int = 15) -> nn.Module:
+    """Fusion module for a :class:`~csakd_qgis.models.config.ModelConfig` ``fusion`` name."""
+    builders = {
+        "sum": lambda: SumFusion(),
+        "sigmoid": lambda: SigmoidFusion(nf),
+        "concat": lambda: ConcatFusion(nf),
+        "mhca": lambda: CrossAttentionFusion(nf, "collapsed"),
+        "csa": lambda: CrossSigmoidFusion(nf, "collapsed"),
+        "csa_global": lambda: CrossSigmoidFusion(nf, "global"),
+        "csa_invariant": lambda: CrossSigmoidFusion(nf, "local", window),
+    }
+    return builders[name]()

@@ -1,0 +1,224 @@
+import os
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+from csakd_qgis.errors import Cancelled, RasterReadError, RasterWriteError
+from csakd_qgis.raster_io import BandInfo, RasterWriter, read_info, read_window, write_raster
+
+TRANSFORM = Affine(30.0, 0.0, 366000.0, 0.0, -30.0, 5810000.0)
+
+
+def test_band_metadata_round_trip(tmp_path):
+    bands = (BandInfo(450.5, 10.25, True, "blue"), BandInfo(1400.0, 12.0, False, ""),
+             BandInfo(2200.125, 9.5, True, "swir"))
+    data = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    out = tmp_path / "meta.tif"
+    write_raster(str(out), data, crs="EPSG:32633", transform=TRANSFORM, bands=bands)
+    info = read_info(str(out))
+    assert [b.wavelength_nm for b in info.bands] == [450.5, 1400.0, 2200.125]
+    assert [b.fwhm_nm for b in info.bands] == [10.25, 12.0, 9.5]
+    assert [b.good for b in info.bands] == [True, False, True]
+    assert info.bands[0].description == "blue"
+    assert info.bands[1].description == "band 2 (1400 Nanometers)"
+    assert info.crs.to_epsg() == 32633 and info.transform == TRANSFORM
+    assert info.res == (30.0, 30.0)
+    assert info.bounds == (366000.0, 5810000.0 - 120.0, 366150.0, 5810000.0)
+    with rasterio.open(out) as ds:
+        envi = ds.tags(ns="ENVI")
+    assert envi["wavelength"] == "{450.5, 1400.0, 2200.125}"
+    assert envi["bbl"] == "{1, 0, 1}"
+    read, valid = read_window(str(out))
+    np.testing.assert_array_equal(read, data)
+    assert valid.all()
+
+
+def test_micrometre_items_and_descriptions_are_converted(geotiff):
+    data = np.ones((2, 3, 3), np.float32)
+    tags = [{"wavelength": "0.45", "fwhm": "0.01", "wavelength_units": "µm"},
+            {"wavelength": "2.2", "fwhm": "0.02", "wavelength_units": "µm"}]
+    path = geotiff("um.tif", data, band_tags=tags)
+    info = read_info(str(path))
+    assert [b.wavelength_nm for b in info.bands] == pytest.approx([450.0, 2200.0])
+    assert [b.fwhm_nm for b in info.bands] == pytest.approx([10.0, 20.0])
+    # band descriptions only, one in micrometers
+    path = geotiff("desc.tif", data, descriptions=["band 1 (376.44 Nanometers)", "1.5 Micrometers"])
+    assert [b.wavelength_nm for b in read_info(str(path)).bands] == pytest.approx([376.44, 1500.0])
+    # dataset-level unit, no unit on the bands
+    path = geotiff("ds.tif", data, band_tags=[{"wavelength": "0.5"}, {"wavelength": "0.6"}],
+                   dataset_tags={"wavelength_units": "micrometers"})
+    assert [b.wavelength_nm for b in read_info(str(path)).bands] == pytest.approx([500.0, 600.0])
+
+
+def test_envi_domain_wavelengths_with_unit(tmp_path):
+    path = tmp_path / "cube.img"
+    with rasterio.open(path, "w", driver="ENVI", width=2, height=2, count=3, dtype="float32") as ds:
+        ds.write(np.ones((3, 2, 2), np.float32))
+        ds.update_tags(ns="ENVI", wavelength="{0.4, 0.5, 0.6}", fwhm="{0.01, 0.01, 0.02}",
+                       bbl="{1, 0, 1}", wavelength_units="Micrometers")
+    info = read_info(str(path))
+    assert [b.wavelength_nm for b in info.bands] == pytest.approx([400.0, 500.0, 600.0])
+    assert [b.fwhm_nm for b in info.bands] == pytest.approx([10.0, 10.0, 20.0])
+    assert [b.good for b in info.bands] == [True, False, True]
+
+
+def test_enmap_tile(shared_data):
+    path = shared_data / "enmap_potsdam" / "enmap_potsdam_tile_128_0.tif"
+    info = read_info(str(path))
+    assert info.count == 224 and (info.width, info.height) == (32, 32)
+    assert info.crs.to_epsg() == 32633 and info.res == (30.0, 30.0)
+    assert info.bands[0].wavelength_nm == pytest.approx(418.24)
+    assert info.bands[0].fwhm_nm == pytest.approx(6.99561)
+    assert all(400 < b.wavelength_nm < 2500 for b in info.bands)
+    assert sum(not b.good for b in info.bands) == 6
+    data, valid = read_window(str(path), Window(4, 8, 6, 5))
+    with rasterio.open(path) as ds:
+        raw = ds.read(1, window=Window(4, 8, 6, 5))
+    # stored reflectance x 10000 with GDAL scale 1e-4 -> reflectance
+    np.testing.assert_allclose(data[0], raw * 1e-4, rtol=1e-6)
+    # the bad bands hold only nodata: NaN, but they do not make the pixels invalid
+    assert valid.all()
+    assert np.isnan(data[[not b.good for b in info.bands]]).all()
+
+
+def test_aviris_ng_envi_chips(shared_data):
+    folder = shared_data / "aviris_ng"
+    info = read_info(str(folder / "ang20160910t185702_2rdn_img"))
+    assert info.count == 425 and info.crs.to_epsg() == 32611 and info.res == (15.0, 15.0)
+    assert info.bands[0].wavelength_nm == pytest.approx(376.44)
+    assert info.bands[-1].wavelength_nm == pytest.approx(2500.12)
+    waves = np.array([b.wavelength_nm for b in info.bands])
+    assert (np.diff(waves) > 0).all()
+    # second chip: ENVI 'wavelength' / 'fwhm' lists without unit, nanometre values
+    info = read_info(str(folder / "ang20170323t202244_rdn_7000-7010"))
+    assert info.crs is None
+    assert info.bands[0].wavelength_nm == pytest.approx(376.86)
+    assert info.bands[0].fwhm_nm == pytest.approx(5.57)
+
+
+def test_nodata_mask_and_nonfinite_are_invalid(geotiff):
+    data = np.full((2, 4, 4), 5.0, np.float32)
+    data[0, 0, 0] = -9999.0          # nodata in one band
+    data[1, 1, 1] = np.inf           # non-finite
+    data[1, 2, 2] = np.nan
+    path = geotiff("nd.tif", data, nodata=-9999.0)
+    read, valid = read_window(str(path))
+    expected = np.ones((4, 4), bool)
+    expected[0, 0] = expected[1, 1] = expected[2, 2] = False
+    np.testing.assert_array_equal(valid, expected)
+    assert np.isnan(read[:, ~expected]).all()
+    assert (read[:, expected] == 5.0).all()
+
+
+def test_dataset_mask_and_alpha_band(tmp_path):
+    path = tmp_path / "rgba.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=3, height=2, count=4, dtype="uint8",
+                       photometric="RGB", alpha="YES") as ds:
+        ds.write(np.full((3, 2, 3), 7, np.uint8), [1, 2, 3])
+        ds.write(np.array([[255, 0, 255], [255, 255, 0]], np.uint8), 4)
+    info = read_info(str(path))
+    assert info.count == 3
+    read, valid = read_window(str(path))
+    assert read.shape == (3, 2, 3)
+    np.testing.assert_array_equal(valid, [[True, False, True], [True, True, False]])
+    # a per-dataset mask (.msk) without nodata or alpha
+    path = tmp_path / "msk.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=3, height=1, count=1, dtype="float32") as ds:
+        ds.write(np.ones((1, 1, 3), np.float32))
+        ds.write_mask(np.array([[255, 255, 0]], np.uint8))
+    _, valid = read_window(str(path))
+    np.testing.assert_array_equal(valid, [[True, True, False]])
+
+
+def test_scale_offset_boundless_and_band_selection(geotiff):
+    data = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    path = geotiff("so.tif", data, scales=[0.5, 2.0], offsets=[1.0, -3.0])
+    read, valid = read_window(str(path), Window(-1, 1, 3, 3), bands=[2], boundless=True)
+    assert read.shape == (1, 3, 3)
+    expected_valid = np.array([[False, True, True], [False, True, True], [False, False, False]])
+    np.testing.assert_array_equal(valid, expected_valid)
+    np.testing.assert_allclose(read[0, :2, 1:], data[1, 1:3, 0:2] * 2.0 - 3.0)
+    with pytest.raises(RasterReadError, match="outside"):
+        read_window(str(path), Window(-1, 1, 3, 3))
+    with pytest.raises(RasterReadError, match="band number"):
+        read_window(str(path), bands=[3])
+
+
+def test_unreadable_path_is_a_read_error(tmp_path):
+    with pytest.raises(RasterReadError, match="gdalinfo"):
+        read_info(str(tmp_path / "missing.tif"))
+
+
+def test_int16_output_with_scale_and_nodata(tmp_path):
+    data = np.array([[[0.12344, np.nan, -3.3], [3.2768, 0.00004, 1.0]]], np.float32)
+    out = tmp_path / "int.tif"
+    write_raster(str(out), data, crs="EPSG:32633", transform=TRANSFORM, dtype="int16", scale=1e-4,
+                 nodata=-32768)
+    with rasterio.open(out) as ds:
+        stored = ds.read(1)
+        assert ds.scales == (1e-4,) and ds.nodata == -32768
+    # 0.12344 / 1e-4 -> 1234; -3.3 clips to -32767 (nodata reserved); 3.2768 clips to 32767
+    np.testing.assert_array_equal(stored, [[1234, -32768, -32767], [32767, 0, 10000]])
+    read, valid = read_window(str(out))
+    np.testing.assert_array_equal(valid, [[True, False, True], [True, True, True]])
+    np.testing.assert_allclose(read[0, 1], [3.2767, 0.0, 1.0], rtol=1e-6)
+
+
+def test_integer_value_equal_to_nodata_is_moved(tmp_path):
+    out = tmp_path / "u8.tif"
+    write_raster(str(out), np.array([[[0.0, 1.0, np.nan]]]), crs="EPSG:32633", transform=TRANSFORM,
+                 dtype="uint8", nodata=0)
+    with rasterio.open(out) as ds:
+        np.testing.assert_array_equal(ds.read(1), [[1, 1, 0]])
+
+
+def test_float_nodata_defaults_to_nan(tmp_path):
+    out = tmp_path / "f.tif"
+    write_raster(str(out), np.array([[[1.0, np.nan]]], np.float32), crs="EPSG:32633", transform=TRANSFORM)
+    with rasterio.open(out) as ds:
+        assert np.isnan(ds.nodata)
+    _, valid = read_window(str(out))
+    np.testing.assert_array_equal(valid, [[True, False]])
+
+
+def test_writer_is_atomic(tmp_path):
+    out = tmp_path / "atomic.tif"
+    write_raster(str(out), np.ones((1, 4, 4), np.float32), crs="EPSG:32633", transform=TRANSFORM)
+    before = out.read_bytes()
+    with pytest.raises(RasterWriteError, match="--overwrite"):
+        write_raster(str(out), np.zeros((1, 4, 4), np.float32), crs="EPSG:32633", transform=TRANSFORM)
+    for error in (Cancelled("stop"), RuntimeError("boom")):
+        with pytest.raises(type(error)):
+            with RasterWriter(str(out), width=4, height=4, count=1, crs="EPSG:32633", transform=TRANSFORM,
+                              overwrite=True) as writer:
+                writer.write(np.zeros((1, 2, 4), np.float32), Window(0, 0, 4, 2))
+                partial = [name for name in os.listdir(tmp_path) if "csakd-partial" in name]
+                assert partial == [f".atomic.tif.csakd-partial-{os.getpid()}.tif"]
+                raise error
+    assert out.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["atomic.tif"]
+    with pytest.raises(RasterWriteError, match="does not fit"):
+        with RasterWriter(str(out), width=4, height=4, count=1, crs="EPSG:32633", transform=TRANSFORM,
+                          overwrite=True) as writer:
+            writer.write(np.zeros((1, 3, 4), np.float32), Window(0, 0, 4, 2))
+    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["atomic.tif"]
+
+
+def test_windowed_writes_and_cog(tmp_path):
+    out = tmp_path / "cog.tif"
+    full = np.random.default_rng(1).random((2, 40, 50)).astype(np.float32)
+    bands = (BandInfo(500.0, 5.0), BandInfo(600.0, 6.0))
+    with RasterWriter(str(out), width=50, height=40, count=2, crs="EPSG:32633", transform=TRANSFORM,
+                      bands=bands, blocksize=16, cog=True) as writer:
+        for row in range(0, 40, 16):
+            for col in range(0, 50, 16):
+                win = Window(col, row, min(16, 50 - col), min(16, 40 - row))
+                writer.write(full[:, row:row + win.height, col:col + win.width], win)
+    read, valid = read_window(str(out))
+    np.testing.assert_array_equal(read, full)
+    with rasterio.open(out) as ds:
+        assert ds.profile["compress"].lower() == "zstd"
+    assert [b.wavelength_nm for b in read_info(str(out)).bands] == [500.0, 600.0]
