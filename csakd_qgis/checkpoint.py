@@ -31,7 +31,7 @@ import struct
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Mapping, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -286,3 +286,77 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu"
     check_state(state, model, str(path))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), card
+
+
+def save_optimizer_state(path: PathLike, optimizers: Mapping[str, torch.optim.Optimizer],
+                         scalars: Mapping[str, object],
+                         modules: Optional[Mapping[str, torch.nn.Module]] = None) -> None:
+    """Save optimiser states (and helper modules) for resuming, without pickle.
+
+    Tensors go into a safetensors file as ``<name>/state/<param index>/<key>``
+    (and ``module/<name>/<key>`` for ``modules``, e.g. the KD feature adapter);
+    everything else (param groups, non-tensor state, ``scalars`` such as the
+    step count) into its JSON metadata under ``csakd_optim``.
+    """
+    from safetensors.torch import save_file
+
+    tensors: Dict[str, torch.Tensor] = {}
+    meta: Dict[str, object] = {"scalars": dict(scalars), "optimizers": {}}
+    for name, opt in optimizers.items():
+        sd = opt.state_dict()
+        plain: Dict[str, Dict[str, object]] = {}
+        for idx, entry in sd["state"].items():
+            for key, value in entry.items():
+                if torch.is_tensor(value):
+                    tensors[f"{name}/state/{idx}/{key}"] = value.detach().to("cpu").contiguous().clone()
+                else:
+                    plain.setdefault(str(idx), {})[key] = value
+        meta["optimizers"][name] = {"param_groups": sd["param_groups"], "plain": plain}
+    for name, module in (modules or {}).items():
+        for key, value in module.state_dict().items():
+            tensors[f"module/{name}/{key}"] = value.detach().to("cpu").contiguous().clone()
+    dest = Path(path)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        save_file(tensors, str(tmp), metadata={"csakd_optim": json.dumps(meta)})
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_optimizer_state(path: PathLike, optimizers: Mapping[str, torch.optim.Optimizer],
+                         modules: Optional[Mapping[str, torch.nn.Module]] = None) -> Dict[str, object]:
+    """Restore what :func:`save_optimizer_state` wrote; return its ``scalars``.
+
+    Raises
+    ------
+    CheckpointError
+        When the file is not an optimiser state or does not fit ``optimizers``.
+    """
+    from safetensors.torch import load_file
+
+    _, metadata, _ = read_header(path)
+    if "csakd_optim" not in metadata:
+        raise CheckpointError(f"{path} is not a csakd optimiser state")
+    meta = json.loads(metadata["csakd_optim"])
+    tensors = load_file(str(path), device="cpu")
+    try:
+        for name, opt in optimizers.items():
+            saved = meta["optimizers"][name]
+            state: Dict[int, Dict[str, object]] = {}
+            for key, value in tensors.items():
+                parts = key.split("/")
+                if parts[0] == name and parts[1] == "state":
+                    state.setdefault(int(parts[2]), {})[parts[3]] = value
+            for idx, entry in saved["plain"].items():
+                state.setdefault(int(idx), {}).update(entry)
+            opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        for name, module in (modules or {}).items():
+            prefix = f"module/{name}/"
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: the optimiser state does not fit this run ({exc}); resume with the same mode and preset"
+        ) from exc
+    return dict(meta["scalars"])

@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from .errors import InputError
@@ -97,6 +95,39 @@ def gaussian_psf(scale: int, mtf_nyquist: Optional[float] = None, sigma: Optiona
     return kernel / kernel.sum()
 
 
+def _correlate_axis(x: np.ndarray, taps: np.ndarray, scale: int, offset: int, axis: int) -> np.ndarray:
+    """``out[i] = Σ_p taps[p] x[i s + offset + p]`` along ``axis`` (-1 or -2), zero outside; length ``n // s``."""
+    n = x.shape[axis] // scale
+    lo = max(0, -offset)
+    hi = max(0, (n - 1) * scale + offset + taps.size - x.shape[axis])
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (lo, hi)
+    xp = np.pad(x, pad)
+    start = offset + lo
+    index = [slice(None)] * x.ndim
+    out = None
+    for p, t in enumerate(taps):
+        index[axis] = slice(start + p, start + p + (n - 1) * scale + 1, scale)
+        term = t * xp[tuple(index)]
+        out = term if out is None else out + term
+    return out
+
+
+def _strided_correlate(x: np.ndarray, kernel: np.ndarray, scale: int, offset: int) -> np.ndarray:
+    """``out[..., i, j] = Σ_pq kernel[p, q] x[..., i s + offset + p, j s + offset + q]``, zero outside.
+
+    The kernel is split into separable terms (its singular value
+    decomposition; one term for a Gaussian or a box), each applied as two
+    1-D passes.  Output ``(..., H / s, W / s)``.
+    """
+    u, sv, vt = np.linalg.svd(kernel)
+    out = np.zeros(x.shape[:-2] + (x.shape[-2] // scale, x.shape[-1] // scale))
+    for r in np.flatnonzero(sv > 1e-12 * sv[0]):
+        rows = _correlate_axis(x, u[:, r] * sv[r], scale, offset, -2)
+        out += _correlate_axis(rows, vt[r], scale, offset, -1)
+    return out
+
+
 def blur_decimate(hsi: np.ndarray, scale: int, psf: np.ndarray) -> np.ndarray:
     """Blur with ``psf`` and keep one pixel per ``scale × scale`` block.
 
@@ -127,18 +158,9 @@ def blur_decimate(hsi: np.ndarray, scale: int, psf: np.ndarray) -> np.ndarray:
         raise InputError(f"the PSF must be square with a size of the parity of the scale {scale}, "
                          f"got {kernel.shape}")
     valid = np.isfinite(x)
-    pad = (k - scale) // 2
-    xt = torch.from_numpy(np.where(valid, x, 0.0))[:, None]
-    vt = torch.from_numpy(valid.astype(np.float64))[:, None]
-    if pad >= 0:
-        xt = F.pad(xt, (pad, pad, pad, pad))
-        vt = F.pad(vt, (pad, pad, pad, pad))
-    else:  # kernel smaller than the block: start inside the block
-        xt = xt[..., -pad:, -pad:]
-        vt = vt[..., -pad:, -pad:]
-    wt = torch.from_numpy(kernel)[None, None]
-    num = F.conv2d(xt, wt, stride=scale)[:, 0].numpy()
-    den = F.conv2d(vt, wt, stride=scale)[:, 0].numpy()
+    offset = (scale - k) // 2
+    num = _strided_correlate(np.where(valid, x, 0.0), kernel, scale, offset)
+    den = _strided_correlate(valid.astype(np.float64), kernel, scale, offset)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     block_ok = valid.reshape(x.shape[0], h // scale, scale, w // scale, scale).all(axis=(2, 4))
@@ -151,13 +173,16 @@ def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndar
 
     The noise standard deviation of band ``b`` is
     ``sqrt(mean(x_b²) / 10^(snr_db / 10))`` over the band's finite pixels
-    (signal power = mean square).  ``x`` is ``(C, H, W)``; NaN stays NaN.
+    (signal power = mean square).  ``x`` is ``(C, H, W)``; NaN stays NaN (an all-NaN band,
+    e.g. a bad band, stays all NaN).
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3:
         raise InputError(f"expected a (bands, rows, cols) image, got shape {x.shape}")
-    power = np.nanmean(np.where(np.isfinite(x), x, np.nan) ** 2, axis=(1, 2))
-    sigma = np.sqrt(np.nan_to_num(power) / 10.0 ** (snr_db / 10.0))
+    finite = np.isfinite(x)
+    count = finite.sum(axis=(1, 2))
+    power = np.sum(np.where(finite, x, 0.0) ** 2, axis=(1, 2)) / np.maximum(count, 1)
+    sigma = np.sqrt(power / 10.0 ** (snr_db / 10.0))
     return x + rng.standard_normal(x.shape) * sigma[:, None, None]
 
 

@@ -97,7 +97,7 @@ class GSAMethod:
         self.weights: Optional[np.ndarray] = None  # (C + 1,) a_1..a_C, a_0
         self.gains: Optional[np.ndarray] = None  # (C,)
 
-    def fit(self, lr: np.ndarray, msi_lr: np.ndarray) -> "GSAMethod":
+    def fit(self, lr: np.ndarray, msi_lr: np.ndarray) -> GSAMethod:
         """Fit the coefficients on pixel samples of the whole scene.
 
         Parameters

@@ -124,7 +124,7 @@ def mismatches(card: ModelCard, lr_wavelengths: Sequence[Optional[float]], msi_b
     return why
 
 
-def auto_select(lr_bands: Sequence["BandInfo"], msi_band_count: int,
+def auto_select(lr_bands: Sequence[BandInfo], msi_band_count: int,
                 msi_wavelengths: Optional[Sequence[Optional[float]]] = None, scale: int = 4,
                 role: str = "student", tolerance_nm: float = WAVELENGTH_TOLERANCE_NM
                 ) -> Tuple[Path, ModelCard]:
@@ -144,6 +144,8 @@ def auto_select(lr_bands: Sequence["BandInfo"], msi_band_count: int,
         Integer ratio of LR to HR pixel size.
     role:
         ``"student"`` (fast, default) or ``"teacher"``.
+    tolerance_nm:
+        Largest HSI centre-wavelength difference (nm) still counted as a match.
 
     Raises
     ------

@@ -203,7 +203,7 @@ class _Stage(threading.Thread):
             self.error = exc
 
 
-def _put(q: "queue.Queue", item, stop: threading.Event) -> bool:
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     """Put ``item`` unless ``stop`` is set; False when the pipeline is stopping."""
     while not stop.is_set():
         try:
@@ -233,6 +233,8 @@ def run_pipeline(source: PairSource, method: FusionMethod, plan: TilePlan, sink:
         Levels and fill values measured on the whole scene.
     batch_size:
         Tiles per ``method.predict`` call (halved on out-of-memory errors).
+    block_width:
+        Output pixels per column block (see the module docstring).
     reporter:
         Progress per batch (fraction of tiles done) and cancellation.
     notify:
@@ -248,8 +250,8 @@ def run_pipeline(source: PairSource, method: FusionMethod, plan: TilePlan, sink:
     s = plan.scale
     order = list(schedule(plan, block_width))
     stop = threading.Event()
-    to_compute: "queue.Queue" = queue.Queue(maxsize=2 * batch_size)
-    to_write: "queue.Queue" = queue.Queue(maxsize=2 * batch_size)
+    to_compute: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    to_write: queue.Queue = queue.Queue(maxsize=2 * batch_size)
     timings = Timings()
     lr_fill = radiometry.lr_fill[:, None, None]
     msi_fill = radiometry.msi_fill[:, None, None]

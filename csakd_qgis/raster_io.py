@@ -127,7 +127,7 @@ class RasterInfo:
 # ----------------------------------------------------------------------------- reading
 
 
-def _open(path: str) -> rasterio.io.DatasetReader:
+def open_raster(path: str) -> rasterio.io.DatasetReader:
     """Open ``path`` read-only, turning GDAL failures into :class:`RasterReadError`."""
     try:
         return rasterio.open(path)
@@ -138,7 +138,7 @@ def _open(path: str) -> rasterio.io.DatasetReader:
         ) from exc
 
 
-def _data_indexes(ds: DatasetReaderBase) -> List[int]:
+def data_band_indexes(ds: DatasetReaderBase) -> List[int]:
     """1-based GDAL indexes of the data bands (every band but an alpha band)."""
     return [i for i, ci in zip(ds.indexes, ds.colorinterp) if ci != ColorInterp.alpha]
 
@@ -245,7 +245,7 @@ def _band_metadata(ds: DatasetReaderBase, indexes: Sequence[int]) -> Tuple[BandI
 
 
 def _info_from_dataset(ds: DatasetReaderBase, path: str) -> RasterInfo:
-    indexes = _data_indexes(ds)
+    indexes = data_band_indexes(ds)
     if not indexes:
         raise RasterReadError(f"raster {path!r} has no data band (only an alpha band).")
     scales = tuple(float(ds.scales[i - 1]) if ds.scales[i - 1] else 1.0 for i in indexes)
@@ -279,7 +279,7 @@ def read_info(path: str) -> RasterInfo:
     RasterReadError
         When GDAL cannot open ``path`` or it holds only an alpha band.
     """
-    with _open(path) as ds:
+    with open_raster(path) as ds:
         return _info_from_dataset(ds, str(path))
 
 
@@ -389,10 +389,10 @@ def read_window(
         range, or the window leaves the raster without ``boundless``.
     """
     if isinstance(path_or_dataset, (str, os.PathLike)):
-        with _open(str(path_or_dataset)) as ds:
+        with open_raster(str(path_or_dataset)) as ds:
             return read_window(ds, window, bands, boundless)
     ds = path_or_dataset
-    indexes = _data_indexes(ds)
+    indexes = data_band_indexes(ds)
     selected = list(range(1, len(indexes) + 1)) if bands is None else [int(b) for b in bands]
     bad = [b for b in selected if not 1 <= b <= len(indexes)]
     if bad or not selected:

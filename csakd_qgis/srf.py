@@ -131,7 +131,7 @@ class SensorBands:
 
     @classmethod
     def gaussian(cls, centres_nm: Sequence[float], fwhm_nm: Sequence[float],
-                 names: Optional[Sequence[str]] = None, sensor: str = "gaussian") -> "SensorBands":
+                 names: Optional[Sequence[str]] = None, sensor: str = "gaussian") -> SensorBands:
         """Gaussian responses from band centres and FWHMs (both in nm)."""
         centres = np.asarray(centres_nm, dtype=np.float64).ravel()
         widths = np.asarray(fwhm_nm, dtype=np.float64).ravel()

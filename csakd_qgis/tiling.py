@@ -140,7 +140,7 @@ class AxisPlan:
     margin: int  # LR pixels read before the core (overlap + halo)
 
     @classmethod
-    def build(cls, size: int, tile: int, overlap: int, halo: int, scale: int) -> "AxisPlan":
+    def build(cls, size: int, tile: int, overlap: int, halo: int, scale: int) -> AxisPlan:
         """Plan one axis of ``size`` LR pixels (see the module docstring for the rules)."""
         count = math.ceil(size / tile)
         base, extra = divmod(size, count)

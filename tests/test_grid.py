@@ -13,7 +13,8 @@ from csakd_qgis.raster_io import RasterInfo
 
 
 def info(path, crs, transform, width, height):
-    return RasterInfo(path=path, width=width, height=height, count=1, crs=None if crs is None else CRS.from_user_input(crs),
+    crs = None if crs is None else CRS.from_user_input(crs)
+    return RasterInfo(path=path, width=width, height=height, count=1, crs=crs,
                       transform=transform, dtype="float32", nodata=None, bands=(), scales=(1.0,), offsets=(0.0,))
 
 
@@ -41,12 +42,12 @@ def test_same_crs_integer_ratio_snaps_to_msi_and_trims():
     plan = plan_grids(lr, msi)
     assert plan.scale == 3 and plan.notes == ()
     out = plan.output
-    # overlap: x 366015..366975, y 5809000..5809965; snapped inward to MSI 10 m edges
+    # overlap: x 366015..366975, y 5809005..5809965; snapped inward to MSI 10 m edges
     assert out.transform == Affine(10, 0, 366020, 0, -10, 5809960)
-    # 366020..366970 = 95 px -> 31 LR px -> trimmed to 93; 5809000..5809960 = 96 px -> 32 LR px
-    assert (out.width, out.height) == (93, 96)
+    # 366020..366970 = 95 px and 5809010..5809960 = 95 px -> 31 LR px -> trimmed to 93
+    assert (out.width, out.height) == (93, 93)
     assert plan.lr.transform == Affine(30, 0, 366020, 0, -30, 5809960)
-    assert (plan.lr.width, plan.lr.height) == (31, 32)
+    assert (plan.lr.width, plan.lr.height) == (31, 31)
 
 
 def test_non_integer_ratio_resamples_msi_and_snaps_to_lr():
@@ -66,15 +67,18 @@ def test_non_integer_ratio_resamples_msi_and_snaps_to_lr():
 
 def test_different_projected_crs_works_in_msi_crs():
     lr = info("lr.tif", UTM33, Affine(30, 0, 366000, 0, -30, 5810000), 64, 64)
-    msi = info("msi.tif", "EPSG:3035", Affine(10, 0, 4548000, 0, -10, 3272000), 300, 300)
+    # the LR footprint is about (4527012, 3259526, 4529060, 3261574) in EPSG:3035
+    msi = info("msi.tif", "EPSG:3035", Affine(10, 0, 4526500, 0, -10, 3261000), 300, 300)
     plan = plan_grids(lr, msi)
     assert plan.output.crs == CRS.from_epsg(3035)
     assert plan.scale == 3
     assert any("LR-HSI reprojected from EPSG:32633 to EPSG:3035" in n for n in plan.notes)
     left, bottom, right, top = plan.output.bounds
     # origin on MSI pixel edges
-    assert (left - 4548000) % 10 == pytest.approx(0) and (3272000 - top) % 10 == pytest.approx(0)
-    assert plan.output.width == 3 * plan.lr.width
+    assert left == pytest.approx(4527020) and top == pytest.approx(3261000)
+    assert right <= 4529060 and bottom >= 3259526
+    # 4527020..4529060 = 2040 m = 68 LR px; 3259530..3261000 = 1470 m = 49 LR px
+    assert (plan.lr.width, plan.lr.height) == (68, 49) and plan.output.width == 204
 
 
 def test_geographic_lr_is_reprojected_to_projected_msi():
@@ -141,6 +145,7 @@ def test_lr_grid_is_exactly_scale_times_output(msi_res, scale, lr_size, msi_offs
         round((out.transform.c - msi.transform.c) / msi_res), abs=1e-6)
     left, bottom, right, top = out.bounds
     l0, b0, r0, t0 = lr.bounds
-    assert left >= l0 - 1e-6 and right <= r0 + 1e-6 and bottom >= b0 - 1e-6 and top <= t0 + 1e-6
+    tol = 1e-5 * msi_res  # the snapping tolerance
+    assert left >= l0 - tol and right <= r0 + tol and bottom >= b0 - tol and top <= t0 + tol
     # nothing lost beyond one LR pixel (plus the snap to MSI edges) on each side
     assert right - left > (r0 - l0) - 2 * lr_res - 2 * msi_res - 1e-6

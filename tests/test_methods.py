@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+
+from csakd_qgis.devices import OomBackoff, TileTooLarge, is_out_of_memory, resolve_device
+from csakd_qgis.errors import InputError
+from csakd_qgis.methods import BicubicMethod, GSAMethod, NetworkMethod, block_mean, make_method
+
+torch.set_num_threads(1)
+
+
+def test_bicubic_interpolates_at_lr_pixel_centres():
+    # with s = 3 and pixel centres aligned, HR pixel 3i + 1 has its centre on LR pixel i
+    s = 3
+    lr = np.random.default_rng(0).random((1, 2, 6, 7), dtype=np.float32)
+    out = BicubicMethod(s).predict(lr, np.zeros((1, 1, 18, 21), np.float32))
+    assert out.shape == (1, 2, 18, 21)
+    np.testing.assert_allclose(out[:, :, 1::3, 1::3], lr, atol=1e-5)
+    flat = BicubicMethod(s).predict(np.full((1, 1, 4, 4), 7.0, np.float32), np.zeros((1, 1, 12, 12), np.float32))
+    np.testing.assert_allclose(flat, 7.0, atol=1e-5)
+
+
+def test_gsa_recovers_bands_that_are_affine_in_the_pan():
+    rng = np.random.default_rng(1)
+    s, m = 2, 3
+    msi = rng.random((1, m, 16, 16)).astype(np.float64)
+    pan = msi.mean(axis=1)[0]
+    a = np.array([0.5, 1.5, 2.0, -0.7])
+    b = np.array([0.1, 0.0, 0.3, 1.0])
+    truth = a[:, None, None] * pan + b[:, None, None]
+    lr = block_mean(truth, s)
+    method = GSAMethod(s).fit(lr.reshape(4, -1), block_mean(msi[0], s).reshape(m, -1))
+    out = method.predict(lr[None].astype(np.float32), msi.astype(np.float32))
+    np.testing.assert_allclose(method.gains, a, rtol=1e-6)
+    np.testing.assert_allclose(out[0], truth, atol=1e-5)
+
+
+def test_gsa_needs_fit_and_enough_pixels():
+    with pytest.raises(InputError, match="fit"):
+        GSAMethod(2).predict(np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(InputError, match="pixels"):
+        GSAMethod(2).fit(np.ones((5, 4)), np.ones((2, 4)))
+
+
+class _Toy(torch.nn.Module):
+    """hr = nearest-upsampled lr * w + mean msi; returns (hr, feature) like the DTS networks."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+        self.w = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, lr, msi):
+        up = torch.nn.functional.interpolate(lr, scale_factor=self.scale, mode="nearest")
+        hr = up * self.w + msi.mean(dim=1, keepdim=True)
+        return hr, hr[:, :1]
+
+
+def test_network_method_runs_the_model_without_grad():
+    rng = np.random.default_rng(2)
+    lr = rng.random((2, 3, 4, 4), dtype=np.float32)
+    msi = rng.random((2, 2, 8, 8), dtype=np.float32)
+    method = make_method("csakd", _Toy(2), device="cpu", scale=2)
+    assert isinstance(method, NetworkMethod) and method.halo == 8
+    out = method.predict(lr, msi)
+    expected = np.repeat(np.repeat(lr, 2, axis=2), 2, axis=3) * 2.0 + msi.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert out.dtype == np.float32
+
+
+def test_make_method_rejects_unknown_and_scale_less():
+    with pytest.raises(InputError, match="unknown method"):
+        make_method("nearest", scale=2)
+    with pytest.raises(InputError, match="scale"):
+        make_method("bicubic")
+    with pytest.raises(InputError, match="scale"):
+        make_method("csakd", _Toy(2))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(InputError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def _oom_above(limit, calls):
+    def predict(lr, msi):
+        calls.append(lr.shape[0])
+        if lr.shape[0] > limit:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return lr * 3.0
+
+    return predict
+
+
+def test_oom_backoff_halves_the_batch_and_keeps_it():
+    calls, messages = [], []
+    backoff = OomBackoff(8, messages.append)
+    lr = np.arange(8 * 2, dtype=np.float32).reshape(8, 2, 1, 1)
+    out = backoff.run(_oom_above(2, calls), lr, lr)
+    np.testing.assert_array_equal(out, lr * 3.0)
+    assert calls == [8, 4, 2, 2, 2, 2]  # 8 fails, 4 fails, then four batches of 2
+    assert backoff.batch_size == 2
+    assert messages == ["out of memory: batch size reduced to 4", "out of memory: batch size reduced to 2"]
+
+
+def test_oom_on_one_tile_asks_for_smaller_tiles_and_other_errors_pass():
+    with pytest.raises(TileTooLarge):
+        OomBackoff(4).run(_oom_above(0, []), np.ones((2, 1, 1, 1), np.float32), np.ones((2, 1, 1, 1), np.float32))
+
+    def broken(lr, msi):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape"):
+        OomBackoff(4).run(broken, np.ones((2, 1, 1, 1), np.float32), np.ones((2, 1, 1, 1), np.float32))
+    assert is_out_of_memory(RuntimeError("CUDA out of memory"))
+    assert not is_out_of_memory(ValueError("out of memory"))

@@ -1,0 +1,62 @@
+"""The plugin through ``qgis_process`` exactly as a batch user runs it (``scripts/qgis_process``)."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+pytestmark = pytest.mark.qgis
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "resources" / "sample"
+WRAPPER = ROOT / "scripts" / "qgis_process"
+
+
+def qgis_process(*args, check=True):
+    """Run the wrapper; return (exit status, stdout, stderr)."""
+    if not (ROOT / ".qgis" / "plugins" / "csakd_fusion").exists():
+        pytest.skip("the plugin is not registered; run `make setup`")
+    result = subprocess.run([str(WRAPPER), *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"qgis_process {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.returncode, result.stdout, result.stderr
+
+
+def run_json(algorithm, **parameters):
+    """``qgis_process --json run ALGORITHM -- KEY=VALUE...`` → the parsed JSON."""
+    _, out, _ = qgis_process("--json", "run", algorithm, "--", *[f"{k}={v}" for k, v in parameters.items()])
+    return json.loads(out)
+
+
+def test_list_shows_the_algorithms():
+    _, out, _ = qgis_process("list")
+    for algorithm in ("csakd:fuse",):
+        assert algorithm in out
+
+
+def test_fuse_bicubic_writes_a_georeferenced_geotiff(tmp_path):
+    output = tmp_path / "fused.tif"
+    result = run_json("csakd:fuse", LR_HSI=SAMPLE / "enmap_lr_hsi.tif", HR_MSI=SAMPLE / "s2_hr_msi.tif",
+                      METHOD="bicubic", SHIFT_CORRECTION="false", OUTPUT=output)
+    assert Path(result["results"]["OUTPUT"]) == output
+    assert result["results"]["SCALE"] == 3
+    with rasterio.open(SAMPLE / "s2_hr_msi.tif") as msi, rasterio.open(output) as fused:
+        assert fused.crs == msi.crs
+        assert fused.transform.almost_equals(msi.transform)
+        assert (fused.width, fused.height) == (msi.width, msi.height)
+        assert fused.count == 224
+        assert fused.tags(50)["wavelength"].startswith("6")  # band 50 of EnMAP lies near 6xx nm
+        data = fused.read(50, masked=True)
+    assert 0.0 < float(data.mean()) < 1.0  # reflectance (GDAL scale applied to the input)
+
+
+def test_bad_input_is_one_clear_message_not_a_traceback(tmp_path):
+    status, out, err = qgis_process("run", "csakd:fuse", "--", f"LR_HSI={SAMPLE / 's2_hr_msi.tif'}",
+                                    f"HR_MSI={SAMPLE / 'enmap_lr_hsi.tif'}", "METHOD=bicubic",
+                                    f"OUTPUT={tmp_path / 'x.tif'}", check=False)
+    assert status != 0
+    assert "Traceback" not in out + err
+    assert "finer" in (out + err).lower()
+    assert not (tmp_path / "x.tif").exists()
