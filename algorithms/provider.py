@@ -4,9 +4,10 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON_FILE
+from .coregister import CoregisterAlgorithm
 from .fuse import FuseAlgorithm
 
-ALGORITHMS = (FuseAlgorithm,)
+ALGORITHMS = (FuseAlgorithm, CoregisterAlgorithm)
 
 
 class CsakdProvider(QgsProcessingProvider):

@@ -486,7 +486,7 @@ def train(data: TrainingData, config: TrainConfig, out: os.PathLike, *,
         net = nets[role]
         if net.best is not None:
             net.model.load_state_dict(net.best[3])
-        metrics = {"psnr": net.best[0], "sam": net.best[1]} if net.best is not None else {}
+        metrics = {"psnr": net.best[0], "sam": net.best[1]} if net.best is not None and data.val else {}
         card = ModelCard(
             name=path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.name,
             role=role, config=net.config.to_dict(), scale=s, lr_bands=data.lr_bands, msi=data.msi,
@@ -502,7 +502,7 @@ def train(data: TrainingData, config: TrainConfig, out: os.PathLike, *,
     best = nets[exported].best
     return TrainReport(
         steps=step, seconds=seconds, best_step=best[2] if best else step,
-        best_metrics={"psnr": best[0], "sam": best[1]} if best else {},
+        best_metrics={"psnr": best[0], "sam": best[1]} if best and data.val else {},
         curve=tuple(curve), model_path=str(paths[exported]),
         teacher_path=str(paths["teacher"]) if "teacher" in paths and exported != "teacher" else None,
         device=str(device),

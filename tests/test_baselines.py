@@ -15,11 +15,12 @@ def test_bicubic_of_constant_and_grid_alignment():
     up = bicubic_upsample(np.full((2, 3, 4), 5.0), 4)
     assert up.shape == (2, 12, 16)
     np.testing.assert_allclose(up, 5.0)
-    # a linear ramp in LR pixel index i maps to HR coordinate (i + 0.5) s - 0.5
-    ramp = np.tile(np.arange(8.0), (1, 8, 1))
-    hr = bicubic_upsample(ramp, 4)[0, 4]
-    cols = np.arange(32.0)
-    np.testing.assert_allclose(hr[6:-6], ((cols + 0.5) / 4 - 0.5)[6:-6], atol=1e-12)
+    # LR pixel i's centre is HR coordinate (i + 0.5) s - 0.5: for s = 3 that is HR pixel 3 i + 1,
+    # where the interpolating kernel returns the LR value itself
+    lr = np.random.default_rng(0).random((2, 5, 6))
+    up3 = bicubic_upsample(lr, 3)
+    np.testing.assert_allclose(up3[:, 1::3, 1::3], lr, atol=1e-6)
+    assert not np.allclose(up3[:, 0::3, 0::3], lr, atol=1e-3)
     t = bicubic_upsample(torch.ones(1, 2, 3, 3, dtype=torch.float32), 2)
     assert t.shape == (1, 2, 6, 6) and t.dtype == torch.float32
 

@@ -83,7 +83,7 @@ def test_weights_digest_is_independent_sha256(tmp_path):
 def test_pickle_that_writes_a_file_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned.txt"
     evil = tmp_path / "authors.pth"
-    evil.write_bytes(pickle.dumps({"state_dict": _WritesAFile(marker)}, protocol=4))
+    evil.write_bytes(pickle.dumps({"state_dict": _WritesAFile(marker)}, protocol=2))
     zipped = tmp_path / "authors_zip.pth"
     torch.save({"state_dict": _WritesAFile(marker)}, zipped)
     assert not marker.exists()
@@ -157,7 +157,7 @@ def test_altered_weights_fail_the_digest(tmp_path):
 def _tiny_config():
     from csakd_qgis.models import preset
 
-    return preset("cpu-student", bands=6, msi_bands=3, scale=2)
+    return preset("project_student", bands=6, msi_bands=3, scale=2)
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):

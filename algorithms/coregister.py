@@ -1,0 +1,73 @@
+"""``csakd:coregister``: the LR-HSI on the grid aligned with the HR-MSI, sub-pixel shift corrected."""
+
+from qgis.core import (
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .base import CsakdAlgorithm
+from .parameters import layer_source, raster_destination
+
+
+class CoregisterAlgorithm(CsakdAlgorithm):
+    """Put the LR-HSI on a grid exactly ``scale`` times coarser than (and aligned with) the HR-MSI."""
+
+    ID = "coregister"
+    DISPLAY = "Co-register a hyperspectral image to a multispectral grid"
+
+    LR_HSI, HR_MSI, SCALE, SHIFT_CORRECTION, OUTPUT = "LR_HSI", "HR_MSI", "SCALE", "SHIFT_CORRECTION", "OUTPUT"
+    SHIFT_X, SHIFT_Y, SHIFT_RELIABLE, NOTES = "SHIFT_X", "SHIFT_Y", "SHIFT_RELIABLE", "NOTES"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        """Declare parameters and outputs."""
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.LR_HSI, self.tr("Low-resolution hyperspectral image (LR-HSI)")))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.HR_MSI, self.tr("High-resolution multispectral image (HR-MSI)")))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SCALE, self.tr("Scale (HR-MSI pixels per LR-HSI pixel; 0 = from the resolutions)"),
+            QgsProcessingParameterNumber.Integer, 0, False, 0, 16))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.SHIFT_CORRECTION, self.tr("Estimate and correct sub-pixel misregistration"), True))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT, self.tr("Co-registered LR-HSI")))
+        self.addOutput(QgsProcessingOutputNumber(self.SCALE, self.tr("Scale used")))
+        self.addOutput(QgsProcessingOutputNumber(self.SHIFT_X, self.tr("Estimated shift east [LR pixels]")))
+        self.addOutput(QgsProcessingOutputNumber(self.SHIFT_Y, self.tr("Estimated shift south [LR pixels]")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.SHIFT_RELIABLE, self.tr("Shift estimate reliable (1) or too weak to use (0)")))
+        self.addOutput(QgsProcessingOutputString(self.NOTES, self.tr("What was done to the grids")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Run the engine's ``coregister`` and return the aligned raster and the shift."""
+        self.engine()
+        from csakd_qgis.coregister import coregister
+
+        output = raster_destination(self, parameters, context)
+        scale = self.parameterAsInt(parameters, self.SCALE, context)
+        report = self.run_engine(
+            feedback, coregister,
+            layer_source(self, parameters, self.LR_HSI, context),
+            layer_source(self, parameters, self.HR_MSI, context),
+            output,
+            scale=scale or None,
+            shift_correction=self.parameterAsBool(parameters, self.SHIFT_CORRECTION, context),
+            overwrite=True,
+        )
+        shift = report.shift
+        for note in report.notes:
+            feedback.pushInfo(note)
+        if shift is not None:
+            feedback.pushInfo(f"Shift: {shift.dx:+.3f}, {shift.dy:+.3f} LR pixels (east, south); {shift.message}")
+        return {
+            self.OUTPUT: output,
+            self.SCALE: report.scale,
+            self.SHIFT_X: shift.dx if shift is not None else 0.0,
+            self.SHIFT_Y: shift.dy if shift is not None else 0.0,
+            self.SHIFT_RELIABLE: int(bool(shift is not None and shift.reliable)),
+            self.NOTES: " ".join(report.notes),
+        }

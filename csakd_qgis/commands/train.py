@@ -1,0 +1,138 @@
+"""``csakd train``: train a CSAKD student (and teacher) on the user's own data.
+
+Two data sources:
+
+* ``--reference REF.tif --sensor S --bands B2,B3,B4,B8 --scale N``: a
+  hyperspectral reference is degraded into an LR-HSI / HR-MSI pair
+  (supervised by simulation);
+* ``--scene LR_HSI.tif HR_MSI.tif``: a real, co-registered pair, trained by
+  Wald's protocol (scene-adaptive).
+
+Rasters are read whole into memory: this is meant for training-size scenes.
+Inputs above :data:`MAX_BYTES` (as float32) are refused; crop them first
+(e.g. ``gdal_translate -srcwin``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..model_card import MsiInfo, SpectralBands
+from ..progress import Reporter
+from ..raster_io import read_info, read_window
+from ..training import MODES, PRESET_FAMILIES, TrainConfig, TrainingData, train
+
+NAME = "train"
+HELP = "Train a CSAKD model (KD co-training, offline distillation, student or teacher alone)."
+
+#: Largest raster read whole for training, as float32 bytes.
+MAX_BYTES = 4 * 1024 ** 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare data, model, schedule and output options."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--reference", metavar="REF", help="hyperspectral reference raster (simulation)")
+    src.add_argument("--scene", nargs=2, metavar=("LR_HSI", "HR_MSI"),
+                     help="a real co-registered pair (scene-adaptive, Wald protocol)")
+    parser.add_argument("--sensor", default="sentinel2", help="MSI sensor to simulate (default sentinel2)")
+    parser.add_argument("--bands", default="B2,B3,B4,B8", help="MSI bands to simulate (default B2,B3,B4,B8)")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="LR/HR pixel-size ratio; required with --reference, read from the rasters with --scene")
+    parser.add_argument("--out", required=True, help="output .safetensors (the KD teacher goes beside it)")
+    parser.add_argument("--mode", choices=MODES, default="kd", help="training mode (default kd)")
+    parser.add_argument("--teacher", default=None, help="frozen teacher checkpoint for --mode offline")
+    parser.add_argument("--preset", choices=PRESET_FAMILIES, default="project",
+                        help="model sizes: project (CPU-sized, default) or paper")
+    parser.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="train for this many seconds instead of --steps")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--patch", type=int, default=32, help="HR patch side in pixels (multiple of the scale)")
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="bottom fraction of rows held out for validation (default 0.2)")
+    parser.add_argument("--val-every", type=int, default=50)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", default=None, help="continue from a checkpoint of an earlier run")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--json", action="store_true", help="print the training report as JSON")
+
+
+def _read(path: str):
+    info = read_info(path)
+    size = 4 * info.count * info.width * info.height
+    if size > MAX_BYTES:
+        raise InputError(
+            f"{path} is {size / 1024 ** 3:.1f} GB as float32; training reads rasters whole and accepts at most "
+            f"{MAX_BYTES / 1024 ** 3:.0f} GB: crop a representative area first (gdal_translate -srcwin)"
+        )
+    data, valid = read_window(path)
+    return info, data, valid
+
+
+def _bands(info) -> SpectralBands:
+    fwhm = tuple(b.fwhm_nm for b in info.bands)
+    return SpectralBands(tuple(b.wavelength_nm for b in info.bands),
+                         fwhm if all(f is not None for f in fwhm) else (), tuple(b.good for b in info.bands))
+
+
+def load_data(args: argparse.Namespace) -> TrainingData:
+    """Build the :class:`TrainingData` the arguments describe."""
+    if args.reference:
+        if args.scale is None:
+            raise InputError("--reference needs --scale (the LR/HR pixel-size ratio to simulate)")
+        info, ref, valid = _read(args.reference)
+        bands = _bands(info)
+        if any(w is None for w in bands.wavelengths_nm):
+            raise InputError(f"{args.reference} lacks band wavelengths; the MSI cannot be simulated without them")
+        return TrainingData.from_reference(
+            ref, bands.wavelengths_nm, bands.fwhm_nm or None, bands.good or None, sensor=args.sensor,
+            bands=[b.strip() for b in args.bands.split(",")], scale=args.scale,
+            val_fraction=args.val_fraction, valid=valid, seed=args.seed, name=Path(args.reference).name)
+    lr_path, msi_path = args.scene
+    lr_info, lr, lr_valid = _read(lr_path)
+    msi_info, msi, msi_valid = _read(msi_path)
+    ratio = lr_info.res[0] / msi_info.res[0]
+    scale = args.scale or int(round(ratio))
+    if abs(ratio - scale) > 0.01 * scale:
+        raise InputError(f"the pixel sizes of {lr_path} and {msi_path} differ by {ratio:.3f}, not by the integer "
+                         f"scale {scale}; co-register them first (csakd coregister)")
+    msi_meta = MsiInfo(None, tuple(b.description or f"B{i + 1}" for i, b in enumerate(msi_info.bands)),
+                       tuple(b.wavelength_nm for b in msi_info.bands))
+    return TrainingData.from_scene(lr, msi, scale, lr_bands=_bands(lr_info), msi=msi_meta,
+                                   lr_valid=lr_valid, msi_valid=msi_valid, val_fraction=args.val_fraction,
+                                   name=f"{Path(lr_path).name} + {Path(msi_path).name}")
+
+
+def _progress(fraction: float, message: str) -> None:
+    sys.stderr.write(f"\r{100 * fraction:5.1f}% {message}   ")
+    sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print the report."""
+    if Path(args.out).exists() and not args.overwrite and not args.resume:
+        raise InputError(f"{args.out} exists; pass --overwrite to replace it")
+    data = load_data(args)
+    config = TrainConfig(mode=args.mode, preset=args.preset, steps=args.steps, time_budget_s=args.time_budget,
+                         batch_size=args.batch_size, patch=args.patch, learning_rate=args.learning_rate,
+                         val_every=args.val_every, seed=args.seed, device=args.device)
+    report = train(data, config, args.out, teacher_checkpoint=args.teacher, resume=args.resume,
+                   reporter=Reporter(None if args.json else _progress))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        sys.stderr.write("\n")
+        best = ", ".join(f"{k} {v:.3f}" for k, v in report.best_metrics.items() if np.isfinite(v))
+        print(f"trained {report.steps} steps in {report.seconds:.0f} s on {report.device}; "
+              f"best validation ({report.best_step}): {best or 'no validation set'}; saved {report.model_path}"
+              + (f" and {report.teacher_path}" if report.teacher_path else ""))
+    return 0
