@@ -127,7 +127,8 @@ def main() -> None:
     table = "\n".join([
         f"Machine: {machine()}; 1 torch thread; scale {SCALE}, {MSI_BANDS} MSI bands, tile 64 LR px, overlap 8,",
         "int16 output (ZSTD); synthetic tiled GeoTIFF inputs; network = tiny csa_invariant student (nf 8).",
-        f"Peak RSS is the fusing process's ru_maxrss (Python, torch and GDAL included); GDAL_CACHEMAX={GDAL_CACHE_MB} MB.",
+        f"Peak RSS is the fusing process's ru_maxrss (Python, torch and GDAL included); "
+        f"GDAL_CACHEMAX={GDAL_CACHE_MB} MB.",
         "",
         "| output (px) | bands | method | peak RSS (MB) | time (s) | Mpx/s | read / infer / blend / write (s) |",
         "|---|---|---|---|---|---|---|",

@@ -10,8 +10,8 @@ A :class:`Scene` is one co-registered training triple in normalised units:
 :class:`PatchSampler` draws HR patches of ``patch`` x ``patch`` pixels
 (``patch`` a multiple of the scale ``s``) at LR-aligned positions, so the LR
 patch is exactly the ``patch/s`` block under it, and applies the same random
-flip and 90-degree rotation to LR, MSI and reference.  Patches containing an
-invalid pixel are skipped and redrawn.
+flip and 90-degree rotation to LR, MSI and reference.  Only windows free of
+invalid pixels are drawn (found once, up front, with a summed-area table).
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
-
-#: Redraws per patch before giving up on a scene with too few valid pixels.
-MAX_REDRAWS = 50
 
 
 @dataclass(frozen=True)
@@ -68,6 +65,22 @@ def augment(arrays: Sequence[np.ndarray], rotations: int, flip: bool) -> List[np
     return out
 
 
+def valid_origins(valid: np.ndarray, patch: int, scale: int) -> np.ndarray:
+    """LR (row, col) origins of every ``patch`` x ``patch`` HR window of ``valid`` (H, W) that is all True.
+
+    Windows start at multiples of ``scale`` (LR-aligned).  Uses a summed-area
+    table of the invalid pixels, so it costs O(H W).  Returns ``(N, 2)`` int64.
+    """
+    bad = np.pad((~valid).astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    h, w = valid.shape
+    rows = np.arange(0, h - patch + 1, scale)
+    cols = np.arange(0, w - patch + 1, scale)
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    count = bad[r + patch, c + patch] - bad[r, c + patch] - bad[r + patch, c] + bad[r, c]
+    ok = count == 0
+    return np.stack([r[ok] // scale, c[ok] // scale], axis=1)
+
+
 class PatchSampler:
     """Random, augmented patches from a list of scenes.
 
@@ -97,28 +110,27 @@ class PatchSampler:
         self.patch = patch
         self.scale = s
         self.rng = np.random.default_rng(seed)
+        self.origins = [valid_origins(sc.valid, patch, s) for sc in self.scenes]
+        self.usable = [k for k, o in enumerate(self.origins) if len(o)]
+        if not self.usable:
+            raise InputError(
+                f"no {patch}x{patch} patch of the training scenes is free of nodata; the scenes are mostly "
+                "nodata, or the patch size is too large for their valid area"
+            )
 
     def _one(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         s, p = self.scale, self.patch
         q = p // s
-        for _ in range(MAX_REDRAWS):
-            sc = self.scenes[int(self.rng.integers(len(self.scenes)))]
-            h, w = sc.lr.shape[1:]
-            i = int(self.rng.integers(h - q + 1))
-            j = int(self.rng.integers(w - q + 1))
-            if not sc.valid[i * s:i * s + p, j * s:j * s + p].all():
-                continue
-            lr = sc.lr[:, i:i + q, j:j + q]
-            msi = sc.msi[:, i * s:i * s + p, j * s:j * s + p]
-            ref = sc.ref[:, i * s:i * s + p, j * s:j * s + p]
-            k = int(self.rng.integers(4))
-            flip = bool(self.rng.integers(2))
-            lr, msi, ref = augment((lr, msi, ref), k, flip)
-            return lr, msi, ref
-        raise InputError(
-            f"found no {p}x{p} patch without nodata in {MAX_REDRAWS} tries; the training scenes are "
-            "mostly nodata, or the patch size is too large for their valid area"
-        )
+        k = self.usable[int(self.rng.integers(len(self.usable)))]
+        sc, origins = self.scenes[k], self.origins[k]
+        i, j = (int(v) for v in origins[int(self.rng.integers(len(origins)))])
+        lr = sc.lr[:, i:i + q, j:j + q]
+        msi = sc.msi[:, i * s:i * s + p, j * s:j * s + p]
+        ref = sc.ref[:, i * s:i * s + p, j * s:j * s + p]
+        rotations = int(self.rng.integers(4))
+        flip = bool(self.rng.integers(2))
+        lr, msi, ref = augment((lr, msi, ref), rotations, flip)
+        return lr, msi, ref
 
     def batch(self, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``size`` patches: LR (B, C, p/s, p/s), MSI (B, m, p, p), reference (B, C, p, p), float32."""
