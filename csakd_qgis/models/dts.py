@@ -66,6 +66,13 @@ class DTSDecoder(nn.Module):
         if cfg.role == "teacher":
             self.fuse_att = build_fusion(cfg.fusion, nf, cfg.attn_window)
         self.lrelu = nn.LeakyReLU(LEAKY_SLOPE)
+        if not cfg.paper_mode:
+            # Project mode predicts a residual over the upsampled LR-HSI: a zero last layer
+            # makes an untrained network start as that upsampling instead of as noise.
+            last = self.head.proj if cfg.head == "light" else self.last
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
 
     def _resample_inputs(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """LR-HSI on the HR grid and HR-MSI on the LR grid."""
