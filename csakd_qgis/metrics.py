@@ -68,9 +68,9 @@ def _band_pixels(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return x[:, mask]
 
 
-def psnr(reference: np.ndarray, fused: np.ndarray, valid: Optional[np.ndarray] = None,
-         peak: str = "range", data_range: Optional[float] = None) -> float:
-    """Mean over bands of the per-band PSNR in dB (``inf`` for a band without error)."""
+def psnr_per_band(reference: np.ndarray, fused: np.ndarray, valid: Optional[np.ndarray] = None,
+                  peak: str = "range", data_range: Optional[float] = None) -> np.ndarray:
+    """``(C,)`` PSNR of each band in dB (``inf`` for a band without error); see :func:`psnr`."""
     ref, fus, mask = _prepare(reference, fused, valid)
     r, f = _band_pixels(ref, mask), _band_pixels(fus, mask)
     mse = np.mean((r - f) ** 2, axis=1)
@@ -81,7 +81,13 @@ def psnr(reference: np.ndarray, fused: np.ndarray, valid: Optional[np.ndarray] =
     else:
         raise InputError(f"unknown PSNR peak convention {peak!r}; use 'range' or 'band_max'")
     with np.errstate(divide="ignore"):
-        return float(np.mean(10.0 * np.log10(top**2 / mse)))
+        return 10.0 * np.log10(top**2 / mse)
+
+
+def psnr(reference: np.ndarray, fused: np.ndarray, valid: Optional[np.ndarray] = None,
+         peak: str = "range", data_range: Optional[float] = None) -> float:
+    """Mean over bands of the per-band PSNR in dB (``inf`` for a band without error)."""
+    return float(np.mean(psnr_per_band(reference, fused, valid, peak, data_range)))
 
 
 def sam(reference: np.ndarray, fused: np.ndarray, valid: Optional[np.ndarray] = None) -> float:
