@@ -9,6 +9,7 @@ cancel callbacks and turns engine errors into one clear
 
 import functools
 import os
+import traceback
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication
@@ -110,4 +111,10 @@ class CsakdAlgorithm(QgsProcessingAlgorithm):
         except MemoryError:
             raise QgsProcessingException(
                 self.tr("Out of memory: choose a smaller tile size or batch size.")
+            ) from None
+        except Exception as exc:  # a bug, not a bad input: one message, the traceback only in debug info
+            feedback.pushDebugInfo(traceback.format_exc())
+            raise QgsProcessingException(
+                f"Unexpected error in CSAKD Fusion ({type(exc).__name__}: {exc}). Nothing was written. "
+                "Please report it with the Processing log."
             ) from None

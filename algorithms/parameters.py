@@ -35,3 +35,10 @@ def raster_destination(algorithm, parameters, context, name="OUTPUT"):
             f"{name}: '{path}' is not a GeoTIFF file name; CSAKD writes GeoTIFF (.tif) outputs."
         )
     return path
+
+
+def optional_layer_source(algorithm, parameters, name, context):
+    """Like :func:`layer_source`, or None when the optional parameter was left empty."""
+    if algorithm.parameterAsRasterLayer(parameters, name, context) is None:
+        return None
+    return layer_source(algorithm, parameters, name, context)

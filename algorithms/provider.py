@@ -5,9 +5,11 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON_FILE
 from .coregister import CoregisterAlgorithm
+from .evaluate import EvaluateAlgorithm
 from .fuse import FuseAlgorithm
+from .simulate import SimulateAlgorithm
 
-ALGORITHMS = (FuseAlgorithm, CoregisterAlgorithm)
+ALGORITHMS = (FuseAlgorithm, CoregisterAlgorithm, SimulateAlgorithm, EvaluateAlgorithm)
 
 
 class CsakdProvider(QgsProcessingProvider):

@@ -12,32 +12,42 @@ every tile and crops it away afterwards.
 
 Methods
 -------
-* :class:`BicubicMethod`: bicubic upsampling of the LR-HSI (pixel centres
-  aligned, ``align_corners=False``); ignores the MSI.  Needs 2 LR pixels of
-  context.
-* :class:`GSAMethod`: component substitution (Gram-Schmidt adaptive, GSA)
-  with the mean MSI band as the sharpening image.  Its coefficients are fitted
-  once on a sample of the whole scene (:meth:`GSAMethod.fit`) and then applied
-  per tile, so tiles cannot seam.
+* :class:`BicubicMethod`: :func:`csakd_qgis.baselines.bicubic_upsample` of
+  the LR-HSI; ignores the MSI.  Needs 2 LR pixels of context.
+* :class:`GSAMethod`: the project's multiband GSA
+  (:class:`csakd_qgis.baselines.GSA`), fitted once on a sample of the whole
+  scene (:meth:`GSAMethod.fit`) and applied per tile, so tiles cannot seam.
 * :class:`NetworkMethod`: a torch model whose ``forward(lr, msi)`` returns
-  ``(hr, fused_feature)`` (the CSAKD teacher or student).
+  ``(hr, fused_feature)`` (the CSAKD teacher or student); its halo is the
+  receptive field of its configuration (:func:`network_halo`).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Protocol, Sequence, Union
+import math
+from pathlib import Path
+from typing import Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .baselines import GSA, bicubic_upsample
 from .errors import InputError, ModelMismatchError
 from .raster_io import BandInfo
 
 METHODS = ("csakd", "student", "teacher", "bicubic", "gsa")
 
-#: LR pixels of context read around each tile for a network whose card gives none.
+#: LR pixels of context for a network given as a bare module without a ``cfg`` (no config to derive it from).
 DEFAULT_NETWORK_HALO = 8
+
+#: LR pixels of context of bicubic interpolation (its 4-tap kernel reaches 2 LR pixels).
+BICUBIC_HALO = 2
+
+#: Chained 3x3 convolutions along the deepest path of one CLRA block (3 dense units x 5 convs).
+CONVS_PER_CLRA = 15
+
+#: Names ``model`` may take to ask for automatic selection.
+AUTO = (None, "", "auto")
 
 
 class FusionMethod(Protocol):
@@ -51,86 +61,87 @@ class FusionMethod(Protocol):
         """Fuse ``lr (B, C, h, w)`` and ``msi (B, m, h*s, w*s)`` into ``(B, C, h*s, w*s)``, float32."""
 
 
-def bicubic_upsample(lr: np.ndarray, scale: int) -> np.ndarray:
-    """Bicubic upsampling of ``(B, C, h, w)`` float32 by an integer ``scale`` (pixel centres aligned)."""
-    with torch.inference_mode():
-        out = F.interpolate(torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)),
-                            scale_factor=scale, mode="bicubic", align_corners=False)
-    return out.numpy()
+def _upsample(lr: np.ndarray, scale: int) -> torch.Tensor:
+    """Bicubic upsampling of a float32 ``(B, C, h, w)`` batch, kept float32."""
+    return bicubic_upsample(torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)), scale)
 
 
-def block_mean(msi: np.ndarray, scale: int) -> np.ndarray:
-    """Average ``(..., H, W)`` over non-overlapping ``scale`` x ``scale`` blocks -> ``(..., H/s, W/s)``."""
-    *lead, h, w = msi.shape
-    return msi.reshape(*lead, h // scale, scale, w // scale, scale).mean(axis=(-3, -1))
+def network_halo(cfg) -> int:
+    """Receptive-field radius, in LR pixels, of a DTS network (a conservative bound).
+
+    Counted from the configuration (:class:`csakd_qgis.models.ModelConfig`):
+
+    * LR streams (``mh``, ``h``): the entry 3x3 convolution plus
+      :data:`CONVS_PER_CLRA` chained 3x3 convolutions per CLRA block, in LR
+      pixels, plus 2 LR pixels for the upsampling of their features and 1
+      for the MSI downsampled into ``mh``;
+    * HR streams (``m``, and ``hm`` for the teacher): the same count in HR
+      pixels, plus 2 LR pixels for the upsampled LR-HSI they see;
+    * then the fusion (``attn_window // 2`` HR pixels for ``csa_invariant``;
+      the paper's ``csa``/``csa_global`` attend over the whole tile and are
+      bounded here only by their convolutions) and the head (two 3x3 convs
+      for ``paper``, one for ``light``), in HR pixels.
+
+    Returns ``ceil`` of the deepest path converted to LR pixels.
+    """
+    s = cfg.scale
+    lr_path = 1 + CONVS_PER_CLRA * max(cfg.blocks[1], cfg.blocks[2]) + 3
+    hm_blocks = cfg.blocks[0] if cfg.runs_hm_blocks else 0
+    hr_path = 1 + CONVS_PER_CLRA * max(cfg.blocks[3], hm_blocks) + 2 * s
+    fusion = cfg.attn_window // 2 if cfg.fusion == "csa_invariant" else 0
+    head = 2 if cfg.head == "paper" else 1
+    return math.ceil((max(lr_path * s, hr_path) + fusion + head) / s)
 
 
 class BicubicMethod:
     """Bicubic upsampling of the LR-HSI; the MSI is not used."""
 
     name = "bicubic"
-    halo = 2
+    halo = BICUBIC_HALO
 
     def __init__(self, scale: int) -> None:
         self.scale = int(scale)
 
     def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
         """See :class:`FusionMethod`."""
-        return bicubic_upsample(lr, self.scale)
+        return _upsample(lr, self.scale).numpy()
 
 
 class GSAMethod:
-    """Gram-Schmidt adaptive (GSA) component substitution with scene-wide coefficients.
+    """Multiband GSA (:class:`csakd_qgis.baselines.GSA`) with scene-wide coefficients.
 
-    With ``P`` the mean of the MSI bands, the fit regresses the block-mean of
-    ``P`` on the LR bands (``I = sum_k a_k L_k + a_0``) and sets per-band gains
-    ``g_k = cov(L_k, I) / var(I)`` on the LR grid.  Per tile the output is
-    ``up(L)_k + g_k (P - sum_j a_j up(L)_j - a_0)``, with ``up`` the bicubic
-    upsampling.
+    :meth:`fit` estimates the coefficients once on a sample of the scene;
+    :meth:`predict` applies them to the bicubic upsampling of each tile.
     """
 
     name = "gsa"
-    halo = 2
+    halo = BICUBIC_HALO
 
     def __init__(self, scale: int) -> None:
         self.scale = int(scale)
-        self.weights: Optional[np.ndarray] = None  # (C + 1,) a_1..a_C, a_0
-        self.gains: Optional[np.ndarray] = None  # (C,)
+        self.model: Optional[GSA] = None
 
-    def fit(self, lr: np.ndarray, msi_lr: np.ndarray) -> GSAMethod:
-        """Fit the coefficients on pixel samples of the whole scene.
+    def fit(self, lr: np.ndarray, msi_lr: np.ndarray, good: Optional[Sequence[bool]] = None) -> GSAMethod:
+        """Fit on a scene sample (see :meth:`csakd_qgis.baselines.GSA.fit`).
 
         Parameters
         ----------
         lr:
-            ``(C, N)`` LR-HSI values (normalised), N valid pixels.
+            ``(C, h, w)`` LR-HSI sample (normalised), NaN = invalid.
         msi_lr:
-            ``(m, N)`` MSI averaged over each LR pixel's footprint (same pixels).
+            ``(m, h, w)`` HR-MSI averaged over each LR pixel's footprint, same pixels.
+        good:
+            ``(C,)`` good-band flags; None: all good.
         """
-        if lr.ndim != 2 or msi_lr.ndim != 2 or lr.shape[1] != msi_lr.shape[1] or lr.shape[1] < lr.shape[0] + 2:
-            raise InputError(
-                f"GSA needs more valid pixels than bands to fit; got {lr.shape[-1]} pixels for "
-                f"{lr.shape[0]} bands (use a larger area or another method)"
-            )
-        x = np.vstack([lr, np.ones((1, lr.shape[1]))]).astype(np.float64)
-        pan = msi_lr.astype(np.float64).mean(axis=0)
-        self.weights = np.linalg.lstsq(x.T, pan, rcond=None)[0]
-        intensity = self.weights @ x
-        centred = intensity - intensity.mean()
-        variance = float(centred @ centred)
-        if variance <= 0.0:
-            raise InputError("GSA cannot be fitted: the scene is spectrally flat (constant intensity)")
-        self.gains = (lr - lr.mean(axis=1, keepdims=True)) @ centred / variance
+        self.model = GSA.fit(lr, msi_lr, good)
         return self
 
     def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
         """See :class:`FusionMethod`; :meth:`fit` must have been called."""
-        if self.weights is None or self.gains is None:
+        if self.model is None:
             raise InputError("GSAMethod.predict called before fit(); fit it on a scene sample first")
-        up = bicubic_upsample(lr, self.scale).astype(np.float64)
-        intensity = np.einsum("c,bchw->bhw", self.weights[:-1], up) + self.weights[-1]
-        detail = msi.astype(np.float64).mean(axis=1) - intensity
-        return (up + self.gains[None, :, None, None] * detail[:, None]).astype(np.float32)
+        fused = self.model.apply(_upsample(lr, self.scale), torch.from_numpy(np.ascontiguousarray(msi)))
+        return fused.numpy()
 
 
 class NetworkMethod:
@@ -150,14 +161,18 @@ class NetworkMethod:
     channels_last:
         Use the channels-last memory format (often faster on GPUs).
     halo:
-        LR context per side; None uses :data:`DEFAULT_NETWORK_HALO`.
+        LR context per side; None derives it from ``model.cfg``
+        (:func:`network_halo`), or :data:`DEFAULT_NETWORK_HALO` for a module
+        without one.
     name:
-        Reported method name (e.g. ``"student"``).
+        Reported method: ``"student"`` or ``"teacher"`` (None: the config's role).
+    model_name:
+        Reported model (checkpoint name; empty for an unnamed module).
     """
 
     def __init__(self, model: torch.nn.Module, *, scale: int, device: Union[str, torch.device] = "cpu",
                  amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16, channels_last: bool = False,
-                 halo: Optional[int] = None, name: str = "csakd") -> None:
+                 halo: Optional[int] = None, name: Optional[str] = None, model_name: str = "") -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.scale = int(scale)
@@ -166,8 +181,13 @@ class NetworkMethod:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.halo = DEFAULT_NETWORK_HALO if halo is None else int(halo)
-        self.name = name
+        cfg = getattr(model, "cfg", None)
+        if halo is not None:
+            self.halo = int(halo)
+        else:
+            self.halo = network_halo(cfg) if cfg is not None else DEFAULT_NETWORK_HALO
+        self.name = name or getattr(cfg, "role", "csakd")
+        self.model_name = model_name
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -180,34 +200,66 @@ class NetworkMethod:
         return hr.float().cpu().numpy()
 
 
+def _auto_model(role: str, lr_bands: Sequence[BandInfo], msi_bands: int,
+                msi_wavelengths: Optional[Sequence[Optional[float]]], scale: int) -> Path:
+    """Installed model of ``role`` that fits; a teacher may also be the one saved beside a fitting student."""
+    from .model_store import auto_select
+    from .training import teacher_path_for
+
+    if role == "student":
+        return auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "student")[0]
+    try:
+        return auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "teacher")[0]
+    except ModelMismatchError as no_teacher:
+        try:
+            student = auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "student")[0]
+        except ModelMismatchError:
+            raise no_teacher from None
+        beside = teacher_path_for(student)
+        if not beside.is_file():
+            raise no_teacher from None
+        return beside
+
+
 def _load_network(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
                   msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]):
     """``(module, card or None)`` for a module, a checkpoint path or name, or the auto-selected model."""
     if isinstance(model, torch.nn.Module):
         return model, None
     from .checkpoint import load_checkpoint
-    from .model_store import auto_select, mismatches, resolve_model
+    from .model_store import mismatches, resolve_model
 
-    if model is None:
+    role = "teacher" if method == "teacher" else "student"
+    if model in AUTO:
         if scale is None or not lr_bands:
             raise InputError("choosing a model needs the inputs' LR-HSI bands and scale")
-        path, card = auto_select(lr_bands, msi_bands, msi_wavelengths, scale,
-                                 "student" if method == "csakd" else method)
-    else:
-        path, card = resolve_model(str(model))
-        if method in ("student", "teacher") and card.role != method:
+        return load_checkpoint(_auto_model(role, lr_bands, msi_bands, msi_wavelengths, scale), device)
+    path, card = resolve_model(str(model))
+    if method in ("student", "teacher") and card.role != method:
+        raise ModelMismatchError(
+            f"model {card.name!r} is a {card.role}, but method {method!r} was asked for; "
+            "use method 'csakd' or another model"
+        )
+    if scale is not None and lr_bands:
+        why = mismatches(card, [b.wavelength_nm for b in lr_bands], msi_bands, msi_wavelengths, scale)
+        if why:
             raise ModelMismatchError(
-                f"model {card.name!r} is a {card.role}, but method {method!r} was asked for; "
-                "use method 'csakd' or another model"
+                f"model {card.name!r} does not fit the inputs: it expects " + "; ".join(why)
+                + ". Pick another model (csakd models) or train one for these sensors"
             )
-        if scale is not None and lr_bands:
-            why = mismatches(card, [b.wavelength_nm for b in lr_bands], msi_bands, msi_wavelengths, scale)
-            if why:
-                raise ModelMismatchError(
-                    f"model {card.name!r} does not fit the inputs: it expects " + "; ".join(why)
-                    + ". Pick another model (csakd models) or train one for these sensors"
-                )
     return load_checkpoint(path, device)
+
+
+def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
+    """Scales the method can fuse at: a network's card or config scale; None for any integer or auto-selection."""
+    if method in ("bicubic", "gsa") or model in AUTO:
+        return None
+    if isinstance(model, torch.nn.Module):
+        cfg = getattr(model, "cfg", None)
+        return (int(cfg.scale),) if cfg is not None else None
+    from .model_store import resolve_model
+
+    return (int(resolve_model(str(model))[1].scale),)
 
 
 def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.device] = "cpu",
@@ -219,13 +271,14 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
     Parameters
     ----------
     method:
-        ``"csakd"`` (a network: the given model, or the bundled student that
+        ``"csakd"`` (a network: the given model, or the installed student that
         fits), ``"student"``, ``"teacher"``, ``"bicubic"`` or ``"gsa"``.
     model:
         For networks: a ``torch.nn.Module``, a checkpoint path, a model name
-        (resolved by :func:`csakd_qgis.model_store.resolve_model`) or None to
-        pick an installed model that fits the inputs
-        (:func:`csakd_qgis.model_store.auto_select`).
+        (resolved by :func:`csakd_qgis.model_store.resolve_model`), or
+        None / ``"auto"`` to pick an installed model that fits the inputs
+        (:func:`csakd_qgis.model_store.auto_select`; for ``"teacher"`` also
+        the ``<name>.teacher.safetensors`` saved beside a fitting student).
     device, amp, channels_last, halo:
         See :class:`NetworkMethod`.
     scale:
@@ -241,7 +294,7 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
         Unknown method or missing scale.
     CheckpointError, ModelMismatchError
         The model cannot be found or loaded, or its role, bands or scale do
-        not fit the inputs.
+        not fit the inputs (the model store's message when nothing fits).
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -252,9 +305,12 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
     device = torch.device(device)
     network, card = _load_network(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale)
     if card is None:
+        cfg = getattr(network, "cfg", None)
+        scale = int(cfg.scale) if cfg is not None else scale
         if scale is None:
             raise InputError("a model given as a torch module needs the scale (HR/LR pixel-size ratio)")
         return NetworkMethod(network, scale=scale, device=device, amp=amp, channels_last=channels_last,
-                             halo=halo, name=method)
+                             halo=halo, name=None if method == "csakd" else method,
+                             model_name=type(network).__name__)
     return NetworkMethod(network, scale=card.scale, device=device, amp=amp, channels_last=channels_last,
-                         halo=halo, name=card.name)
+                         halo=halo, name=card.role, model_name=card.name)

@@ -1,0 +1,125 @@
+"""Every algorithm in-process (offscreen QgsApplication + processing.run), with outputs checked."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+pytestmark = pytest.mark.qgis
+pytest.importorskip("qgis.core")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "resources" / "sample"
+ENMAP_TILE = ROOT.parent / "shared" / "data" / "enmap_potsdam" / "enmap_potsdam_tile_128_0.tif"
+
+
+@pytest.fixture(scope="module")
+def processing():
+    from qgis_app import registered_plugin
+
+    registered_plugin()
+    import processing as qgis_processing
+
+    return qgis_processing
+
+
+def feedback(cancel_after=None):
+    """A QgsProcessingFeedback that cancels itself after ``cancel_after`` progress reports."""
+    from qgis.core import QgsProcessingFeedback
+
+    fb = QgsProcessingFeedback()
+    if cancel_after is not None:
+        calls = []
+
+        def count(_progress):
+            calls.append(1)
+            if len(calls) >= cancel_after:
+                fb.cancel()
+
+        fb.progressChanged.connect(count)
+    return fb
+
+
+def test_simulate_then_evaluate_identity(processing, tmp_path):
+    if not ENMAP_TILE.exists():
+        pytest.skip("shared data not present")
+    sim = processing.run("csakd:simulate", {
+        "REFERENCE": str(ENMAP_TILE), "SENSOR": "sentinel2", "BANDS": "B2,B3,B4,B8", "SCALE": 4, "SNR": 40,
+        "LR_HSI": str(tmp_path / "lr.tif"), "HR_MSI": str(tmp_path / "msi.tif"),
+        "REFERENCE_OUT": str(tmp_path / "ref.tif")})
+    with rasterio.open(sim["LR_HSI"]) as lr, rasterio.open(sim["HR_MSI"]) as msi:
+        assert (lr.width, lr.height, lr.count) == (8, 8, 224)
+        assert (msi.width, msi.height, msi.count) == (32, 32, 4)
+        assert lr.transform.a == 4 * msi.transform.a and lr.transform.c == msi.transform.c
+    evaluation = processing.run("csakd:evaluate", {
+        "REFERENCE": sim["REFERENCE_OUT"], "FUSED": sim["REFERENCE_OUT"],
+        "REPORT": str(tmp_path / "report.html")})
+    assert evaluation["SAM"] == 0.0 and evaluation["SSIM"] == pytest.approx(1.0)
+    assert "<svg" in (tmp_path / "report.html").read_text()
+
+
+def test_fuse_gsa_beats_bicubic_on_the_sample(processing, tmp_path):
+    scores = {}
+    for method in ("bicubic", "gsa"):
+        out = processing.run("csakd:fuse", {
+            "LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif"), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"),
+            "METHOD": method, "SHIFT_CORRECTION": False, "OUTPUT": str(tmp_path / f"{method}.tif")})
+        assert out["SCALE"] == 3
+        scores[method] = processing.run("csakd:evaluate", {
+            "REFERENCE": str(SAMPLE / "reference_hr_hsi.tif"), "FUSED": out["OUTPUT"], "SCALE": 3})
+    assert scores["gsa"]["PSNR"] > scores["bicubic"]["PSNR"] + 1.0
+    assert scores["gsa"]["SAM"] < scores["bicubic"]["SAM"]
+
+
+def test_fuse_keeps_nodata_of_the_masked_cloud(processing, tmp_path):
+    out = processing.run("csakd:fuse", {
+        "LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif"), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"),
+        "METHOD": "bicubic", "SHIFT_CORRECTION": False, "OUTPUT": str(tmp_path / "f.tif")})
+    with rasterio.open(out["OUTPUT"]) as fused, rasterio.open(SAMPLE / "s2_hr_msi.tif") as msi:
+        fused_mask = fused.read_masks(20) > 0
+        msi_mask = msi.read_masks(1) > 0
+    assert not fused_mask[~msi_mask].any()      # the MSI's masked cloud stays nodata
+    assert fused_mask[msi_mask].mean() > 0.95
+
+
+def test_coregister_outputs_the_aligned_lr_grid(processing, tmp_path):
+    out = processing.run("csakd:coregister", {
+        "LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif"), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"),
+        "SHIFT_CORRECTION": True, "OUTPUT": str(tmp_path / "aligned.tif")})
+    assert out["SCALE"] == 3
+    assert abs(out["SHIFT_X"]) < 0.25 and abs(out["SHIFT_Y"]) < 0.25  # the sample has no shift
+    with rasterio.open(out["OUTPUT"]) as aligned, rasterio.open(SAMPLE / "s2_hr_msi.tif") as msi:
+        assert aligned.transform.a == pytest.approx(3 * msi.transform.a)
+        assert (aligned.width, aligned.height) == (21, 21)
+
+
+def test_cancelled_fuse_leaves_no_output(processing, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    target = tmp_path / "cancelled.tif"
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run("csakd:fuse", {
+            "LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif"), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"),
+            "METHOD": "bicubic", "TILE_SIZE": 8, "OVERLAP": 2, "BATCH_SIZE": 1, "SHIFT_CORRECTION": False,
+            "OUTPUT": str(target)}, feedback=feedback(cancel_after=2))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_crs_is_one_clear_message(processing, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    plain = tmp_path / "nocrs.tif"
+    with rasterio.open(SAMPLE / "enmap_lr_hsi.tif") as src:
+        profile = src.profile
+        profile.pop("crs")
+        profile.pop("transform")
+        with rasterio.open(plain, "w", **profile) as dst:
+            dst.write(src.read())
+    with pytest.raises(QgsProcessingException) as error:
+        processing.run("csakd:fuse", {"LR_HSI": str(plain), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"),
+                                      "METHOD": "bicubic", "OUTPUT": str(tmp_path / "o.tif")})
+    assert "CRS" in str(error.value) or "coordinate" in str(error.value).lower()
+    assert "Traceback" not in str(error.value)
+    assert not (tmp_path / "o.tif").exists()
+    np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir()), ["nocrs.tif"])
