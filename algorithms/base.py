@@ -115,6 +115,6 @@ class CsakdAlgorithm(QgsProcessingAlgorithm):
         except Exception as exc:  # a bug, not a bad input: one message, the traceback only in debug info
             feedback.pushDebugInfo(traceback.format_exc())
             raise QgsProcessingException(
-                f"Unexpected error in CSAKD Fusion ({type(exc).__name__}: {exc}). Nothing was written. "
+                f"Unexpected error in CSAKD Fusion ({type(exc).__name__}: {exc}). "
                 "Please report it with the Processing log."
             ) from None

@@ -2,10 +2,12 @@
 
 Three stages overlap in time:
 
-1. a **reader thread** reads each tile's LR window (halo included, mirrored at
-   raster edges) and the matching HR-MSI window, fills invalid pixels with the
-   scene's per-band fill values, divides by the robust levels and queues the
-   tile (bounded queue, so reading never runs far ahead);
+1. a **reader thread** opens its own input pair (GDAL datasets are not
+   thread-safe, so the pair is made by a factory called in that thread),
+   reads each tile's LR window (halo included, mirrored at raster edges) and
+   the matching HR-MSI window, fills invalid pixels with the scene's per-band
+   fill values, divides by the robust levels and queues the tile (bounded
+   queue, so reading never runs far ahead);
 2. the **compute loop** on the calling thread stacks tiles into batches, calls
    ``method.predict`` (halving the batch on out-of-memory errors, see
    :class:`~csakd_qgis.devices.OomBackoff`), multiplies back by the LR level,
@@ -24,7 +26,7 @@ extra work is one tile column per block.  Peak memory is therefore about
 ``queue tiles + batch x tile + block_width x 2 overlap x scale x bands``.
 
 A tile whose output window has no valid pixel is not predicted (counted as
-skipped).  Output pixels are NaN (nodata) where the MSI pixel or the LR-HSI
+skipped once, ghosts not counted).  Output pixels are NaN (nodata) where the MSI pixel or the LR-HSI
 pixel covering it is invalid.  Cancellation is checked once per batch.
 """
 
@@ -34,7 +36,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Protocol, Tuple
 
 import numpy as np
 from rasterio.windows import Window
@@ -45,15 +47,11 @@ from .progress import SILENT, Reporter
 from .tiling import Tile, TilePlan, reflect_indices
 
 #: Default width (HR pixels) of a column block; see the module docstring.
-BLOCK_WIDTH = 4096
+BLOCK_WIDTH = 2048
 
 
 class PairSource(Protocol):
-    """An LR-HSI and an HR-MSI on nested grids (MSI pixel = LR pixel / scale)."""
-
-    lr_width: int
-    lr_height: int
-    scale: int
+    """An LR-HSI on the LR grid and an HR-MSI on the output grid (e.g. a :class:`~csakd_qgis.coregister.AlignedPair`)."""
 
     def read_lr(self, window: Window) -> Tuple[np.ndarray, np.ndarray]:
         """``(data float32 (C, h, w) NaN = invalid, valid bool (h, w))`` for a window inside the LR raster."""
@@ -96,6 +94,7 @@ class PipelineResult:
     tiles: int
     skipped: int
     recomputed: int
+    batch_size: int
     timings: Timings
 
 
@@ -114,7 +113,8 @@ def schedule(plan: TilePlan, block_width: int = BLOCK_WIDTH) -> Iterator[Tuple[T
 
     Column blocks hold ``K = max(1, block_width // (tile * scale))`` tile
     columns; block ``b`` visits rows top to bottom, in each row its columns
-    and then column ``(b + 1) K`` (the ghost) when it exists.
+    and then column ``(b + 1) K`` (the ghost, ``tile.col // K != block``)
+    when it exists.
     """
     rows, cols = plan.shape
     per_block = max(1, block_width // (plan.tile * plan.scale))
@@ -214,15 +214,16 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def run_pipeline(source: PairSource, method: FusionMethod, plan: TilePlan, sink: Sink, radiometry: Radiometry,
+def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: FusionMethod, plan: TilePlan, sink: Sink, radiometry: Radiometry,
                  *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, reporter: Reporter = SILENT,
                  notify: Optional[Callable[[str], None]] = None) -> PipelineResult:
     """Fuse every tile of ``plan`` and write the blended output to ``sink``.
 
     Parameters
     ----------
-    source:
-        The aligned input pair.
+    open_source:
+        Called once in the reader thread; returns a context manager giving
+        the input pair that thread reads (and closes) alone.
     method:
         The fusion method; its ``halo`` must be the one ``plan`` was made with.
     plan:
@@ -257,19 +258,21 @@ def run_pipeline(source: PairSource, method: FusionMethod, plan: TilePlan, sink:
     msi_fill = radiometry.msi_fill[:, None, None]
 
     def read_all() -> None:
-        for tile, block in order:
-            start = time.perf_counter()
-            lr, lr_valid = _read_mirrored(source.read_lr, tile.read, plan.lr_width, plan.lr_height)
-            hr_read = Window(tile.read.col_off * s, tile.read.row_off * s, tile.read.width * s,
-                             tile.read.height * s)
-            msi, msi_valid = _read_mirrored(source.read_msi, hr_read, plan.out_width, plan.out_height)
-            rows, cols = tile.crop
-            valid = (msi_valid & np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1))[rows, cols]
-            lr = np.where(lr_valid, lr, lr_fill) / np.float32(radiometry.lr_level)
-            msi = np.where(msi_valid, msi, msi_fill) / np.float32(radiometry.msi_level)
-            timings.read += time.perf_counter() - start
-            if not _put(to_compute, (tile, block, lr.astype(np.float32), msi.astype(np.float32), valid), stop):
-                return
+        with open_source() as source:
+            for tile, block in order:
+                start = time.perf_counter()
+                lr, lr_valid = _read_mirrored(source.read_lr, tile.read, plan.lr_width, plan.lr_height)
+                hr_read = Window(tile.read.col_off * s, tile.read.row_off * s, tile.read.width * s,
+                                 tile.read.height * s)
+                msi, msi_valid = _read_mirrored(source.read_msi, hr_read, plan.out_width, plan.out_height)
+                rows, cols = tile.crop
+                valid = (msi_valid & np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1))[rows, cols]
+                lr = np.where(lr_valid, lr, lr_fill) / np.float32(radiometry.lr_level)
+                msi = np.where(msi_valid, msi, msi_fill) / np.float32(radiometry.msi_level)
+                timings.read += time.perf_counter() - start
+                item = (tile, block, lr.astype(np.float32), msi.astype(np.float32), valid)
+                if not _put(to_compute, item, stop):
+                    return
         _put(to_compute, _DONE, stop)
 
     blender = Blender(plan, sink, block_width)
@@ -311,7 +314,7 @@ def run_pipeline(source: PairSource, method: FusionMethod, plan: TilePlan, sink:
                 k += 1
             else:
                 pred = None
-                skipped += 1
+                skipped += tile.col // blender.per_block == block
             while not _put(to_write, (tile, block, pred, lr.shape[0]), stop):
                 check_threads()
         done += len(batch)
@@ -344,4 +347,5 @@ def run_pipeline(source: PairSource, method: FusionMethod, plan: TilePlan, sink:
         reader.join()
         writer.join()
     timings.blend, timings.write = blender.timings.blend, blender.timings.write
-    return PipelineResult(tiles=len(plan), skipped=skipped, recomputed=total - len(plan), timings=timings)
+    return PipelineResult(tiles=len(plan), skipped=skipped, recomputed=total - len(plan),
+                          batch_size=backoff.batch_size, timings=timings)
