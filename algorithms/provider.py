@@ -8,8 +8,9 @@ from .coregister import CoregisterAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .fuse import FuseAlgorithm
 from .simulate import SimulateAlgorithm
+from .train import TrainAlgorithm
 
-ALGORITHMS = (FuseAlgorithm, CoregisterAlgorithm, SimulateAlgorithm, EvaluateAlgorithm)
+ALGORITHMS = (FuseAlgorithm, CoregisterAlgorithm, TrainAlgorithm, SimulateAlgorithm, EvaluateAlgorithm)
 
 
 class CsakdProvider(QgsProcessingProvider):

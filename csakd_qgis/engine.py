@@ -1,18 +1,29 @@
 """The public fusion entry point, :func:`fuse`.
 
-``fuse`` checks that the LR-HSI and the HR-MSI lie on nested grids, measures
-the scene's radiometry on a sample, builds the fusion method and the tile
-plan, and runs the reader -> compute -> writer pipeline
-(:mod:`csakd_qgis.pipeline`) into an atomically published GeoTIFF.
+``fuse`` plans the output and LR grids (:func:`csakd_qgis.grid.plan_grids`:
+any CRSs, extents and resolution ratios), optionally estimates the LR-HSI's
+sub-pixel shift relative to the HR-MSI (:func:`csakd_qgis.coregister.measure_shift`),
+measures the scene's radiometry on a sample, builds the fusion method and
+the tile plan, and runs the reader -> compute -> writer pipeline
+(:mod:`csakd_qgis.pipeline`) into an atomically published GeoTIFF.  Inputs
+are read through :func:`csakd_qgis.coregister.open_aligned` (directly when
+their pixels already are the plan's, else warped on the fly); the pipeline's
+reader thread opens its own pair.
 
 Grids
 -----
-The output grid is the LR-HSI's extent at the HR-MSI's pixel size: ``scale``
-(integer) times the LR width and height, origin at the LR-HSI's top-left
-corner.  The inputs must share the CRS, the pixel-size ratio must be an
-integer and the MSI's pixel edges must fall on the LR pixel edges, with the
-MSI covering the LR-HSI's extent; otherwise :class:`~csakd_qgis.errors.GridError`
-says so (co-register / resample the MSI first).
+The output grid is ``GridPlan.output`` (the HR-MSI's pixels over the overlap
+of both footprints, or ``LR res / scale`` when the ratio is not an integer);
+the LR-HSI is read on ``GridPlan.output.coarsen(scale)``.  For a network
+the scale is the model's; bicubic and GSA take any integer.  The plan's notes
+(what was reprojected or resampled) are in the report.
+
+Memory
+------
+Peak memory is set by the tile size, the batch size, the column-block width
+and GDAL's block cache, not by the raster size: the run sets
+``GDAL_CACHEMAX`` (:func:`gdal_cache_mb`) to the blocks one column block
+keeps partly written, instead of GDAL's default of 5 % of the RAM.
 
 Integer outputs
 ---------------
@@ -28,20 +39,22 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.windows import Window
 
+from .coregister import AlignedPair, measure_shift, open_aligned
 from .devices import TileTooLarge, resolve_device, set_threads
-from .errors import GridError, InputError
-from .methods import FusionMethod, GSAMethod, block_mean, make_method
+from .errors import InputError, RasterWriteError
+from .grid import GridPlan, plan_grids
+from .methods import FusionMethod, GSAMethod, make_method, model_scales
 from .normalisation import robust_level
 from .pipeline import BLOCK_WIDTH, Radiometry, run_pipeline
 from .progress import SILENT, Reporter
-from .raster_io import RasterInfo, RasterWriter, read_info, read_window
+from .raster_io import RasterInfo, RasterWriter, read_info
 from .tiling import plan_tiles
 
 DTYPES = ("float32", "int16", "uint16", "same")
@@ -51,6 +64,12 @@ MIN_TILE = 8
 
 #: LR pixels per side of each sample window, and the number of windows per axis.
 SAMPLE_SIZE, SAMPLE_GRID = 32, 4
+
+#: Side (pixels) of the output GeoTIFF's blocks.
+OUTPUT_BLOCK = 256
+
+#: Smallest GDAL block cache (MB) a run is given.
+MIN_GDAL_CACHE_MB = 32
 
 
 @dataclass(frozen=True)
@@ -67,9 +86,14 @@ class Grid:
 class FuseReport:
     """What :func:`fuse` did.
 
-    ``shift`` is the LR-HSI's offset relative to the MSI in LR pixels
-    ``(dx, dy)``; ``timings`` are seconds per stage (``read``, ``infer``,
-    ``blend``, ``write`` overlap in time; ``total`` is wall-clock).
+    ``shift`` is the LR-HSI's measured offset relative to the MSI in LR
+    pixels ``(dx, dy)``, +x east, +y south (0, 0 when not estimated or not
+    reliable); ``shift_corrected`` says whether it was applied.
+    ``method`` is ``student``, ``teacher``, ``bicubic`` or ``gsa``; ``model``
+    the checkpoint name (empty for bicubic/GSA).  ``batch_size`` is the one
+    used at the end (after out-of-memory halving).  ``timings`` are seconds
+    per stage (``read``, ``infer``, ``blend``, ``write`` overlap in time;
+    ``total`` is wall-clock).
     """
 
     output: str
@@ -77,10 +101,13 @@ class FuseReport:
     scale: int
     shift: Tuple[float, float]
     shift_corrected: bool
+    shift_reliable: bool
+    shift_message: str
     tiles_total: int
     tiles_skipped: int
     tiles_recomputed: int
     tile_size: int
+    halo: int
     batch_size: int
     device: str
     method: str
@@ -95,102 +122,83 @@ class FuseReport:
         data["shift"], data["notes"] = list(self.shift), list(self.notes)
         return data
 
-
-class NestedPair:
-    """An LR-HSI and an HR-MSI whose grids nest (see the module docstring); a :class:`PairSource`.
-
-    Keeps both datasets open; close with :meth:`close` (or use as a context manager).
-    """
-
-    def __init__(self, lr_path: str, msi_path: str) -> None:
-        self.lr_info, self.msi_info = read_info(lr_path), read_info(msi_path)
-        self.scale, self.msi_offset = self._nest(self.lr_info, self.msi_info)
-        self.lr_width, self.lr_height = self.lr_info.width, self.lr_info.height
-        self._lr = rasterio.open(lr_path)
-        self._msi = rasterio.open(msi_path)
-
-    @staticmethod
-    def _nest(lr: RasterInfo, msi: RasterInfo) -> Tuple[int, Tuple[int, int]]:
-        hint = "co-register or resample the MSI onto a grid nested in the LR-HSI's (csakd coregister)"
-        if (lr.crs is None) != (msi.crs is None) or (lr.crs is not None and lr.crs != msi.crs):
-            raise GridError(f"the LR-HSI ({lr.path}) and the HR-MSI ({msi.path}) have different CRSs; {hint}")
-        ratio = lr.res[0] / msi.res[0]
-        scale = int(round(ratio))
-        if scale < 1 or abs(ratio - scale) > 1e-6 * scale or abs(lr.res[1] / msi.res[1] - scale) > 1e-6 * scale:
-            raise GridError(
-                f"the LR-HSI pixel size {lr.res} is not an integer multiple of the HR-MSI's {msi.res}; {hint}"
-            )
-        col = (lr.transform.c - msi.transform.c) / msi.res[0]
-        row = (msi.transform.f - lr.transform.f) / msi.res[1]
-        offset = (int(round(col)), int(round(row)))
-        if abs(col - offset[0]) > 1e-3 or abs(row - offset[1]) > 1e-3:
-            raise GridError(f"the HR-MSI's pixel edges do not fall on the LR-HSI's; {hint}")
-        if (offset[0] < 0 or offset[1] < 0 or offset[0] + lr.width * scale > msi.width
-                or offset[1] + lr.height * scale > msi.height):
-            raise GridError(f"the HR-MSI ({msi.path}) does not cover the LR-HSI's extent ({lr.path}); {hint}")
-        return scale, offset
-
-    @property
-    def out_transform(self) -> Affine:
-        """Affine transform of the output grid."""
-        return self.lr_info.transform * Affine.scale(1.0 / self.scale)
-
-    def read_lr(self, window: Window) -> Tuple[np.ndarray, np.ndarray]:
-        """See :class:`~csakd_qgis.pipeline.PairSource`."""
-        return read_window(self._lr, window)
-
-    def read_msi(self, window: Window) -> Tuple[np.ndarray, np.ndarray]:
-        """See :class:`~csakd_qgis.pipeline.PairSource`."""
-        col, row = self.msi_offset
-        return read_window(self._msi, Window(window.col_off + col, window.row_off + row,
-                                             window.width, window.height))
-
-    def close(self) -> None:
-        """Close both datasets."""
-        self._lr.close()
-        self._msi.close()
-
-    def __enter__(self) -> NestedPair:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def summary_lines(self) -> List[str]:
+        """One human-readable line each: grid and CRS, scale, shift, tiles, device, timings, notes."""
+        crs = rasterio.crs.CRS.from_wkt(self.grid.crs_wkt) if self.grid.crs_wkt else None
+        crs_text = "no CRS" if crs is None else (f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else crs.to_string())
+        res = self.grid.transform[0]
+        t = self.timings
+        model = f" ({self.model})" if self.model else ""
+        lines = [
+            f"output {self.output}: {self.grid.width} x {self.grid.height} pixels of {res:.6g} in {crs_text}",
+            f"scale {self.scale} (each LR-HSI pixel -> {self.scale} x {self.scale} output pixels)",
+            f"shift: {self.shift_message}" + (" Corrected." if self.shift_corrected else ""),
+            f"tiles: {self.tiles_total} of {self.tile_size} LR px (halo {self.halo}), {self.tiles_skipped} "
+            f"empty, {self.tiles_recomputed} recomputed at column-block seams",
+            f"method {self.method}{model} on {self.device}, batch size {self.batch_size}",
+            f"time {t['total']:.1f} s (read {t['read']:.1f}, infer {t['infer']:.1f}, blend {t['blend']:.1f}, "
+            f"write {t['write']:.1f} s; stages overlap)",
+        ]
+        return lines + [f"note: {note}" for note in self.notes]
 
 
-def sample_scene(pair: NestedPair) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel sample of the scene on the LR grid from a regular grid of small windows.
+def sample_windows(plan: GridPlan) -> List[Window]:
+    """A regular :data:`SAMPLE_GRID` x :data:`SAMPLE_GRID` grid of LR windows, at most :data:`SAMPLE_SIZE` wide."""
+    width, height = plan.lr.width, plan.lr.height
+    size_x, size_y = min(SAMPLE_SIZE, width), min(SAMPLE_SIZE, height)
+    xs = np.unique(np.linspace(0, width - size_x, SAMPLE_GRID).round().astype(int))
+    ys = np.unique(np.linspace(0, height - size_y, SAMPLE_GRID).round().astype(int))
+    return [Window(int(x), int(y), size_x, size_y) for y in ys for x in xs]
+
+
+def sample_scene(pair: AlignedPair) -> Tuple[np.ndarray, np.ndarray]:
+    """Pixel sample of the scene on the LR grid (:func:`sample_windows`).
 
     Returns
     -------
-    lr : ``(C, N)`` float32 physical LR-HSI values (NaN = invalid)
-    msi : ``(m, N)`` float32 MSI block means over each LR pixel's footprint
-    valid : ``(N,)`` bool, both valid
+    lr : ``(C, 1, N)`` float32 physical LR-HSI values, NaN where either input is invalid
+    msi : ``(m, 1, N)`` float32 HR-MSI averaged over each LR pixel's footprint, NaN likewise
     """
-    size_x, size_y = min(SAMPLE_SIZE, pair.lr_width), min(SAMPLE_SIZE, pair.lr_height)
-    xs = np.unique(np.linspace(0, pair.lr_width - size_x, SAMPLE_GRID).round().astype(int))
-    ys = np.unique(np.linspace(0, pair.lr_height - size_y, SAMPLE_GRID).round().astype(int))
-    s = pair.scale
-    lrs, msis, valids = [], [], []
-    for y in ys:
-        for x in xs:
-            lr, lr_valid = pair.read_lr(Window(int(x), int(y), size_x, size_y))
-            msi, msi_valid = pair.read_msi(Window(int(x) * s, int(y) * s, size_x * s, size_y * s))
-            valid = lr_valid & (block_mean(msi_valid.astype(np.float32), s) == 1.0)
-            lrs.append(lr.reshape(lr.shape[0], -1))
-            msis.append(block_mean(np.where(msi_valid, msi, 0.0), s).reshape(msi.shape[0], -1))
-            valids.append(valid.ravel())
-    return np.concatenate(lrs, axis=1), np.concatenate(msis, axis=1), np.concatenate(valids)
+    lrs, msis = [], []
+    for window in sample_windows(pair.plan):
+        lr, lr_valid = pair.read_lr(window)
+        msi, msi_valid = pair.read_msi_lr(window)
+        valid = lr_valid & msi_valid
+        lrs.append(np.where(valid, lr, np.nan).reshape(lr.shape[0], -1))
+        msis.append(np.where(valid, msi, np.nan).reshape(msi.shape[0], -1))
+    return np.concatenate(lrs, axis=1)[:, None], np.concatenate(msis, axis=1)[:, None]
 
 
-def measure_radiometry(lr: np.ndarray, msi: np.ndarray, valid: np.ndarray) -> Radiometry:
-    """Robust levels and per-band fill values (mean of valid samples) from :func:`sample_scene`."""
+def measure_radiometry(lr: np.ndarray, msi: np.ndarray) -> Radiometry:
+    """Robust levels and per-band fill values (mean of valid samples) from :func:`sample_scene`.
+
+    A sample pixel counts where the HR-MSI is valid (:func:`sample_scene`
+    sets both inputs to NaN where either is invalid); bad LR-HSI bands that
+    hold no value there get a fill value of 0.
+    """
+    valid = np.isfinite(msi).all(axis=0)
     if not valid.any():
         raise InputError("the LR-HSI and HR-MSI have no valid pixel in common in the sampled area; "
                          "check their nodata values and that they overlap")
-    lr_level = robust_level(lr[:, valid], name="LR-HSI")
-    msi_level = robust_level(msi[:, valid], name="HR-MSI")
-    return Radiometry(lr_level, msi_level, lr[:, valid].mean(axis=1).astype(np.float32),
-                      msi[:, valid].mean(axis=1).astype(np.float32))
+    lr_px, msi_px = lr[:, valid], msi[:, valid]
+    known = np.isfinite(lr_px)
+    lr_fill = np.where(known, lr_px, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+    return Radiometry(robust_level(lr_px, name="LR-HSI"), robust_level(msi_px, name="HR-MSI"),
+                      lr_fill.astype(np.float32), msi_px.mean(axis=1).astype(np.float32))
+
+
+def gdal_cache_mb(out_width: int, bands: int, block_width: int) -> int:
+    """GDAL block cache (MB) for a run: the output blocks being filled, bounded by the column block.
+
+    The writer completes output rows one tile row at a time inside a column
+    block, so the partly written blocks are one strip of :data:`OUTPUT_BLOCK`
+    rows across ``min(out_width, block_width)`` pixels plus the blocks
+    straddling the block's edges, ``bands`` float32 values each; at least
+    :data:`MIN_GDAL_CACHE_MB`.  GDAL's default (5 % of the RAM) would let
+    the cache grow with the raster instead.
+    """
+    width = min(out_width, block_width) + 2 * OUTPUT_BLOCK
+    return max(MIN_GDAL_CACHE_MB, int(width * OUTPUT_BLOCK * bands * 4 / 2**20))
 
 
 def _output_format(dtype: str, output_scale: Optional[float], lr: RasterInfo) -> Tuple[str, float]:
@@ -203,24 +211,58 @@ def _output_format(dtype: str, output_scale: Optional[float], lr: RasterInfo) ->
     return name, (float(lr.scales[0]) if is_int and lr.scales else 1.0)
 
 
+def check_output(output: str, inputs: Tuple[str, ...], overwrite: bool) -> None:
+    """Refuse an output that exists (without ``overwrite``), is an input, or cannot be created; before any compute.
+
+    Raises
+    ------
+    InputError
+        ``output`` exists and ``overwrite`` is False, or it names an input.
+    RasterWriteError
+        Its folder does not exist or is not writable.
+    """
+    target = os.path.realpath(output)
+    for name in inputs:
+        if os.path.exists(name) and os.path.realpath(name) == target:
+            raise InputError(f"output {output!r} is also an input; choose another output name")
+    if os.path.exists(output) and not overwrite:
+        raise InputError(f"output {output!r} exists; choose another name or allow overwriting (--overwrite)")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise RasterWriteError(f"cannot write {output!r}: folder {folder!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RasterWriteError(f"cannot write {output!r}: folder {folder!r} is not writable; choose another")
+
+
+def _estimate_shift(lr_hsi: str, hr_msi: str, plan: GridPlan) -> Tuple[Tuple[float, float], bool, str]:
+    """``((dx, dy), reliable, message)`` measured on a central sample; unreliable when it cannot be measured."""
+    try:
+        with open_aligned(lr_hsi, hr_msi, plan) as pair:
+            estimate = measure_shift(pair)
+    except InputError as error:
+        return (0.0, 0.0), False, f"shift not estimated: {error}"
+    return (estimate.dx, estimate.dy), estimate.reliable, estimate.message
+
+
 def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str, FusionMethod] = "csakd",
-         tile: int = 64,
-         overlap: int = 8, batch_size: int = 4, device: str = "auto", threads: Optional[int] = None,
+         tile: int = 64, overlap: int = 8, batch_size: int = 4, device: str = "auto", threads: Optional[int] = None,
          shift_correction: bool = True, dtype: str = "float32", scale: Optional[int] = None,
          output_scale: Optional[float] = None, compress: Optional[str] = "zstd", cog: bool = False,
-         overwrite: bool = False, block_width: int = BLOCK_WIDTH,
+         overwrite: bool = False, halo: Optional[int] = None, block_width: int = BLOCK_WIDTH,
          reporter: Optional[Reporter] = None) -> FuseReport:
     """Fuse an LR-HSI with an HR-MSI into an HR-HSI GeoTIFF.
 
     Parameters
     ----------
     lr_hsi, hr_msi:
-        Input rasters (any GDAL format) on nested grids (module docstring).
+        Input rasters (any GDAL format, any CRS with an overlap; see
+        :func:`csakd_qgis.grid.plan_grids`).
     output:
         Output GeoTIFF; written atomically (a partial file never appears
-        under this name).
+        under this name).  Checked before any compute (:func:`check_output`).
     model, method:
-        See :func:`csakd_qgis.methods.make_method`; ``method`` may also be a
+        See :func:`csakd_qgis.methods.make_method` (``model`` None or
+        ``"auto"`` selects an installed model); ``method`` may also be a
         ready :class:`~csakd_qgis.methods.FusionMethod` object (``model`` is
         then ignored).
     tile, overlap:
@@ -231,17 +273,20 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
     device, threads:
         See :func:`csakd_qgis.devices.resolve_device` / ``set_threads``.
     shift_correction:
-        Estimate and correct a sub-pixel shift between the inputs (needs
-        :mod:`csakd_qgis.shift`; otherwise a note says it was not done).
+        Estimate the LR-HSI's sub-pixel shift relative to the HR-MSI on a
+        central sample and correct it when the estimate is reliable.
     dtype:
         ``"float32"``, ``"int16"``, ``"uint16"`` or ``"same"`` (the LR-HSI's).
     scale:
-        Expected HR/LR pixel-size ratio; checked against the inputs.
+        HR/LR pixel-size ratio to use; None derives it (the model's for a network).
     output_scale:
         Physical value per stored unit for integer outputs (module docstring).
     compress, cog, overwrite:
         GeoTIFF compression, Cloud Optimized GeoTIFF conversion, replace an
         existing output.
+    halo:
+        LR context per tile side; None uses the method's (for networks the
+        receptive field of its configuration).
     block_width:
         Output pixels per column block; bounds the memory of pending seams
         (:mod:`csakd_qgis.pipeline`).
@@ -254,71 +299,81 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
 
     Raises
     ------
-    InputError, GridError, RasterReadError, RasterWriteError, CheckpointError, Cancelled
+    InputError, GridError, RasterReadError, RasterWriteError, CheckpointError, ModelMismatchError, Cancelled
     """
     started = time.perf_counter()
     reporter = reporter or SILENT
-    if os.path.exists(output) and not overwrite:
-        raise InputError(f"output {output!r} exists; choose another name or allow overwriting (--overwrite)")
+    check_output(output, (lr_hsi, hr_msi), overwrite)
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     torch_device = resolve_device(device)
     set_threads(threads)
-    notes: List[str] = []
-    with NestedPair(lr_hsi, hr_msi) as pair:
-        if scale is not None and int(scale) != pair.scale:
-            raise GridError(f"scale {scale} was asked for but the inputs' pixel-size ratio is {pair.scale}")
-        out_dtype, out_scale = _output_format(dtype, output_scale, pair.lr_info)
-        read_start = time.perf_counter()
-        lr_sample, msi_sample, valid = sample_scene(pair)
-        radiometry = measure_radiometry(lr_sample, msi_sample, valid)
-        sample_seconds = time.perf_counter() - read_start
-        if shift_correction:
-            notes.append("shift correction was asked for but no shift estimator is installed; inputs used as given")
-        if isinstance(method, str):
-            fusion = make_method(method, model, device=torch_device, scale=pair.scale,
-                                 lr_bands=pair.lr_info.bands, msi_bands=pair.msi_info.count,
-                                 msi_wavelengths=[b.wavelength_nm for b in pair.msi_info.bands])
-        elif method.scale != pair.scale:
-            raise InputError(f"method {method.name!r} fuses at scale {method.scale}, the inputs at {pair.scale}")
-        else:
-            fusion = method
-        if isinstance(fusion, GSAMethod):
-            fusion.fit(lr_sample[:, valid] / radiometry.lr_level, msi_sample[:, valid] / radiometry.msi_level)
-        reporter.update(0.02, "scene sampled")
+    lr_info, msi_info = read_info(lr_hsi), read_info(hr_msi)
+    if isinstance(method, str):
+        scales = model_scales(model, method)
+    else:
+        scales = (method.scale,)
+    plan = plan_grids(lr_info, msi_info, scale=scale, model_scales=scales)
+    notes: List[str] = list(plan.notes)
+    out_dtype, out_scale = _output_format(dtype, output_scale, lr_info)
+    shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
+    if shift_correction:
+        reporter.update(0.0, "estimating the shift between the inputs")
+        shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, plan)
+    applied = shift if reliable else (0.0, 0.0)
+    read_start = time.perf_counter()
+    with open_aligned(lr_hsi, hr_msi, plan, applied) as pair:
+        lr_sample, msi_sample = sample_scene(pair)
+    radiometry = measure_radiometry(lr_sample, msi_sample)
+    sample_seconds = time.perf_counter() - read_start
+    if isinstance(method, str):
+        fusion = make_method(method, model, device=torch_device, scale=plan.scale, lr_bands=lr_info.bands,
+                             msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands],
+                             halo=halo)
+    else:
+        fusion = method
+    if fusion.scale != plan.scale:
+        raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {plan.scale}")
+    if isinstance(fusion, GSAMethod):
+        fusion.fit(lr_sample / radiometry.lr_level, msi_sample / radiometry.msi_level,
+                   [b.good for b in lr_info.bands])
+    context = fusion.halo if halo is None else int(halo)
+    reporter.update(0.02, "scene sampled")
 
-        def notify(message: str) -> None:
-            notes.append(message)
-            reporter.update(0.02, message)
+    def notify(text: str) -> None:
+        notes.append(text)
+        reporter.update(0.02, text)
 
-        while True:
-            plan = plan_tiles(pair.lr_width, pair.lr_height, tile=tile, overlap=min(overlap, tile // 4),
-                              halo=fusion.halo, scale=pair.scale)
-            try:
-                with RasterWriter(output, width=plan.out_width, height=plan.out_height,
-                                  count=pair.lr_info.count, crs=pair.lr_info.crs, transform=pair.out_transform,
-                                  dtype=out_dtype, bands=pair.lr_info.bands, scale=out_scale, compress=compress,
-                                  cog=cog, overwrite=overwrite) as writer:
-                    result = run_pipeline(pair, fusion, plan, writer, radiometry, batch_size=batch_size,
-                                          block_width=block_width, reporter=reporter.phase(0.02, 1.0), notify=notify)
-                break
-            except TileTooLarge:
-                if tile // 2 < MIN_TILE:
-                    raise
-                tile //= 2
-                notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
+    grid = plan.output
+    while True:
+        tiles = plan_tiles(plan.lr.width, plan.lr.height, tile=tile, overlap=min(overlap, tile // 4),
+                           halo=context, scale=plan.scale)
+        cache = gdal_cache_mb(grid.width, lr_info.count, block_width)
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=cache), \
+                    RasterWriter(output, width=grid.width, height=grid.height, count=lr_info.count, crs=grid.crs,
+                                 transform=grid.transform, dtype=out_dtype, bands=lr_info.bands, scale=out_scale,
+                                 compress=compress, blocksize=OUTPUT_BLOCK, cog=cog,
+                                 overwrite=overwrite) as writer:
+                result = run_pipeline(partial(open_aligned, lr_hsi, hr_msi, plan, applied), fusion, tiles,
+                                      writer, radiometry, batch_size=batch_size, block_width=block_width,
+                                      reporter=reporter.phase(0.02, 1.0), notify=notify)
+            break
+        except TileTooLarge:
+            if tile // 2 < MIN_TILE:
+                raise
+            tile //= 2
+            notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
     timings = result.timings
-    crs = pair.lr_info.crs
     return FuseReport(
         output=str(output),
-        grid=Grid(crs.to_wkt() if crs is not None else "", tuple(pair.out_transform)[:6],
-                  plan.out_width, plan.out_height),
-        scale=pair.scale, shift=(0.0, 0.0), shift_corrected=False,
+        grid=Grid(grid.crs.to_wkt(), tuple(grid.transform)[:6], grid.width, grid.height),
+        scale=plan.scale, shift=shift if reliable else (0.0, 0.0), shift_corrected=applied != (0.0, 0.0),
+        shift_reliable=reliable, shift_message=message,
         tiles_total=result.tiles, tiles_skipped=result.skipped, tiles_recomputed=result.recomputed,
-        tile_size=tile, batch_size=batch_size, device=str(torch_device), method=fusion.name,
-        model=str(model) if model is not None else fusion.name,
+        tile_size=tile, halo=context, batch_size=result.batch_size, device=str(torch_device), method=fusion.name,
+        model=getattr(fusion, "model_name", ""),
         timings={"read": timings.read + sample_seconds, "infer": timings.infer, "blend": timings.blend,
                  "write": timings.write, "total": time.perf_counter() - started},
         notes=tuple(notes),
     )
-

@@ -136,3 +136,17 @@ class PatchSampler:
         """``size`` patches: LR (B, C, p/s, p/s), MSI (B, m, p, p), reference (B, C, p, p), float32."""
         items = [self._one() for _ in range(size)]
         return tuple(np.stack([it[k] for it in items]).astype(np.float32, copy=False) for k in range(3))
+
+
+def fill_empty_bands(cube: np.ndarray) -> np.ndarray:
+    """Set bands with no finite value at all (bad bands delivered as nodata, e.g. EnMAP's) to 0.
+
+    ``cube`` is ``(C, H, W)``; a copy is returned.  Such bands carry no
+    information, so they must not make every pixel invalid; the networks
+    learn to output 0 there and the engine writes them as nodata.
+    """
+    out = np.array(cube, dtype=np.float64)
+    empty = ~np.isfinite(out).any(axis=(1, 2))
+    out[empty] = 0.0
+    return out
+

@@ -51,7 +51,7 @@ BLOCK_WIDTH = 2048
 
 
 class PairSource(Protocol):
-    """An LR-HSI on the LR grid and an HR-MSI on the output grid (e.g. a :class:`~csakd_qgis.coregister.AlignedPair`)."""
+    """LR-HSI on the LR grid, HR-MSI on the output grid (e.g. :class:`~csakd_qgis.coregister.AlignedPair`)."""
 
     def read_lr(self, window: Window) -> Tuple[np.ndarray, np.ndarray]:
         """``(data float32 (C, h, w) NaN = invalid, valid bool (h, w))`` for a window inside the LR raster."""
@@ -214,7 +214,8 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: FusionMethod, plan: TilePlan, sink: Sink, radiometry: Radiometry,
+def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: FusionMethod, plan: TilePlan,
+                 sink: Sink, radiometry: Radiometry,
                  *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, reporter: Reporter = SILENT,
                  notify: Optional[Callable[[str], None]] = None) -> PipelineResult:
     """Fuse every tile of ``plan`` and write the blended output to ``sink``.

@@ -26,7 +26,7 @@ import numpy as np
 from .degradation import blur_decimate, gaussian_psf
 from .errors import InputError
 from .normalisation import robust_level
-from .patches import Scene
+from .patches import Scene, fill_empty_bands
 
 
 def wald_scene(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, *,
@@ -54,7 +54,7 @@ def wald_scene(lr_hsi: np.ndarray, hr_msi: np.ndarray, scale: int, *,
         their robust levels (the target by the LR-HSI's level, as at
         inference), with ``valid (h, w)``.
     """
-    lr = np.array(lr_hsi, dtype=np.float64)
+    lr = fill_empty_bands(lr_hsi)
     msi = np.array(hr_msi, dtype=np.float64)
     s = int(scale)
     c, h, w = lr.shape

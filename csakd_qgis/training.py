@@ -53,7 +53,7 @@ from .errors import CheckpointError, InputError, ModelMismatchError
 from .losses import FeatureAdapter, student_loss, teacher_loss
 from .model_card import ModelCard, MsiInfo, Provenance, SpectralBands
 from .normalisation import robust_level
-from .patches import PatchSampler, Scene
+from .patches import PatchSampler, Scene, fill_empty_bands
 from .progress import SILENT, Reporter
 
 MODES = ("kd", "offline", "student", "teacher")
@@ -131,7 +131,7 @@ class TrainingData:
         """
         from .degradation import simulate_pair
 
-        ref = np.array(reference, dtype=np.float64)
+        ref = fill_empty_bands(reference)
         if valid is not None:
             ref[:, ~np.asarray(valid, dtype=bool)] = np.nan
         pair = simulate_pair(ref, wavelengths_nm, fwhm_nm, good, sensor=sensor, bands=bands, scale=scale,
@@ -285,11 +285,13 @@ def validation_metrics(out: torch.Tensor, ref: torch.Tensor, valid: torch.Tensor
     """PSNR (dB) and SAM (degrees) of ``out`` vs ``ref`` (C, H, W) over ``valid`` (H, W) pixels.
 
     PSNR is the mean over bands of ``10 log10(max_b(ref)^2 / MSE_b)`` (the
-    paper's per-band peak); SAM the mean angle between spectra.  Units cancel,
+    paper's per-band peak); SAM the mean angle between spectra.  Bands whose
+    reference is nowhere positive (bad bands filled with 0) are left out.  Units cancel,
     so normalised values give the same numbers as physical ones.
     """
-    o = out.double()[:, valid]
-    r = ref.double()[:, valid]
+    signal = ref.reshape(ref.shape[0], -1).amax(dim=1) > 0  # bands filled with 0 (bad bands) are left out
+    o = out.double()[signal][:, valid]
+    r = ref.double()[signal][:, valid]
     mse = ((o - r) ** 2).mean(dim=1).clamp_min(1e-20)
     psnr = float((10 * torch.log10(r.max(dim=1).values.clamp_min(1e-20) ** 2 / mse)).mean())
     cos = (o * r).sum(0) / (o.norm(dim=0) * r.norm(dim=0)).clamp_min(1e-20)

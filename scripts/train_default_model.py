@@ -45,7 +45,6 @@ def data_from(paths, args, seed0):
     for number, path in enumerate(paths):
         info = read_info(str(path))
         reference, valid = read_window(str(path))
-        reference[[not b.good for b in info.bands]] = 0.0  # bad bands hold nodata only
         parts.append(TrainingData.from_reference(
             reference, [b.wavelength_nm for b in info.bands], [b.fwhm_nm for b in info.bands],
             [b.good for b in info.bands], sensor=args.sensor, bands=args.bands.split(","), scale=args.scale,

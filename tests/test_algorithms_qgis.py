@@ -123,3 +123,30 @@ def test_missing_crs_is_one_clear_message(processing, tmp_path):
     assert "Traceback" not in str(error.value)
     assert not (tmp_path / "o.tif").exists()
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir()), ["nocrs.tif"])
+
+
+def test_train_scene_adaptive_then_fuse_with_the_trained_model(processing, tmp_path, geotiff, texture):
+    from affine import Affine
+
+    bands = 12
+    wavelengths = np.linspace(430.0, 900.0, bands)
+    hsi = texture(96, 96, bands, seed=3)
+    lr = hsi.reshape(bands, 24, 4, 24, 4).mean(axis=(2, 4))
+    msi = np.stack([hsi[i:i + 3].mean(axis=0) for i in (0, 3, 6, 9)])
+    tags = [{"wavelength": f"{w:.1f}", "wavelength_units": "Nanometers", "fwhm": "20"} for w in wavelengths]
+    lr_path = geotiff("lr.tif", lr, transform=Affine(40.0, 0, 366000.0, 0, -40.0, 5810000.0), band_tags=tags)
+    msi_path = geotiff("msi.tif", msi.astype(np.float32), transform=Affine(10.0, 0, 366000.0, 0, -10.0, 5810000.0))
+    model = tmp_path / "mine.safetensors"
+    trained = processing.run("csakd:train", {
+        "LR_HSI": str(lr_path), "HR_MSI": str(msi_path), "MODE": "kd", "TIME_BUDGET": 0, "STEPS": 3,
+        "OUTPUT": str(model)})
+    assert Path(trained["OUTPUT"]) == model and model.exists()
+    assert (tmp_path / "mine.teacher.safetensors").exists()
+    assert np.isfinite(trained["VAL_PSNR"])
+    fused = processing.run("csakd:fuse", {
+        "LR_HSI": str(lr_path), "HR_MSI": str(msi_path), "METHOD": "student", "MODEL": str(model),
+        "SHIFT_CORRECTION": False, "OUTPUT": str(tmp_path / "fused.tif")})
+    assert fused["MODEL_USED"] == "mine"
+    with rasterio.open(fused["OUTPUT"]) as out:
+        assert (out.width, out.height, out.count) == (96, 96, bands)
+        assert float(out.tags(1)["wavelength"]) == pytest.approx(430.0)

@@ -5,6 +5,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from rasterio.windows import Window
 
 from csakd_qgis.engine import fuse
 from csakd_qgis.errors import Cancelled, GridError
@@ -174,8 +175,127 @@ def test_out_of_memory_halves_batch_then_tile(pair, tmp_path):
     np.testing.assert_array_equal(_read(report.output), _read(ref.output))
 
 
-def test_grids_that_do_not_nest_are_refused(pair, tmp_path):
-    lr_path, _msi_path, _lr, msi = pair
-    shifted = _write(tmp_path / "m2.tif", msi, LR_T * Affine.translation(0.5, 0) * Affine.scale(1 / S))
-    with pytest.raises(GridError, match="pixel edges"):
-        fuse(lr_path, shifted, str(tmp_path / "o.tif"), method="bicubic", device="cpu")
+def _scene(size, bands, seed):
+    """Smooth random texture ``(bands, size, size)`` float64, values in about [0.05, 0.65]."""
+    rng = np.random.default_rng(seed)
+    fy, fx = np.fft.fftfreq(size)[:, None], np.fft.fftfreq(size)[None, :]
+    fields = []
+    for _ in range(2):
+        f = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size))) * np.exp(-(fx**2 + fy**2) / 0.0128)))
+        fields.append((f - f.min()) / np.ptp(f))
+    w = np.linspace(0, 1, bands)[:, None, None]
+    return 0.05 + 0.6 * (w * fields[0] + (1 - w) * fields[1])
+
+
+def _block_mean(cube, s):
+    c, h, w = cube.shape
+    return cube.reshape(c, h // s, s, w // s, s).mean(axis=(2, 4))
+
+
+@pytest.fixture
+def shifted_pair(tmp_path):
+    """LR-HSI (6 bands, 48 x 48, 30 m) made from a shifted HR scene, HR-MSI (3 band pairs) of the unshifted one."""
+    from scipy import ndimage
+
+    def make(shift):
+        hr = _scene(144, 6, 3)
+        moved = ndimage.shift(hr, (0, S * shift[1], S * shift[0]), order=3, mode="reflect")
+        lr = _block_mean(moved, S).astype(np.float32)
+        msi = np.stack([hr[0:2].mean(0), hr[2:4].mean(0), hr[4:6].mean(0)]).astype(np.float32)
+        return (_write(tmp_path / "lr.tif", lr, LR_T), _write(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S)),
+                hr)
+    return make
+
+
+@pytest.mark.parametrize("method", ["bicubic", "gsa"])
+def test_known_shift_is_estimated_and_corrected(shifted_pair, tmp_path, method):
+    lr_path, msi_path, truth = shifted_pair((0.4, -0.25))
+    on = fuse(lr_path, msi_path, str(tmp_path / "on.tif"), method=method, device="cpu")
+    off = fuse(lr_path, msi_path, str(tmp_path / "off.tif"), method=method, device="cpu", shift_correction=False)
+    assert on.shift_reliable and on.shift_corrected
+    assert on.shift[0] == pytest.approx(0.4, abs=0.1) and on.shift[1] == pytest.approx(-0.25, abs=0.1)
+    assert off.shift == (0.0, 0.0) and not off.shift_corrected and "not estimated" in off.shift_message
+    inner = (slice(None), slice(12, -12), slice(12, -12))
+    err_on = np.abs(_read(on.output)[inner] - truth[inner]).mean()
+    err_off = np.abs(_read(off.output)[inner] - truth[inner]).mean()
+    assert err_on < 0.8 * err_off
+
+
+def test_report_names_method_counts_and_summary(pair, tmp_path):
+    lr_path, msi_path, _lr, _msi = pair
+    report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, batch_size=3,
+                  device="cpu", block_width=60, shift_correction=False)
+    assert (report.method, report.model, report.batch_size, report.halo) == ("bicubic", "", 3, 2)
+    lines = report.summary_lines()
+    assert lines[0].endswith("144 x 144 pixels of 10 in EPSG:32633")
+    assert lines[1].startswith("scale 3") and "not estimated" in lines[2]
+    assert lines[3].startswith("tiles: 25 of 10 LR px (halo 2), 0 empty, 10 recomputed")
+    assert "bicubic on cpu, batch size 3" in lines[4] and lines[5].startswith("time ")
+
+
+def test_empty_ghost_tiles_are_counted_once(tmp_path):
+    lr = np.full((1, 40, 40), 100.0, np.float32)
+    lr[:, :, :20] = -9999.0  # left half empty: tile columns 0 and 1 of 4 (cores of 10 LR px)
+    lr_path = _write(tmp_path / "lr.tif", lr, LR_T, nodata=-9999.0)
+    msi_path = _write(tmp_path / "msi.tif", np.ones((1, 120, 120), np.float32), LR_T * Affine.scale(1 / S))
+    # blocks of one tile column: ghosts of columns 1, 2, 3 are predicted again; column 1's ghost is empty too
+    report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, device="cpu",
+                  block_width=30, shift_correction=False)
+    assert (report.tiles_total, report.tiles_recomputed, report.tiles_skipped) == (16, 12, 4 * 1)
+    assert report.tiles_skipped == 4
+
+
+def _reproject_to(path, data, src_t, src_crs, dst_crs, dst_t, shape, tmp_path, name):
+    from rasterio.warp import Resampling, reproject
+    out = np.full((data.shape[0],) + shape, np.nan, np.float32)
+    reproject(data, out, src_transform=src_t, src_crs=src_crs, dst_transform=dst_t, dst_crs=dst_crs,
+              resampling=Resampling.bilinear, dst_nodata=np.nan)
+    with rasterio.open(tmp_path / name, "w", driver="GTiff", width=shape[1], height=shape[0], count=out.shape[0],
+                       dtype="float32", crs=dst_crs, transform=dst_t, nodata=np.nan) as ds:
+        ds.write(out)
+    return str(tmp_path / name)
+
+
+def test_msi_in_another_crs(shifted_pair, tmp_path):
+    lr_path, msi_path, truth = shifted_pair((0.0, 0.0))
+    msi = _read(msi_path).astype(np.float32)
+    dst_t = Affine(10, 0, 4527000, 0, -10, 3261600)
+    msi_3035 = _reproject_to(msi_path, msi, LR_T * Affine.scale(1 / S), "EPSG:32633", "EPSG:3035", dst_t,
+                             (170, 170), tmp_path, "msi_3035.tif")
+    report = fuse(lr_path, msi_3035, str(tmp_path / "o.tif"), method="bicubic", device="cpu",
+                  shift_correction=False)
+    info = read_info(report.output)
+    assert info.crs.to_epsg() == 3035 and info.res == pytest.approx((10.0, 10.0))
+    assert report.scale == 3 and any("LR-HSI reprojected from EPSG:32633 to EPSG:3035" in n for n in report.notes)
+    data, valid = read_window(report.output)
+    assert valid.mean() > 0.5
+    # the output has the MSI's pixels: fused bands 0 + 1 averaged match MSI band 0 (their spectral mean)
+    col, row = (~Affine(*read_info(msi_3035).transform[:6])) * (info.transform.c, info.transform.f)
+    assert (col, row) == pytest.approx((round(col), round(row)), abs=1e-6)
+    msi_out, msi_valid = read_window(msi_3035, Window(round(col), round(row), info.width, info.height))
+    both = valid & msi_valid
+    assert both.mean() > 0.5
+    diff = np.abs(0.5 * (data[0] + data[1]) - msi_out[0])[both]
+    assert np.median(diff) < 0.02
+
+
+def test_geographic_lr_input(shifted_pair, tmp_path):
+    lr_path, msi_path, _truth = shifted_pair((0.0, 0.0))
+    lr = _read(lr_path).astype(np.float32)
+    geo_t = Affine(0.0004, 0, 13.0, 0, -0.00027, 52.40)
+    lr_geo = _reproject_to(lr_path, lr, LR_T, "EPSG:32633", "EPSG:4326", geo_t, (60, 60), tmp_path, "lr_geo.tif")
+    report = fuse(lr_geo, msi_path, str(tmp_path / "o.tif"), method="bicubic", device="cpu",
+                  shift_correction=False)
+    assert read_info(report.output).crs.to_epsg() == 32633
+    assert any("LR-HSI reprojected from EPSG:4326 to EPSG:32633" in n for n in report.notes)
+    assert report.scale == 3
+
+
+def test_non_integer_ratio_gives_scale_3_and_a_note(pair, tmp_path):
+    lr_path, _msi_path, _lr, _msi = pair
+    msi = np.random.default_rng(4).random((3, 160, 160)).astype(np.float32) + 0.2
+    msi_9m = _write(tmp_path / "msi9.tif", msi, Affine(9.0, 0, 366000.0, 0, -9.0, 5810000.0))
+    report = fuse(lr_path, msi_9m, str(tmp_path / "o.tif"), method="gsa", device="cpu", shift_correction=False)
+    assert report.scale == 3 and report.grid.transform[0] == pytest.approx(10.0)
+    assert any("using scale 3" in n for n in report.notes)
+    assert (report.grid.width, report.grid.height) == (144, 144)

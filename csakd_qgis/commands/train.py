@@ -8,9 +8,7 @@ Two data sources:
 * ``--scene LR_HSI.tif HR_MSI.tif``: a real, co-registered pair, trained by
   Wald's protocol (scene-adaptive).
 
-Rasters are read whole into memory: this is meant for training-size scenes.
-Inputs above :data:`MAX_BYTES` (as float32) are refused; crop them first
-(e.g. ``gdal_translate -srcwin``).
+Rasters are read whole (see :mod:`csakd_qgis.training_io`).
 """
 
 from __future__ import annotations
@@ -23,16 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..model_card import MsiInfo, SpectralBands
 from ..progress import Reporter
-from ..raster_io import read_info, read_window
 from ..training import MODES, PRESET_FAMILIES, TrainConfig, TrainingData, train
+from ..training_io import reference_data, scene_data
 
 NAME = "train"
 HELP = "Train a CSAKD model (KD co-training, offline distillation, student or teacher alone)."
-
-#: Largest raster read whole for training, as float32 bytes.
-MAX_BYTES = 4 * 1024 ** 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,50 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the training report as JSON")
 
 
-def _read(path: str):
-    info = read_info(path)
-    size = 4 * info.count * info.width * info.height
-    if size > MAX_BYTES:
-        raise InputError(
-            f"{path} is {size / 1024 ** 3:.1f} GB as float32; training reads rasters whole and accepts at most "
-            f"{MAX_BYTES / 1024 ** 3:.0f} GB: crop a representative area first (gdal_translate -srcwin)"
-        )
-    data, valid = read_window(path)
-    return info, data, valid
-
-
-def _bands(info) -> SpectralBands:
-    fwhm = tuple(b.fwhm_nm for b in info.bands)
-    return SpectralBands(tuple(b.wavelength_nm for b in info.bands),
-                         fwhm if all(f is not None for f in fwhm) else (), tuple(b.good for b in info.bands))
-
-
 def load_data(args: argparse.Namespace) -> TrainingData:
     """Build the :class:`TrainingData` the arguments describe."""
     if args.reference:
         if args.scale is None:
             raise InputError("--reference needs --scale (the LR/HR pixel-size ratio to simulate)")
-        info, ref, valid = _read(args.reference)
-        bands = _bands(info)
-        if any(w is None for w in bands.wavelengths_nm):
-            raise InputError(f"{args.reference} lacks band wavelengths; the MSI cannot be simulated without them")
-        return TrainingData.from_reference(
-            ref, bands.wavelengths_nm, bands.fwhm_nm or None, bands.good or None, sensor=args.sensor,
-            bands=[b.strip() for b in args.bands.split(",")], scale=args.scale,
-            val_fraction=args.val_fraction, valid=valid, seed=args.seed, name=Path(args.reference).name)
-    lr_path, msi_path = args.scene
-    lr_info, lr, lr_valid = _read(lr_path)
-    msi_info, msi, msi_valid = _read(msi_path)
-    ratio = lr_info.res[0] / msi_info.res[0]
-    scale = args.scale or int(round(ratio))
-    if abs(ratio - scale) > 0.01 * scale:
-        raise InputError(f"the pixel sizes of {lr_path} and {msi_path} differ by {ratio:.3f}, not by the integer "
-                         f"scale {scale}; co-register them first (csakd coregister)")
-    msi_meta = MsiInfo(None, tuple(b.description or f"B{i + 1}" for i, b in enumerate(msi_info.bands)),
-                       tuple(b.wavelength_nm for b in msi_info.bands))
-    return TrainingData.from_scene(lr, msi, scale, lr_bands=_bands(lr_info), msi=msi_meta,
-                                   lr_valid=lr_valid, msi_valid=msi_valid, val_fraction=args.val_fraction,
-                                   name=f"{Path(lr_path).name} + {Path(msi_path).name}")
+        return reference_data(args.reference, sensor=args.sensor, bands=args.bands.split(","), scale=args.scale,
+                              val_fraction=args.val_fraction, seed=args.seed)
+    return scene_data(*args.scene, scale=args.scale, val_fraction=args.val_fraction)
 
 
 def _progress(fraction: float, message: str) -> None:

@@ -1,0 +1,98 @@
+"""``csakd:train``: a model for the user's own sensor pair (scene-adaptive, or supervised from a reference)."""
+
+from qgis.core import (
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from .base import CsakdAlgorithm
+from .parameters import add_device_parameter, layer_source, optional_layer_source
+from .simulate import SENSORS
+
+MODES = ("kd", "student", "teacher")
+
+
+class TrainAlgorithm(CsakdAlgorithm):
+    """KD co-training of a teacher and a student; the student's file is the output."""
+
+    ID = "train"
+    DISPLAY = "Train a fusion model"
+
+    LR_HSI, HR_MSI, REFERENCE = "LR_HSI", "HR_MSI", "REFERENCE"
+    SENSOR, BANDS, SCALE, MODE, TIME_BUDGET, STEPS = "SENSOR", "BANDS", "SCALE", "MODE", "TIME_BUDGET", "STEPS"
+    SEED, OUTPUT, VAL_PSNR, VAL_SAM, DEVICE = "SEED", "OUTPUT", "VAL_PSNR", "VAL_SAM", "DEVICE"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        """Declare parameters and outputs."""
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.LR_HSI, self.tr("Scene-adaptive: LR-HSI (co-registered with the HR-MSI)"), optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.HR_MSI, self.tr("Scene-adaptive: HR-MSI"), optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.REFERENCE, self.tr("Supervised: reference HR-HSI to simulate pairs from"), optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.SENSOR, self.tr("Supervised: multispectral sensor to simulate"), options=list(SENSORS),
+            defaultValue="sentinel2", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.BANDS, self.tr("Supervised: multispectral bands"), defaultValue="B2,B3,B4,B8"))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SCALE, self.tr("Scale (0 = from the scene's resolutions; needed when supervised)"),
+            QgsProcessingParameterNumber.Integer, 0, False, 0, 16))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODE, self.tr("Training"), options=list(MODES), defaultValue="kd", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TIME_BUDGET, self.tr("Time budget [seconds] (0 = use the number of steps)"),
+            QgsProcessingParameterNumber.Double, 600.0, False, 0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.STEPS, self.tr("Steps (when no time budget)"), QgsProcessingParameterNumber.Integer, 300,
+            False, 1))
+        add_device_parameter(self)
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 0, False, 0))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, self.tr("Model file"), self.tr("CSAKD models (*.safetensors)")))
+        self.addOutput(QgsProcessingOutputNumber(self.VAL_PSNR, self.tr("Best validation PSNR [dB]")))
+        self.addOutput(QgsProcessingOutputNumber(self.VAL_SAM, self.tr("Best validation SAM [degrees]")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """Build the training data, train, and return the model file."""
+        self.engine()
+        from csakd_qgis.errors import InputError
+        from csakd_qgis.training import TrainConfig, train
+        from csakd_qgis.training_io import reference_data, scene_data
+
+        out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        lr = optional_layer_source(self, parameters, self.LR_HSI, context)
+        msi = optional_layer_source(self, parameters, self.HR_MSI, context)
+        reference = optional_layer_source(self, parameters, self.REFERENCE, context)
+        scale = self.parameterAsInt(parameters, self.SCALE, context) or None
+
+        def load(reporter):
+            reporter.check()
+            if reference is not None and lr is None and msi is None:
+                if scale is None:
+                    raise InputError("supervised training from a reference needs the scale to simulate")
+                return reference_data(
+                    reference, sensor=self.parameterAsEnumString(parameters, self.SENSOR, context),
+                    bands=self.parameterAsString(parameters, self.BANDS, context).split(","), scale=scale,
+                    seed=self.parameterAsInt(parameters, self.SEED, context))
+            if lr is not None and msi is not None and reference is None:
+                return scene_data(lr, msi, scale=scale)
+            raise InputError("give either the LR-HSI and HR-MSI of a scene (scene-adaptive training, no "
+                             "reference needed) or a reference HR-HSI (supervised), not both")
+
+        data = self.run_engine(feedback, load)
+        budget = self.parameterAsDouble(parameters, self.TIME_BUDGET, context)
+        config = TrainConfig(mode=self.parameterAsEnumString(parameters, self.MODE, context),
+                             steps=self.parameterAsInt(parameters, self.STEPS, context),
+                             time_budget_s=budget or None, seed=self.parameterAsInt(parameters, self.SEED, context),
+                             device=self.parameterAsEnumString(parameters, self.DEVICE, context))
+        report = self.run_engine(feedback, train, data, config, out)
+        feedback.pushInfo(f"Trained {report.steps} steps in {report.seconds:.0f} s on {report.device}; "
+                          f"saved {report.model_path}" + (f" and {report.teacher_path}" if report.teacher_path else ""))
+        return {self.OUTPUT: report.model_path, self.VAL_PSNR: report.best_metrics.get("psnr"),
+                self.VAL_SAM: report.best_metrics.get("sam")}

@@ -1,0 +1,70 @@
+"""Training data from rasters: a reference to simulate from, or a real pair (scene-adaptive).
+
+Used by ``csakd train`` and the ``csakd:train`` Processing algorithm.
+Rasters are read whole into memory: this is meant for training-size scenes.
+Inputs above :data:`MAX_BYTES` (as float32) are refused; crop them first
+(e.g. ``gdal_translate -srcwin``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import InputError
+from .model_card import MsiInfo, SpectralBands
+from .raster_io import read_info, read_window
+from .training import TrainingData
+
+#: Largest raster read whole for training, as float32 bytes.
+MAX_BYTES = 4 * 1024 ** 3
+
+
+def _read(path: str):
+    info = read_info(path)
+    size = 4 * info.count * info.width * info.height
+    if size > MAX_BYTES:
+        raise InputError(
+            f"{path} is {size / 1024 ** 3:.1f} GB as float32; training reads rasters whole and accepts at most "
+            f"{MAX_BYTES / 1024 ** 3:.0f} GB: crop a representative area first (gdal_translate -srcwin)"
+        )
+    data, valid = read_window(path)
+    return info, data, valid
+
+
+def _bands(info) -> SpectralBands:
+    fwhm = tuple(b.fwhm_nm for b in info.bands)
+    return SpectralBands(tuple(b.wavelength_nm for b in info.bands),
+                         fwhm if all(f is not None for f in fwhm) else (), tuple(b.good for b in info.bands))
+
+
+def reference_data(path: str, *, sensor: str, bands: Sequence[str], scale: int, val_fraction: float = 0.2,
+                   seed: int = 0) -> TrainingData:
+    """Supervised data: the reference HR-HSI at ``path`` degraded by the simulator (sensor bands, scale)."""
+    info, ref, valid = _read(path)
+    spectral = _bands(info)
+    if any(w is None for w in spectral.wavelengths_nm):
+        raise InputError(f"{path} lacks band wavelengths; the MSI cannot be simulated without them")
+    return TrainingData.from_reference(
+        ref, spectral.wavelengths_nm, spectral.fwhm_nm or None, spectral.good or None, sensor=sensor,
+        bands=[b.strip() for b in bands], scale=scale, val_fraction=val_fraction, valid=valid, seed=seed,
+        name=Path(path).name)
+
+
+def scene_data(lr_path: str, msi_path: str, *, scale: Optional[int] = None,
+               val_fraction: float = 0.2) -> TrainingData:
+    """Scene-adaptive data (Wald's protocol) from a real, co-registered LR-HSI / HR-MSI pair."""
+    lr_info, lr, lr_valid = _read(lr_path)
+    msi_info, msi, msi_valid = _read(msi_path)
+    ratio = lr_info.res[0] / msi_info.res[0]
+    scale = scale or int(round(ratio))
+    if abs(ratio - scale) > 0.01 * scale or (lr_info.width * scale, lr_info.height * scale) != (
+            msi_info.width, msi_info.height) or lr_info.crs != msi_info.crs:
+        raise InputError(f"{lr_path} and {msi_path} are not on aligned grids {scale} times apart (pixel size "
+                         f"ratio {ratio:.3f}); co-register them first (csakd coregister / csakd:coregister) and "
+                         "clip the HR-MSI to the same extent")
+    msi_meta = MsiInfo(None, tuple(b.description or f"B{i + 1}" for i, b in enumerate(msi_info.bands)),
+                       tuple(b.wavelength_nm for b in msi_info.bands))
+    return TrainingData.from_scene(lr, msi, scale, lr_bands=_bands(lr_info), msi=msi_meta,
+                                   lr_valid=lr_valid, msi_valid=msi_valid, val_fraction=val_fraction,
+                                   name=f"{Path(lr_path).name} + {Path(msi_path).name}")
