@@ -8,7 +8,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from csakd_qgis.engine import fuse
-from csakd_qgis.errors import Cancelled, GridError
+from csakd_qgis.errors import Cancelled
 from csakd_qgis.methods import BicubicMethod
 from csakd_qgis.progress import Reporter
 from csakd_qgis.raster_io import read_info, read_window

@@ -4,7 +4,8 @@ import torch
 
 from csakd_qgis.devices import OomBackoff, TileTooLarge, is_out_of_memory, resolve_device
 from csakd_qgis.errors import InputError
-from csakd_qgis.methods import BicubicMethod, GSAMethod, NetworkMethod, block_mean, make_method
+from csakd_qgis.methods import BicubicMethod, GSAMethod, NetworkMethod, make_method, network_halo
+from csakd_qgis.models import ModelConfig, build_model
 
 torch.set_num_threads(1)
 
@@ -20,26 +21,70 @@ def test_bicubic_interpolates_at_lr_pixel_centres():
     np.testing.assert_allclose(flat, 7.0, atol=1e-5)
 
 
-def test_gsa_recovers_bands_that_are_affine_in_the_pan():
+def _block_mean(x, s):
+    *lead, h, w = x.shape
+    return x.reshape(*lead, h // s, s, w // s, s).mean(axis=(-3, -1))
+
+
+def test_gsa_method_is_baselines_gsa_applied_to_the_bicubic_upsampling():
+    from csakd_qgis.baselines import GSA, bicubic_upsample
+
     rng = np.random.default_rng(1)
     s, m = 2, 3
-    msi = rng.random((1, m, 16, 16)).astype(np.float64)
-    pan = msi.mean(axis=1)[0]
-    a = np.array([0.5, 1.5, 2.0, -0.7])
-    b = np.array([0.1, 0.0, 0.3, 1.0])
-    truth = a[:, None, None] * pan + b[:, None, None]
-    lr = block_mean(truth, s)
-    method = GSAMethod(s).fit(lr.reshape(4, -1), block_mean(msi[0], s).reshape(m, -1))
+    msi = rng.random((1, m, 16, 16))
+    mix = np.array([[0.5, 1.5, 2.0], [0.1, 0.0, 0.3], [1.0, 0.2, 0.2], [0.3, 0.3, 0.3]])
+    truth = np.einsum("cm,mhw->chw", mix, msi[0]) + 0.05
+    lr = _block_mean(truth, s)
+    method = GSAMethod(s).fit(lr, _block_mean(msi[0], s))
     out = method.predict(lr[None].astype(np.float32), msi.astype(np.float32))
-    np.testing.assert_allclose(method.gains, a, rtol=1e-6)
-    np.testing.assert_allclose(out[0], truth, atol=1e-5)
+    reference = GSA.fit(lr, _block_mean(msi[0], s)).apply(bicubic_upsample(lr, s), msi[0])
+    np.testing.assert_allclose(out[0], reference, atol=1e-5)
+    # bands that are linear in the MSI bands are recovered exactly (see baselines' module notes)
+    np.testing.assert_allclose(out[0], truth, atol=1e-4)
 
 
 def test_gsa_needs_fit_and_enough_pixels():
     with pytest.raises(InputError, match="fit"):
         GSAMethod(2).predict(np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 1, 8, 8), np.float32))
-    with pytest.raises(InputError, match="pixels"):
-        GSAMethod(2).fit(np.ones((5, 4)), np.ones((2, 4)))
+    with pytest.raises(InputError, match="overlap"):
+        GSAMethod(2).fit(np.ones((5, 1, 3)), np.ones((2, 1, 3)))
+
+
+def test_network_halo_counts_the_deepest_path():
+    # LR stream: 1 + 15 x 2 + 3 = 34 LR px = 136 HR px at s = 4; fusion 15 // 2 = 7; light head 1 -> 144 / 4 = 36
+    cfg = ModelConfig(bands=4, msi_bands=2, scale=4, nf=8, gc=4, blocks=(0, 2, 1, 1), fusion="csa_invariant",
+                      paper_mode=False, upsample="bilinear", head="light", role="student")
+    assert network_halo(cfg) == 36
+    # teacher: hm runs 3 blocks in HR px (1 + 45 + 8 = 54) < LR path 1 + 15 + 3 = 19 LR = 57 HR; paper head 2
+    teacher = ModelConfig(bands=4, msi_bands=2, scale=3, nf=8, gc=4, blocks=(3, 1, 1, 1), fusion="csa_invariant",
+                          attn_window=9, paper_mode=False, upsample="bilinear")
+    assert network_halo(teacher) == -(-(57 + 4 + 2) // 3)
+
+
+@pytest.mark.slow
+def test_derived_halo_makes_tiles_exact():
+    torch.manual_seed(0)
+    cfg = ModelConfig(bands=3, msi_bands=2, scale=2, nf=4, gc=2, blocks=(0, 1, 1, 0), fusion="csa_invariant",
+                      attn_window=3, paper_mode=False, upsample="bilinear", head="light", role="student")
+    net = build_model(cfg).eval()
+    torch.nn.init.normal_(net.decoder.head.proj.weight, std=0.5)
+    rng = np.random.default_rng(3)
+    lr = rng.random((1, 3, 64, 64), dtype=np.float32)
+    msi = rng.random((1, 2, 128, 128), dtype=np.float32)
+    method = NetworkMethod(net, scale=2)
+    halo = method.halo
+    whole = method.predict(lr, msi)[0]
+    # a tile centred on LR pixel 32 with exactly `halo` context: its centre pixel must match the whole image
+    c = 32
+    tile = method.predict(lr[:, :, c - halo:c + halo + 1, c - halo:c + halo + 1],
+                          msi[:, :, 2 * (c - halo):2 * (c + halo + 1), 2 * (c - halo):2 * (c + halo + 1)])[0]
+    centre = tile[:, 2 * halo:2 * halo + 2, 2 * halo:2 * halo + 2]
+    np.testing.assert_allclose(centre, whole[:, 2 * c:2 * c + 2, 2 * c:2 * c + 2], atol=1e-5)
+    short = 1  # too little context: the same pixel differs
+    cut = method.predict(lr[:, :, c - short:c + short + 1, c - short:c + short + 1],
+                         msi[:, :, 2 * (c - short):2 * (c + short + 1), 2 * (c - short):2 * (c + short + 1)])[0]
+    assert np.abs(cut[:, 2 * short:2 * short + 2, 2 * short:2 * short + 2]
+                  - whole[:, 2 * c:2 * c + 2, 2 * c:2 * c + 2]).max() > 1e-5
 
 
 class _Toy(torch.nn.Module):
@@ -61,7 +106,7 @@ def test_network_method_runs_the_model_without_grad():
     lr = rng.random((2, 3, 4, 4), dtype=np.float32)
     msi = rng.random((2, 2, 8, 8), dtype=np.float32)
     method = make_method("csakd", _Toy(2), device="cpu", scale=2)
-    assert isinstance(method, NetworkMethod) and method.halo == 8
+    assert isinstance(method, NetworkMethod) and method.halo == 8  # no cfg: the default
     out = method.predict(lr, msi)
     expected = np.repeat(np.repeat(lr, 2, axis=2), 2, axis=3) * 2.0 + msi.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(out, expected, rtol=1e-6)

@@ -32,7 +32,7 @@ def run_json(algorithm, **parameters):
 
 def test_list_shows_the_algorithms():
     _, out, _ = qgis_process("list")
-    for algorithm in ("csakd:fuse",):
+    for algorithm in ("csakd:fuse", "csakd:coregister", "csakd:train", "csakd:simulate", "csakd:evaluate"):
         assert algorithm in out
 
 
@@ -60,3 +60,24 @@ def test_bad_input_is_one_clear_message_not_a_traceback(tmp_path):
     assert "Traceback" not in out + err
     assert "finer" in (out + err).lower()
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_shipped_model_simulate_fuse_evaluate_runs(tmp_path):
+    tile = ROOT.parent / "shared" / "data" / "enmap_potsdam" / "enmap_potsdam_tile_128_0.tif"
+    if not tile.exists():
+        pytest.skip("shared data not present")
+    result = run_json(ROOT / "resources" / "processing_models" / "simulate_fuse_evaluate.model3",
+                      reference=tile, scale=4, method="gsa", **{"fuse:fused": tmp_path / "fused.tif",
+                                                               "evaluate:report": tmp_path / "report.html"})
+    assert Path(result["results"]["fuse:fused"]).exists()
+    assert "PSNR" in (tmp_path / "report.html").read_text()
+    with rasterio.open(tmp_path / "fused.tif") as fused:
+        assert (fused.width, fused.height, fused.count) == (32, 32, 224)
+
+
+def test_shipped_model_coregister_fuse_runs(tmp_path):
+    result = run_json(ROOT / "resources" / "processing_models" / "coregister_fuse.model3",
+                      lr_hsi=SAMPLE / "enmap_lr_hsi.tif", hr_msi=SAMPLE / "s2_hr_msi.tif", method="bicubic",
+                      **{"fuse:fused": tmp_path / "fused.tif", "coregister:aligned": tmp_path / "aligned.tif"})
+    with rasterio.open(result["results"]["fuse:fused"]) as fused:
+        assert (fused.width, fused.height, fused.count) == (63, 63, 224)

@@ -21,9 +21,12 @@ BAR_WIDTH = 30
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
     parser.add_argument("lr_hsi", metavar="LR_HSI", help="low-resolution hyperspectral raster")
-    parser.add_argument("hr_msi", metavar="HR_MSI", help="high-resolution multispectral raster (nested grid)")
+    parser.add_argument("hr_msi", metavar="HR_MSI", help="high-resolution multispectral raster (any CRS; must overlap)")
     parser.add_argument("output", metavar="OUTPUT", help="output GeoTIFF (written atomically)")
-    parser.add_argument("--model", default=None, help="model name or .safetensors path (default: auto-select)")
+    parser.add_argument("--model", default="auto", help="model name or .safetensors path (default: auto-select)")
+    parser.add_argument("--scale", type=int, default=None, help="HR/LR pixel-size ratio (default: derived)")
+    parser.add_argument("--halo", type=int, default=None,
+                        help="LR pixels of context per tile side (default: the model's receptive field)")
     parser.add_argument("--method", choices=METHODS, default="csakd", help="fusion method (default: csakd)")
     parser.add_argument("--tile-size", type=int, default=64, help="tile core size in LR pixels (default: 64)")
     parser.add_argument("--overlap", type=int, default=8, help="tile overlap in LR pixels (default: 8)")
@@ -51,17 +54,14 @@ def run(args: argparse.Namespace) -> int:
     report = fuse(args.lr_hsi, args.hr_msi, args.output, model=args.model, method=args.method,
                   tile=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
                   threads=args.threads, shift_correction=not args.no_shift_correction, dtype=args.dtype,
-                  output_scale=args.output_scale, cog=args.cog, overwrite=args.overwrite,
+                  scale=args.scale, halo=args.halo, output_scale=args.output_scale, cog=args.cog,
+                  overwrite=args.overwrite,
                   reporter=Reporter(progress=_progress_bar))
     sys.stderr.write("\n")
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    t = report.timings
-    print(f"wrote {report.output}: {report.grid.width} x {report.grid.height} px, scale {report.scale}, "
-          f"{report.tiles_total} tiles ({report.tiles_skipped} empty), {report.method} on {report.device}, "
-          f"{t['total']:.1f} s")
-    for note in report.notes:
-        print(f"note: {note}")
+    for line in report.summary_lines():
+        print(line)
     return 0
