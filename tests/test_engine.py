@@ -282,7 +282,7 @@ def test_msi_in_another_crs(shifted_pair, tmp_path):
 def test_geographic_lr_input(shifted_pair, tmp_path):
     lr_path, msi_path, _truth = shifted_pair((0.0, 0.0))
     lr = _read(lr_path).astype(np.float32)
-    geo_t = Affine(0.0004, 0, 13.0, 0, -0.00027, 52.40)
+    geo_t = Affine(0.0004, 0, 13.0285, 0, -0.00027, 52.4245)
     lr_geo = _reproject_to(lr_path, lr, LR_T, "EPSG:32633", "EPSG:4326", geo_t, (60, 60), tmp_path, "lr_geo.tif")
     report = fuse(lr_geo, msi_path, str(tmp_path / "o.tif"), method="bicubic", device="cpu",
                   shift_correction=False)
