@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from .base import CsakdAlgorithm
-from .parameters import add_device_parameter, layer_source, optional_layer_source
+from .parameters import add_device_parameter, optional_layer_source
 from .simulate import SENSORS
 
 MODES = ("kd", "student", "teacher")

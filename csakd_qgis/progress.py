@@ -43,7 +43,7 @@ class Reporter:
         if self.is_cancelled is not None and self.is_cancelled():
             raise Cancelled("cancelled by the user")
 
-    def phase(self, start: float, end: float) -> "Reporter":
+    def phase(self, start: float, end: float) -> Reporter:
         """A child reporter covering ``[start, end]`` (fractions of this one's range)."""
         span = self.end - self.start
         return Reporter(self.progress, self.is_cancelled,

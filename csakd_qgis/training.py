@@ -188,7 +188,9 @@ class TrainConfig:
     time_budget_s:
         Wall-clock budget in seconds; the cosine schedule runs over it.
     batch_size, patch:
-        Patches per step, HR patch side in pixels (a multiple of the scale).
+        Patches per step, and the largest HR patch side in pixels (rounded
+        down to a multiple of the scale and to the smallest scene, see
+        :func:`fit_patch`).
     learning_rate, weight_decay:
         AdamW settings (peak learning rate of the cosine).
     val_every:
@@ -262,6 +264,21 @@ class TrainReport:
                 "best_metrics": dict(self.best_metrics),
                 "curve": [vars(p).copy() for p in self.curve],
                 "model_path": self.model_path, "teacher_path": self.teacher_path, "device": self.device}
+
+
+def fit_patch(requested: int, data: TrainingData) -> int:
+    """HR patch side actually used: the largest multiple of the scale not above ``requested`` nor any scene side.
+
+    Raises :class:`~csakd_qgis.errors.InputError` when a scene is smaller than
+    two LR pixels of patch.
+    """
+    s = data.scale
+    smallest = min(min(sc.hr_shape) for sc in data.train)
+    patch = min(requested, smallest) // s * s
+    if patch < 2 * s:
+        raise InputError(f"the training scenes ({smallest} HR pixels on their short side) are too small for "
+                         f"patches of at least {2 * s} pixels at scale {s}; use a larger scene")
+    return patch
 
 
 def teacher_path_for(out: os.PathLike) -> Path:
@@ -415,7 +432,7 @@ def train(data: TrainingData, config: TrainConfig, out: os.PathLike, *,
     if resume is not None:
         start_step = _resume(nets, adapter, resume, device)
 
-    sampler = PatchSampler(data.train, config.patch, seed=config.seed + start_step)
+    sampler = PatchSampler(data.train, fit_patch(config.patch, data), seed=config.seed + start_step)
     out = Path(out)
     paths = {exported: out}
     if config.mode == "kd":

@@ -1,4 +1,4 @@
-"""Screenshot of the ``csakd:fuse`` dialog in a real QGIS desktop window (for the README).
+r"""Screenshot of the ``csakd:fuse`` dialog in a real QGIS desktop window (for the README).
 
 Runs inside QGIS (``qgis --code``) on a virtual screen::
 

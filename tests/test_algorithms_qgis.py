@@ -125,6 +125,7 @@ def test_missing_crs_is_one_clear_message(processing, tmp_path):
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir()), ["nocrs.tif"])
 
 
+@pytest.mark.slow
 def test_train_scene_adaptive_then_fuse_with_the_trained_model(processing, tmp_path, geotiff, texture):
     from affine import Affine
 

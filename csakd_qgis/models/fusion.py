@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 #: Channels of the query/key/value projections and heads (hard-coded in the original).
@@ -85,16 +84,29 @@ class ConcatFusion(nn.Module):
         return _gated_sum(_split_gates(gates), (h, m, mh, hm))
 
 
+def _box_sum_mean(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
+    """Mean over ``[i - pad, i + pad]`` along ``dim``, clipped to the image, by a running sum."""
+    n = x.shape[dim]
+    total = torch.cumsum(x, dim)
+    total = torch.cat((torch.zeros_like(total.narrow(dim, 0, 1)), total), dim)  # total[i] = sum of x[:i]
+    index = torch.arange(n, device=x.device)
+    high = (index + pad + 1).clamp(max=n)
+    low = (index - pad).clamp(min=0)
+    shape = [1] * x.dim()
+    shape[dim] = n
+    return (total.index_select(dim, high) - total.index_select(dim, low)) / (high - low).to(x.dtype).view(shape)
+
+
 def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     """Mean of ``x`` ``(B, C, H, W)`` over a ``window x window`` neighbourhood of each pixel.
 
     Pixels outside the image are left out of the mean (not zero-padded), so
     the result at a pixel depends only on the input within ``window // 2``
-    pixels of it and inside the image.  Same shape as ``x``.
+    pixels of it and inside the image.  Same shape as ``x``.  Computed with
+    running sums along each axis: the cost does not grow with ``window``.
     """
     pad = window // 2
-    x = F.avg_pool2d(x, (1, window), 1, (0, pad), count_include_pad=False)
-    return F.avg_pool2d(x, (window, 1), 1, (pad, 0), count_include_pad=False)
+    return _box_sum_mean(_box_sum_mean(x, pad, 3), pad, 2)
 
 
 class CrossAttentionFusion(nn.Module):
