@@ -72,8 +72,9 @@ class FuseAlgorithm(CsakdAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run the engine's ``fuse`` and return the outputs keyed by the output constants."""
-        engine = self.engine()
+        self.engine()
         from csakd_qgis.engine import fuse
+        from csakd_qgis.report import write_fuse_report
 
         output = raster_destination(self, parameters, context)
         report = self.run_engine(
@@ -102,6 +103,6 @@ class FuseAlgorithm(CsakdAlgorithm):
         }
         html = self.parameterAsFileOutput(parameters, self.REPORT, context)
         if html:
-            engine.report.write_fuse_report(report, html)
+            write_fuse_report(report, html)
             results[self.REPORT] = html
         return results

@@ -118,3 +118,18 @@ def write_page(path: str, title: str, sections: Sequence[Tuple[str, str]]) -> No
     with open(temporary, "w", encoding="utf-8") as stream:
         stream.write(page)
     os.replace(temporary, path)
+
+
+def write_fuse_report(report, path: str) -> None:
+    """HTML page of a fusion run: ``report`` is a :class:`csakd_qgis.engine.FuseReport`.
+
+    Shows the run's summary lines (grid, scale, shift, tiles, device,
+    notes), the time per stage and a true-colour quicklook of the output.
+    """
+    from .quicklook import true_colour_png
+
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in report.summary_lines())
+    timings = table(((stage, float(seconds)) for stage, seconds in report.timings.items()), ("stage", "seconds"))
+    quicklook = img_tag(true_colour_png(report.output, max_size=800), "fused image, true colour")
+    write_page(path, f"CSAKD fusion: {os.path.basename(report.output)}",
+               [("Run", f"<ul>{lines}</ul>"), ("Time per stage", timings), ("Output (true colour)", quicklook)])

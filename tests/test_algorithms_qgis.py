@@ -72,10 +72,13 @@ def test_fuse_gsa_beats_bicubic_on_the_sample(processing, tmp_path):
     assert scores["gsa"]["SAM"] < scores["bicubic"]["SAM"]
 
 
-def test_fuse_keeps_nodata_of_the_masked_cloud(processing, tmp_path):
+def test_fuse_keeps_nodata_of_the_masked_cloud_and_reports(processing, tmp_path):
     out = processing.run("csakd:fuse", {
         "LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif"), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"),
-        "METHOD": "bicubic", "SHIFT_CORRECTION": False, "OUTPUT": str(tmp_path / "f.tif")})
+        "METHOD": "bicubic", "SHIFT_CORRECTION": False, "OUTPUT": str(tmp_path / "f.tif"),
+        "REPORT": str(tmp_path / "run.html")})
+    page = (tmp_path / "run.html").read_text()
+    assert "data:image/png;base64" in page and "EPSG:32633" in page
     with rasterio.open(out["OUTPUT"]) as fused, rasterio.open(SAMPLE / "s2_hr_msi.tif") as msi:
         fused_mask = fused.read_masks(20) > 0
         msi_mask = msi.read_masks(1) > 0
