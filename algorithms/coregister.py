@@ -3,14 +3,12 @@
 from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
 )
 
 from .base import CsakdAlgorithm
-from .parameters import layer_source, raster_destination
+from .parameters import add_grid_outputs, add_pair_inputs, layer_source, raster_destination
 
 
 class CoregisterAlgorithm(CsakdAlgorithm):
@@ -24,20 +22,13 @@ class CoregisterAlgorithm(CsakdAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         """Declare parameters and outputs."""
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            self.LR_HSI, self.tr("Low-resolution hyperspectral image (LR-HSI)")))
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            self.HR_MSI, self.tr("High-resolution multispectral image (HR-MSI)")))
+        add_pair_inputs(self)
         self.addParameter(QgsProcessingParameterNumber(
             self.SCALE, self.tr("Scale (HR-MSI pixels per LR-HSI pixel; 0 = from the resolutions)"),
             QgsProcessingParameterNumber.Integer, 0, False, 0, 16))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.SHIFT_CORRECTION, self.tr("Estimate and correct sub-pixel misregistration"), True))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT, self.tr("Co-registered LR-HSI")))
-        self.addOutput(QgsProcessingOutputNumber(self.SCALE, self.tr("Scale used")))
-        self.addOutput(QgsProcessingOutputNumber(self.SHIFT_X, self.tr("Estimated shift east [LR pixels]")))
-        self.addOutput(QgsProcessingOutputNumber(self.SHIFT_Y, self.tr("Estimated shift south [LR pixels]")))
+        add_grid_outputs(self)
         self.addOutput(QgsProcessingOutputNumber(
             self.SHIFT_RELIABLE, self.tr("Shift estimate reliable (1) or too weak to use (0)")))
         self.addOutput(QgsProcessingOutputString(self.NOTES, self.tr("What was done to the grids")))

@@ -1,20 +1,17 @@
 """``csakd:fuse``: LR-HSI + HR-MSI → HR-HSI GeoTIFF through the engine's one fusion path."""
 
 from qgis.core import (
-    QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
 from .base import CsakdAlgorithm
-from .parameters import add_device_parameter, layer_source, raster_destination
+from .parameters import add_device_parameter, add_grid_outputs, add_pair_inputs, layer_source, raster_destination
 
 METHODS = ("student", "teacher", "bicubic", "gsa")
 DATA_TYPES = ("float32", "int16", "uint16")
@@ -33,10 +30,7 @@ class FuseAlgorithm(CsakdAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         """Declare parameters and outputs."""
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            self.LR_HSI, self.tr("Low-resolution hyperspectral image (LR-HSI)")))
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            self.HR_MSI, self.tr("High-resolution multispectral image (HR-MSI)")))
+        add_pair_inputs(self)
         self.addParameter(QgsProcessingParameterEnum(
             self.METHOD, self.tr("Method"), options=list(METHODS), defaultValue="student",
             usesStaticStrings=True))
@@ -55,8 +49,6 @@ class FuseAlgorithm(CsakdAlgorithm):
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.SHIFT_CORRECTION, self.tr("Estimate and correct sub-pixel misregistration"), True))
         self.addParameter(QgsProcessingParameterEnum(
             self.DATA_TYPE, self.tr("Output data type"), options=list(DATA_TYPES), defaultValue="float32",
             usesStaticStrings=True))
@@ -65,9 +57,7 @@ class FuseAlgorithm(CsakdAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.REPORT, self.tr("Run report"), self.tr("HTML files (*.html)"), optional=True,
             createByDefault=False))
-        self.addOutput(QgsProcessingOutputNumber(self.SCALE, self.tr("Scale used")))
-        self.addOutput(QgsProcessingOutputNumber(self.SHIFT_X, self.tr("Estimated shift east [LR pixels]")))
-        self.addOutput(QgsProcessingOutputNumber(self.SHIFT_Y, self.tr("Estimated shift south [LR pixels]")))
+        add_grid_outputs(self)
         self.addOutput(QgsProcessingOutputString(self.MODEL_USED, self.tr("Model used")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

@@ -2,7 +2,13 @@
 
 import os
 
-from qgis.core import QgsProcessingException, QgsProcessingParameterEnum
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterRasterLayer,
+)
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -42,3 +48,20 @@ def optional_layer_source(algorithm, parameters, name, context):
     if algorithm.parameterAsRasterLayer(parameters, name, context) is None:
         return None
     return layer_source(algorithm, parameters, name, context)
+
+
+def add_pair_inputs(algorithm, shift_correction=True):
+    """Add the LR-HSI and HR-MSI layers (``LR_HSI``, ``HR_MSI``) and the shift-correction switch."""
+    algorithm.addParameter(QgsProcessingParameterRasterLayer(
+        "LR_HSI", algorithm.tr("Low-resolution hyperspectral image (LR-HSI)")))
+    algorithm.addParameter(QgsProcessingParameterRasterLayer(
+        "HR_MSI", algorithm.tr("High-resolution multispectral image (HR-MSI)")))
+    algorithm.addParameter(QgsProcessingParameterBoolean(
+        "SHIFT_CORRECTION", algorithm.tr("Estimate and correct sub-pixel misregistration"), shift_correction))
+
+
+def add_grid_outputs(algorithm):
+    """Add the ``SCALE``, ``SHIFT_X`` and ``SHIFT_Y`` number outputs of a fusion or co-registration."""
+    algorithm.addOutput(QgsProcessingOutputNumber("SCALE", algorithm.tr("Scale used")))
+    algorithm.addOutput(QgsProcessingOutputNumber("SHIFT_X", algorithm.tr("Estimated shift east [LR pixels]")))
+    algorithm.addOutput(QgsProcessingOutputNumber("SHIFT_Y", algorithm.tr("Estimated shift south [LR pixels]")))

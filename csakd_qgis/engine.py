@@ -18,12 +18,25 @@ the LR-HSI is read on ``GridPlan.output.coarsen(scale)``.  For a network
 the scale is the model's; bicubic and GSA take any integer.  The plan's notes
 (what was reprojected or resampled) are in the report.
 
-Memory
-------
+Memory and writing
+------------------
 Peak memory is set by the tile size, the batch size, the column-block width
-and GDAL's block cache, not by the raster size: the run sets
-``GDAL_CACHEMAX`` (:func:`gdal_cache_mb`) to the blocks one column block
-keeps partly written, instead of GDAL's default of 5 % of the RAM.
+and the band count, not by the raster size (:mod:`csakd_qgis.pipeline`).
+The pipeline writes whole, block-aligned strips, so GDAL never holds a
+partly written block; the run gives GDAL's process-wide block cache a small
+fixed size (:func:`csakd_qgis.raster_io.gdal_block_cache`,
+:data:`~csakd_qgis.raster_io.WRITE_CACHE_MB`) instead of its default of 5 %
+of the RAM, and restores the previous size afterwards.
+
+Halo
+----
+``halo=None`` reads :data:`NETWORK_HALO` LR pixels of context around each
+tile for a network (capped by its receptive-field bound), the exact 2 for
+bicubic and GSA.  ``halo="exact"`` uses the method's receptive-field bound
+(:func:`csakd_qgis.methods.network_halo`: 36 LR px for the project student
+at scale 4), which makes tiles identical to whole-image inference but reads
+far more pixels than it computes; ``docs/pipeline.md`` gives the measured
+trade-off.
 
 Integer outputs
 ---------------
@@ -50,11 +63,11 @@ from .coregister import AlignedPair, measure_shift, open_aligned
 from .devices import TileTooLarge, resolve_device, set_threads
 from .errors import InputError, RasterWriteError
 from .grid import GridPlan, plan_grids
-from .methods import FusionMethod, GSAMethod, make_method, model_scales
+from .methods import FusionMethod, GSAMethod, NetworkMethod, make_method, model_scales
 from .normalisation import robust_level
-from .pipeline import BLOCK_WIDTH, Radiometry, run_pipeline
+from .pipeline import BLOCK_WIDTH, OUT_BLOCK, Radiometry, run_pipeline
 from .progress import SILENT, Reporter
-from .raster_io import RasterInfo, RasterWriter, read_info
+from .raster_io import WRITE_CACHE_MB, RasterInfo, RasterWriter, gdal_block_cache, read_info
 from .tiling import plan_tiles
 
 DTYPES = ("float32", "int16", "uint16", "same")
@@ -66,10 +79,10 @@ MIN_TILE = 8
 SAMPLE_SIZE, SAMPLE_GRID = 32, 4
 
 #: Side (pixels) of the output GeoTIFF's blocks.
-OUTPUT_BLOCK = 256
+OUTPUT_BLOCK = OUT_BLOCK
 
-#: Smallest GDAL block cache (MB) a run is given.
-MIN_GDAL_CACHE_MB = 32
+#: Default LR context (pixels per tile side) for networks; see the module docstring.
+NETWORK_HALO = 8
 
 
 @dataclass(frozen=True)
@@ -187,18 +200,28 @@ def measure_radiometry(lr: np.ndarray, msi: np.ndarray) -> Radiometry:
                       lr_fill.astype(np.float32), msi_px.mean(axis=1).astype(np.float32))
 
 
-def gdal_cache_mb(out_width: int, bands: int, block_width: int) -> int:
-    """GDAL block cache (MB) for a run: the output blocks being filled, bounded by the column block.
+def tile_halo(method: FusionMethod, halo: Union[int, str, None]) -> int:
+    """LR context per tile side: ``halo`` itself, the method's bound (``"exact"``) or the default (None).
 
-    The writer completes output rows one tile row at a time inside a column
-    block, so the partly written blocks are one strip of :data:`OUTPUT_BLOCK`
-    rows across ``min(out_width, block_width)`` pixels plus the blocks
-    straddling the block's edges, ``bands`` float32 values each; at least
-    :data:`MIN_GDAL_CACHE_MB`.  GDAL's default (5 % of the RAM) would let
-    the cache grow with the raster instead.
+    The default is the method's own halo, capped at :data:`NETWORK_HALO`
+    for a :class:`~csakd_qgis.methods.NetworkMethod`.
+
+    Raises
+    ------
+    InputError
+        ``halo`` is negative or neither an integer, ``"exact"`` nor None.
     """
-    width = min(out_width, block_width) + 2 * OUTPUT_BLOCK
-    return max(MIN_GDAL_CACHE_MB, int(width * OUTPUT_BLOCK * bands * 4 / 2**20))
+    if halo is None:
+        return min(method.halo, NETWORK_HALO) if isinstance(method, NetworkMethod) else method.halo
+    if halo == "exact":
+        return method.halo
+    try:
+        value = int(halo)
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0 or value != halo:
+        raise InputError(f"halo must be a number of LR pixels >= 0 or 'exact', got {halo!r}")
+    return value
 
 
 def _output_format(dtype: str, output_scale: Optional[float], lr: RasterInfo) -> Tuple[str, float]:
@@ -248,8 +271,8 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
          tile: int = 64, overlap: int = 8, batch_size: int = 4, device: str = "auto", threads: Optional[int] = None,
          shift_correction: bool = True, dtype: str = "float32", scale: Optional[int] = None,
          output_scale: Optional[float] = None, compress: Optional[str] = "zstd", cog: bool = False,
-         overwrite: bool = False, halo: Optional[int] = None, block_width: int = BLOCK_WIDTH,
-         reporter: Optional[Reporter] = None) -> FuseReport:
+         overwrite: bool = False, halo: Union[int, str, None] = None, block_width: int = BLOCK_WIDTH,
+         output_block: int = OUTPUT_BLOCK, reporter: Optional[Reporter] = None) -> FuseReport:
     """Fuse an LR-HSI with an HR-MSI into an HR-HSI GeoTIFF.
 
     Parameters
@@ -285,11 +308,14 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
         GeoTIFF compression, Cloud Optimized GeoTIFF conversion, replace an
         existing output.
     halo:
-        LR context per tile side; None uses the method's (for networks the
-        receptive field of its configuration).
+        LR context per tile side: a number of LR pixels, ``"exact"`` (the
+        method's receptive-field bound) or None (:func:`tile_halo`; module
+        docstring).
     block_width:
-        Output pixels per column block; bounds the memory of pending seams
-        (:mod:`csakd_qgis.pipeline`).
+        Output pixels per column block (rounded down to a multiple of
+        ``output_block``); sets the writer's memory (:mod:`csakd_qgis.pipeline`).
+    output_block:
+        Side of the output GeoTIFF's blocks in pixels (a multiple of 16).
     reporter:
         Progress and cancellation.
 
@@ -328,8 +354,7 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
     sample_seconds = time.perf_counter() - read_start
     if isinstance(method, str):
         fusion = make_method(method, model, device=torch_device, scale=plan.scale, lr_bands=lr_info.bands,
-                             msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands],
-                             halo=halo)
+                             msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands])
     else:
         fusion = method
     if fusion.scale != plan.scale:
@@ -337,7 +362,7 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
     if isinstance(fusion, GSAMethod):
         fusion.fit(lr_sample / radiometry.lr_level, msi_sample / radiometry.msi_level,
                    [b.good for b in lr_info.bands])
-    context = fusion.halo if halo is None else int(halo)
+    context = tile_halo(fusion, halo)
     reporter.update(0.02, "scene sampled")
 
     def notify(text: str) -> None:
@@ -348,16 +373,15 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
     while True:
         tiles = plan_tiles(plan.lr.width, plan.lr.height, tile=tile, overlap=min(overlap, tile // 4),
                            halo=context, scale=plan.scale)
-        cache = gdal_cache_mb(grid.width, lr_info.count, block_width)
         try:
-            with rasterio.Env(GDAL_CACHEMAX=cache), \
+            with gdal_block_cache(WRITE_CACHE_MB), \
                     RasterWriter(output, width=grid.width, height=grid.height, count=lr_info.count, crs=grid.crs,
                                  transform=grid.transform, dtype=out_dtype, bands=lr_info.bands, scale=out_scale,
-                                 compress=compress, blocksize=OUTPUT_BLOCK, cog=cog,
+                                 compress=compress, blocksize=output_block, cog=cog,
                                  overwrite=overwrite) as writer:
                 result = run_pipeline(partial(open_aligned, lr_hsi, hr_msi, plan, applied), fusion, tiles,
                                       writer, radiometry, batch_size=batch_size, block_width=block_width,
-                                      reporter=reporter.phase(0.02, 1.0), notify=notify)
+                                      out_block=output_block, reporter=reporter.phase(0.02, 1.0), notify=notify)
             break
         except TileTooLarge:
             if tile // 2 < MIN_TILE:

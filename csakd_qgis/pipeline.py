@@ -14,20 +14,32 @@ Three stages overlap in time:
    crops the halo and sets invalid output pixels to NaN;
 3. a **writer thread** blends and writes: every output pixel lies in one cell
    of the tile plan (:mod:`csakd_qgis.tiling`); cells covered by one tile are
-   written at once, seam cells are accumulated (weight x prediction) until
-   all their tiles have arrived, then written and freed.
+   final at once, seam cells are accumulated (weight x prediction) until all
+   their tiles have arrived.  Final cells are encoded to the output dtype
+   (``sink.encode``) and copied into *strips*: windows of ``out_block`` output
+   rows across one column block, aligned to the output's blocks.  A strip is
+   written (``sink.write_stored``) when its last pixel has arrived, so GDAL
+   only ever receives whole blocks (plus the raster's right and bottom edge
+   blocks, whole as far as the raster goes) and never compresses a block
+   twice.
 
-Memory does not grow with the raster: tiles are visited in *column blocks*
-of at most ``block_width`` output pixels, row-major inside a block, so only
-the seams below the current row of one block are pending.  The vertical seam
-between two blocks is resolved by predicting the first tile column of the
-next block once more (a "ghost" tile that contributes only that seam); the
-extra work is one tile column per block.  Peak memory is therefore about
-``queue tiles + batch x tile + block_width x 2 overlap x scale x bands``.
+Memory does not grow with the raster: the output is cut into *column
+blocks* of ``block_width`` HR pixels (a multiple of ``out_block``; the last
+one narrower), processed one after the other, row-major inside a block.  A
+block predicts every tile whose output window reaches into it and keeps
+only the part inside it, so the one or two tile columns that straddle a
+block boundary are predicted twice (``recomputed``; about
+``tile x scale / block_width`` extra work).  At any time the writer holds
+the seams below the current tile row of one block
+(``block_width x 2 overlap x scale x bands`` float32) and the open strips
+(those the current tile row reaches: ``out_block`` + one tile window of
+rows x ``block_width x bands`` in the output dtype), plus the queues
+(``2 x batch_size`` tiles each way).  None of it depends on the raster size.
 
 A tile whose output window has no valid pixel is not predicted (counted as
-skipped once, ghosts not counted).  Output pixels are NaN (nodata) where the MSI pixel or the LR-HSI
-pixel covering it is invalid.  Cancellation is checked once per batch.
+skipped once, in the first block that visits it).  Output pixels are NaN
+(nodata) where the MSI pixel or the LR-HSI pixel covering it is invalid.
+Cancellation is checked once per batch.
 """
 
 from __future__ import annotations
@@ -47,7 +59,10 @@ from .progress import SILENT, Reporter
 from .tiling import Tile, TilePlan, reflect_indices
 
 #: Default width (HR pixels) of a column block; see the module docstring.
-BLOCK_WIDTH = 2048
+BLOCK_WIDTH = 1024
+
+#: Default side (HR pixels) of the output's blocks, to which strips and column blocks are aligned.
+OUT_BLOCK = 256
 
 
 class PairSource(Protocol):
@@ -61,10 +76,13 @@ class PairSource(Protocol):
 
 
 class Sink(Protocol):
-    """Where blended output windows go (a :class:`~csakd_qgis.raster_io.RasterWriter`)."""
+    """Where the blended output goes (a :class:`~csakd_qgis.raster_io.RasterWriter`)."""
 
-    def write(self, data: np.ndarray, window: Window) -> None:
-        """Write ``(C, h, w)`` float32 physical values (NaN = nodata) into the HR ``window``."""
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        """``(C, h, w)`` float32 physical values (NaN = nodata) to stored values of the output dtype."""
+
+    def write_stored(self, stored: np.ndarray, window: Window) -> None:
+        """Write encoded ``(C, h, w)`` values into the HR ``window``."""
 
 
 @dataclass(frozen=True)
@@ -108,81 +126,159 @@ def _read_mirrored(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], wind
     return data[:, rows - r0][:, :, cols - c0], valid[rows - r0][:, cols - c0]
 
 
-def schedule(plan: TilePlan, block_width: int = BLOCK_WIDTH) -> Iterator[Tuple[Tile, int]]:
-    """Visit order of the tiles: ``(tile, block)`` pairs, ghost tiles included.
+@dataclass(frozen=True)
+class ColumnBlocks:
+    """The output's column blocks and the tile columns each one predicts.
 
-    Column blocks hold ``K = max(1, block_width // (tile * scale))`` tile
-    columns; block ``b`` visits rows top to bottom, in each row its columns
-    and then column ``(b + 1) K`` (the ghost, ``tile.col // K != block``)
-    when it exists.
+    Attributes
+    ----------
+    spans:
+        HR column range ``(start, stop)`` of each block; starts are multiples
+        of ``out_block``.
+    columns:
+        Per block, the tile columns whose HR output window reaches into its span.
+    owner:
+        Per tile column, the first block that predicts it.
     """
-    rows, cols = plan.shape
-    per_block = max(1, block_width // (plan.tile * plan.scale))
-    for block in range(0, (cols + per_block - 1) // per_block):
-        first = block * per_block
-        last = min(first + per_block + 1, cols)
-        for r in range(rows):
-            for c in range(first, last):
+
+    spans: Tuple[Tuple[int, int], ...]
+    columns: Tuple[Tuple[int, ...], ...]
+    owner: Tuple[int, ...]
+
+    @classmethod
+    def build(cls, plan: TilePlan, block_width: int = BLOCK_WIDTH, out_block: int = OUT_BLOCK) -> ColumnBlocks:
+        """Cut the output into blocks of ``block_width`` HR pixels, rounded down to a multiple of ``out_block``."""
+        width = max(out_block, block_width // out_block * out_block)
+        spans = tuple((x, min(x + width, plan.out_width)) for x in range(0, plan.out_width, width))
+        s = plan.scale
+        columns = tuple(tuple(c for c, (a, b) in enumerate(plan.cols.windows) if a * s < x1 and b * s > x0)
+                        for x0, x1 in spans)
+        owner = tuple(next(k for k, cols in enumerate(columns) if c in cols) for c in range(plan.shape[1]))
+        return cls(spans, columns, owner)
+
+
+def schedule(plan: TilePlan, blocks: ColumnBlocks) -> Iterator[Tuple[Tile, int]]:
+    """Visit order of the tiles: ``(tile, block)`` pairs, block by block, row-major inside a block.
+
+    Tiles that straddle a block boundary appear once per block they reach into.
+    """
+    for block, columns in enumerate(blocks.columns):
+        for r in range(plan.shape[0]):
+            for c in columns:
                 yield plan.tile_at(r, c), block
 
 
+class StripWriter:
+    """Collects encoded output pieces into block-aligned strips and writes each strip when complete.
+
+    Parameters
+    ----------
+    sink:
+        Receives each complete strip (``write_stored``).
+    spans:
+        HR column range of each column block (:attr:`ColumnBlocks.spans`).
+    rows:
+        Strip height in HR rows (the output's block height).
+    height:
+        Output height in HR pixels (the last strip is shorter).
+
+    Pieces must partition the output: a strip is written when the pieces it
+    received cover it, counted in pixels.
+    """
+
+    def __init__(self, sink: Sink, spans: Tuple[Tuple[int, int], ...], rows: int, height: int) -> None:
+        self.sink = sink
+        self.spans = spans
+        self.rows = rows
+        self.height = height
+        self.open: Dict[Tuple[int, int], List] = {}
+        self.seconds = 0.0  # spent in sink.write_stored
+
+    def put(self, stored: np.ndarray, row: int, col: int, block: int) -> None:
+        """Place ``stored`` ``(C, h, w)`` (output dtype) at HR ``(row, col)`` inside column block ``block``."""
+        x0, x1 = self.spans[block]
+        h, w = stored.shape[1:]
+        for strip in range(row // self.rows, (row + h - 1) // self.rows + 1):
+            top = strip * self.rows
+            strip_h = min(self.rows, self.height - top)
+            entry = self.open.get((block, strip))
+            if entry is None:
+                buffer = np.empty((stored.shape[0], strip_h, x1 - x0), dtype=stored.dtype)
+                self.open[(block, strip)] = entry = [buffer, 0]
+            r0, r1 = max(row, top), min(row + h, top + strip_h)
+            entry[0][:, r0 - top:r1 - top, col - x0:col - x0 + w] = stored[:, r0 - row:r1 - row]
+            entry[1] += (r1 - r0) * w
+            if entry[1] == entry[0][0].size:
+                start = time.perf_counter()
+                self.sink.write_stored(self.open.pop((block, strip))[0], Window(x0, top, x1 - x0, strip_h))
+                self.seconds += time.perf_counter() - start
+
+
 class Blender:
-    """Accumulates weighted tile predictions per cell and writes completed cells.
+    """Accumulates weighted tile predictions per cell and hands completed cells to a :class:`StripWriter`.
 
     Parameters
     ----------
     plan:
         The tile plan.
     sink:
-        Receives completed cells.
-    block_width:
-        As for :func:`schedule` (decides which block owns a seam cell).
+        Encodes cells and receives complete strips.
+    blocks:
+        Column blocks (:class:`ColumnBlocks`); a cell straddling a block
+        boundary is blended separately on each side.
+    rows:
+        Strip height in HR rows (the output's block height).
     """
 
-    def __init__(self, plan: TilePlan, sink: Sink, block_width: int = BLOCK_WIDTH) -> None:
+    def __init__(self, plan: TilePlan, sink: Sink, blocks: ColumnBlocks, rows: int = OUT_BLOCK) -> None:
         self.plan = plan
         self.sink = sink
-        self.per_block = max(1, block_width // (plan.tile * plan.scale))
-        self.pending: Dict[Tuple[int, int], List] = {}
+        self.blocks = blocks
+        self.strips = StripWriter(sink, blocks.spans, rows, plan.out_height)
+        self.pending: Dict[Tuple[int, int, int], List] = {}
         self.timings = Timings()
 
-    def _owner(self, x_segment) -> int:
-        return x_segment.tiles[0] // self.per_block
-
     def add(self, tile: Tile, block: int, prediction: Optional[np.ndarray], bands: int) -> None:
-        """Blend ``prediction`` ``(C, h, w)`` over ``tile.out`` (None = all nodata) into its cells."""
+        """Blend ``prediction`` ``(C, h, w)`` over ``tile.out`` (None = all nodata) into its cells in ``block``."""
         plan = self.plan
+        x0, x1 = self.blocks.spans[block]
         for yi, ys in enumerate(plan.rows.segments):
             if tile.row not in ys.tiles:
                 continue
             for xi, xs in enumerate(plan.cols.segments):
-                if tile.col not in xs.tiles or self._owner(xs) != block:
+                c0, c1 = max(xs.start, x0), min(xs.stop, x1)
+                if tile.col not in xs.tiles or c1 <= c0:
                     continue
                 start = time.perf_counter()
-                shape = (bands, ys.stop - ys.start, xs.stop - xs.start)
+                shape = (bands, ys.stop - ys.start, c1 - c0)
                 if prediction is None:
                     part = np.full(shape, np.nan, dtype=np.float32)
                 else:
-                    y0, x0 = ys.start - tile.out.row_off, xs.start - tile.out.col_off
-                    part = prediction[:, y0:y0 + shape[1], x0:x0 + shape[2]]
+                    y0, xo = ys.start - tile.out.row_off, c0 - tile.out.col_off
+                    part = prediction[:, y0:y0 + shape[1], xo:xo + shape[2]]
                 expected = len(ys.tiles) * len(xs.tiles)
                 if expected > 1:
-                    weight = np.outer(ys.weight(tile.row, plan.ramp), xs.weight(tile.col, plan.ramp))
-                    part = part * weight.astype(np.float32)
-                    entry = self.pending.get((yi, xi))
+                    x_weight = xs.weight(tile.col, plan.ramp)[c0 - xs.start:c1 - xs.start]
+                    part = part * np.outer(ys.weight(tile.row, plan.ramp), x_weight).astype(np.float32)
+                    entry = self.pending.get((block, yi, xi))
                     if entry is None:
-                        self.pending[(yi, xi)] = entry = [part, 0]
+                        self.pending[(block, yi, xi)] = entry = [part, 0]
                     else:
                         entry[0] += part
                     entry[1] += 1
                     if entry[1] < expected:
                         self.timings.blend += time.perf_counter() - start
                         continue
-                    part = self.pending.pop((yi, xi))[0]
+                    part = self.pending.pop((block, yi, xi))[0]
                 self.timings.blend += time.perf_counter() - start
                 start = time.perf_counter()
-                self.sink.write(part, Window(xs.start, ys.start, shape[2], shape[1]))
+                stored = self.sink.encode(part)
                 self.timings.write += time.perf_counter() - start
+                written, start = self.strips.seconds, time.perf_counter()
+                self.strips.put(stored, ys.start, c0, block)
+                written = self.strips.seconds - written
+                self.timings.blend += time.perf_counter() - start - written
+                self.timings.write += written
 
 
 _DONE = object()
@@ -216,8 +312,8 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: FusionMethod, plan: TilePlan,
                  sink: Sink, radiometry: Radiometry,
-                 *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, reporter: Reporter = SILENT,
-                 notify: Optional[Callable[[str], None]] = None) -> PipelineResult:
+                 *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, out_block: int = OUT_BLOCK,
+                 reporter: Reporter = SILENT, notify: Optional[Callable[[str], None]] = None) -> PipelineResult:
     """Fuse every tile of ``plan`` and write the blended output to ``sink``.
 
     Parameters
@@ -237,6 +333,9 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         Tiles per ``method.predict`` call (halved on out-of-memory errors).
     block_width:
         Output pixels per column block (see the module docstring).
+    out_block:
+        Side of the sink's blocks in HR pixels; strips and column blocks are
+        aligned to it.
     reporter:
         Progress per batch (fraction of tiles done) and cancellation.
     notify:
@@ -250,7 +349,8 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         When one tile does not fit in the device memory.
     """
     s = plan.scale
-    order = list(schedule(plan, block_width))
+    blocks = ColumnBlocks.build(plan, block_width, out_block)
+    order = list(schedule(plan, blocks))
     stop = threading.Event()
     to_compute: queue.Queue = queue.Queue(maxsize=2 * batch_size)
     to_write: queue.Queue = queue.Queue(maxsize=2 * batch_size)
@@ -276,7 +376,7 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                     return
         _put(to_compute, _DONE, stop)
 
-    blender = Blender(plan, sink, block_width)
+    blender = Blender(plan, sink, blocks, out_block)
 
     def write_all() -> None:
         while not stop.is_set():
@@ -315,7 +415,7 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                 k += 1
             else:
                 pred = None
-                skipped += tile.col // blender.per_block == block
+                skipped += blocks.owner[tile.col] == block
             while not _put(to_write, (tile, block, pred, lr.shape[0]), stop):
                 check_threads()
         done += len(batch)
