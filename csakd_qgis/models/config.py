@@ -181,10 +181,10 @@ def _paper(bands: int, msi_bands: int, scale: int, role: str) -> ModelConfig:
 def _project(bands: int, msi_bands: int, scale: int, role: str) -> ModelConfig:
     if role == "teacher":
         return ModelConfig(bands, msi_bands, scale, nf=32, gc=16, blocks=(3, 3, 2, 2),
-                           fusion="csa_invariant", paper_mode=False, upsample="bilinear")
+                           fusion="csa_invariant", paper_mode=False, upsample="bicubic")
     return ModelConfig(bands, msi_bands, scale, nf=24, gc=12, blocks=(0, 2, 2, 1), lr_groups=12,
                        role="student", fusion="csa_invariant", paper_mode=False,
-                       upsample="bilinear", head="light")
+                       upsample="bicubic", head="light")
 
 
 #: Preset name -> (builder, role).  Paper presets need ``scale=4``.
