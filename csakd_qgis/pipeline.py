@@ -322,7 +322,7 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         Called once in the reader thread; returns a context manager giving
         the input pair that thread reads (and closes) alone.
     method:
-        The fusion method; its ``halo`` must be the one ``plan`` was made with.
+        The fusion method; it gets the context of the plan's ``halo`` around each tile.
     plan:
         Tile plan of the LR raster.
     sink:
@@ -368,8 +368,8 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                 msi, msi_valid = _read_mirrored(source.read_msi, hr_read, plan.out_width, plan.out_height)
                 rows, cols = tile.crop
                 valid = (msi_valid & np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1))[rows, cols]
-                lr = np.where(lr_valid, lr, lr_fill) / np.float32(radiometry.lr_level)
-                msi = np.where(msi_valid, msi, msi_fill) / np.float32(radiometry.msi_level)
+                lr = np.where(lr_valid & np.isfinite(lr), lr, lr_fill) / np.float32(radiometry.lr_level)
+                msi = np.where(msi_valid & np.isfinite(msi), msi, msi_fill) / np.float32(radiometry.msi_level)
                 timings.read += time.perf_counter() - start
                 item = (tile, block, lr.astype(np.float32), msi.astype(np.float32), valid)
                 if not _put(to_compute, item, stop):
