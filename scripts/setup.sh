@@ -83,5 +83,7 @@ PYCHECK
 # The plugin folder is the repository root; QGIS knows plugins by folder name.
 mkdir -p .qgis/plugins .qgis/profile
 ln -sfn "$ROOT" .qgis/plugins/csakd_fusion
-scripts/qgis_process plugins enable csakd_fusion >/dev/null
+if ! scripts/qgis_process plugins 2>/dev/null | grep -q '^\* csakd_fusion$'; then
+  scripts/qgis_process plugins enable csakd_fusion >/dev/null
+fi
 echo "setup: done (run qgis_process with scripts/qgis_process)"
