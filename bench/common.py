@@ -1,14 +1,29 @@
-"""Helpers shared by the benchmark scripts: machine description and markdown sections."""
+"""Helpers shared by the benchmark scripts: machine description, markdown sections, synthetic rasters, networks."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import sys
 from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+
+#: Georeferencing of the synthetic LR-HSI: 30 m UTM 33N pixels.
+LR_TRANSFORM = Affine(30.0, 0, 366000.0, 0, -30.0, 5810000.0)
+
+#: The bundled default model (absent until trained).
+BUNDLED = ROOT / "resources" / "models" / "enmap_s2_x3.safetensors"
 
 
 def machine() -> str:
@@ -26,9 +41,74 @@ def machine() -> str:
 
 
 def replace_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
-    """Write ``body`` under ``heading`` (a ``## `` line) in ``path``, keeping every other section."""
+    """Write ``body`` under ``heading`` (a ``## `` or ``### `` line) in ``path``, keeping every other section.
+
+    A section ends at the next heading of the same or a higher level.
+    """
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    level = len(heading) - len(heading.lstrip("#"))
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^#{{1,{level}}} |\Z)", re.S | re.M)
     block = f"{heading}\n\n{body.strip()}\n\n"
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     path.write_text(text)
+
+
+def write_synthetic(path: Path, bands: int, size: int, transform: Affine, seed: int) -> None:
+    """A smooth random ``bands x size x size`` float32 raster (values about 0.1-0.5), tiled, ZSTD, written in strips."""
+    rng = np.random.default_rng(seed)
+    weights = rng.random((bands, 3)).astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=bands, dtype="float32",
+                       crs="EPSG:32633", transform=transform, tiled=True, blockxsize=256, blockysize=256,
+                       compress="zstd", zstd_level=1, interleave="band") as ds:
+        step = 256
+        x = np.linspace(0, 6, size, dtype=np.float32)
+        for row in range(0, size, step):
+            h = min(step, size - row)
+            y = np.linspace(row, row + h, h, dtype=np.float32)[:, None] * (6.0 / size)
+            base = np.stack([np.sin(x + y), np.cos(2 * x - y), np.sin(3 * y) * np.cos(x)])
+            ds.write(0.3 + 0.1 * np.einsum("bk,khw->bhw", weights, base), window=Window(0, row, size, h))
+
+
+def network_spec(bands: int = 128, scale: int = 3) -> Tuple[str, int, int]:
+    """``(description, bands, scale)`` of :func:`load_network`'s network (the given ones for the random one)."""
+    if BUNDLED.exists():
+        from csakd_qgis.checkpoint import read_card
+
+        card = read_card(BUNDLED)
+        return f"bundled {card.name}", int(card.config["bands"]), int(card.scale)
+    return "random project_student", bands, scale
+
+
+def load_network(bands: int = 128, scale: int = 3):
+    """The bundled model as a ``NetworkMethod`` when present, else a random ``project_student`` (seed 0)."""
+    import torch
+
+    from csakd_qgis.methods import NetworkMethod
+
+    if BUNDLED.exists():
+        from csakd_qgis.checkpoint import load_checkpoint
+
+        model, card = load_checkpoint(BUNDLED)
+        return NetworkMethod(model, scale=card.scale, name="student", model_name=card.name)
+    from csakd_qgis.models import build_model
+    from csakd_qgis.models.config import preset
+
+    torch.manual_seed(0)
+    return NetworkMethod(build_model(preset("project_student", bands, 4, scale)).eval(), scale=scale)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB: ``VmHWM``, which starts afresh at ``exec``.
+
+    ``ru_maxrss`` is not used: Linux carries it over from the parent across
+    fork and exec, so a child started by a big benchmark process would report
+    the parent's peak.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        found = re.search(r"VmHWM:\s*(\d+) kB", status.read_text())
+        if found:
+            return int(found.group(1)) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

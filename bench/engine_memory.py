@@ -1,12 +1,25 @@
-"""Peak memory and throughput of ``csakd_qgis.engine.fuse`` against the output size.
+"""Peak memory, throughput, write speed and tile halo of ``csakd_qgis.engine.fuse``.
 
-Builds synthetic tiled GeoTIFF pairs in a temporary folder (LR-HSI with many
-bands, 4-band HR-MSI, scale 3), runs each case in a fresh subprocess and
-reads that process's peak resident set size (``ru_maxrss``), so cases do not
-share memory.  Prints a markdown table and writes it to ``docs/benchmarks.md``
-under "Engine memory and throughput" (other sections are kept).
+Three parts, each written to its own subsection of "Engine memory and
+throughput" in ``docs/benchmarks.md`` (other sections are kept):
 
-Usage: ``python bench/engine_memory.py [--quick] [--keep]``
+* ``memory`` (default): synthetic tiled GeoTIFF pairs (LR-HSI with many
+  bands, 4-band HR-MSI, scale 3) fused by bicubic and by the default student
+  network, each case in a fresh subprocess whose peak resident set size
+  (``VmHWM``) is read, so cases do not share memory.  Also per-stage
+  seconds and the ratio of end-to-end throughput to the method's raw
+  throughput on in-memory tiles of the same size and batch, measured in the
+  same process right after the run;
+* ``write``: the write stage alone (blender and GeoTIFF writer, no reading
+  or compute) at 1008 x 1008 output pixels, comparing the engine's
+  block-aligned strips with writing every blend cell as its own window;
+* ``halo``: tiled against whole-image PSNR of the network for several halos.
+
+The network is the bundled model ``resources/models/enmap_s2_x3.safetensors``
+when it exists, else a randomly initialised ``project_student``.
+
+Usage: ``python bench/engine_memory.py [--quick] [--part memory|write|halo|all]`` (``--quick``: the
+memory part at small sizes, under 3 minutes).
 """
 
 from __future__ import annotations
@@ -14,128 +27,291 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
+import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from affine import Affine
-from rasterio.windows import Window
+from common import BENCHMARKS, LR_TRANSFORM, ROOT, load_network, machine, network_spec, replace_section, write_synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
-SCALE, MSI_BANDS = 3, 4
+SCALE, MSI_BANDS, TILE, OVERLAP, BATCH = 3, 4, 64, 8, 4
 HEADING = "## Engine memory and throughput"
-#: GDAL block cache (MB) of the fusing process; GDAL's default is 5 % of RAM, which dominates peak RSS.
-GDAL_CACHE_MB = 256
+PARTS = {"memory": "### Peak memory and throughput", "write": "### Write stage", "halo": "### Tile halo"}
 
-CHILD = r"""
-import json, resource, sys, time, torch
+#: Child process of one ``memory`` case: fuse, then time the method alone on in-memory tiles.
+FUSE_CHILD = r"""
+import json, sys, time, numpy as np, torch
 torch.set_num_threads(1)
+from common import load_network, peak_rss_mb
 from csakd_qgis.engine import fuse
-kw = json.loads(sys.argv[4])
-if kw.pop("network", False):
-    from csakd_qgis.models import ModelConfig, build_model
-    cfg = ModelConfig(bands=kw.pop("bands"), msi_bands=4, scale=3, nf=8, gc=4, blocks=(1, 1, 1, 1), lr_groups=1,
-                      fusion="csa_invariant", paper_mode=False, upsample="bilinear", head="light")
-    kw["model"] = build_model(cfg).eval()
-else:
-    kw.pop("bands")
-t = time.perf_counter()
-report = fuse(sys.argv[1], sys.argv[2], sys.argv[3], device="cpu", overwrite=True, **kw)
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": time.perf_counter() - t, "rss_mb": rss,
-                  "timings": report.timings}))
+from csakd_qgis.methods import BicubicMethod
+lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+method = BicubicMethod(kw["scale"]) if kw["method"] == "bicubic" else load_network(kw["bands"], kw["scale"])
+rss_start = peak_rss_mb()
+start = time.perf_counter()
+report = fuse(lr_path, msi_path, out, method=method, device="cpu", overwrite=True, tile=kw["tile"],
+              overlap=kw["overlap"], batch_size=kw["batch"], dtype="int16", output_scale=1e-4)
+seconds = time.perf_counter() - start
+rss = peak_rss_mb()
+read = report.tile_size + 2 * (kw["overlap"] + report.halo)
+s, rng = kw["scale"], np.random.default_rng(0)
+lr = rng.random((kw["batch"], kw["bands"], read, read), dtype=np.float32)
+msi = rng.random((kw["batch"], 4, read * s, read * s), dtype=np.float32)
+start, calls = time.perf_counter(), 0  # the run warmed the method up
+while calls < 1 or time.perf_counter() - start < 1.0:
+    method.predict(lr, msi)
+    calls += 1
+raw = calls * kw["batch"] * (report.tile_size * s) ** 2 / (time.perf_counter() - start)
+print(json.dumps({"seconds": seconds, "rss_mb": rss, "rss_start_mb": rss_start, "timings": report.timings,
+                  "raw_px_s": raw, "halo": report.halo, "tiles": report.tiles_total,
+                  "recomputed": report.tiles_recomputed}))
 """
 
-
-def write_synthetic(path: Path, bands: int, size: int, transform: Affine, seed: int) -> None:
-    """A smooth random ``bands x size x size`` float32 raster, tiled and ZSTD-compressed, written in strips."""
-    rng = np.random.default_rng(seed)
-    weights = rng.random((bands, 3)).astype(np.float32)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=bands, dtype="float32",
-                       crs="EPSG:32633", transform=transform, tiled=True, blockxsize=256, blockysize=256,
-                       compress="zstd", interleave="band") as ds:
-        step = 256
-        x = np.linspace(0, 6, size, dtype=np.float32)
-        for row in range(0, size, step):
-            h = min(step, size - row)
-            y = np.linspace(row, row + h, h, dtype=np.float32)[:, None] * (6.0 / size)
-            base = np.stack([np.sin(x + y), np.cos(2 * x - y), np.sin(3 * y) * np.cos(x)])
-            ds.write(0.3 + 0.1 * np.einsum("bk,khw->bhw", weights, base), window=Window(0, row, size, h))
-
-
-def machine() -> str:
-    """CPU model, core count and RAM of this machine."""
-    cpu = "unknown CPU"
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        found = re.search(r"model name\s*:\s*(.+)", info.read_text())
-        cpu = found.group(1).strip() if found else cpu
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {ram:.0f} GiB RAM, Python {platform.python_version()}"
+#: Child process of one ``write`` case.
+WRITE_CHILD = r"""
+import json, sys, time, numpy as np, rasterio
+from contextlib import nullcontext
+from common import peak_rss_mb
+from affine import Affine
+from rasterio.windows import Window
+from csakd_qgis.pipeline import Blender, ColumnBlocks, schedule
+from csakd_qgis.raster_io import RasterWriter
+from csakd_qgis.tiling import plan_tiles
+size, bands, mode, cache_bytes, interleave, out = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
+                                                  int(sys.argv[4]), sys.argv[5], sys.argv[6])
+plan = plan_tiles(size // 3, size // 3, tile=64, overlap=8, halo=2, scale=3)
+rng = np.random.default_rng(0)
+pattern = (0.3 + 0.01 * rng.standard_normal((bands, 240, 240))).astype(np.float32)
 
 
-def run_case(folder: Path, out_size: int, bands: int, method: str, tile: int) -> dict:
-    """Fuse one synthetic pair in a subprocess; returns seconds, peak RSS (MB) and stage timings."""
-    lr_size = out_size // SCALE
-    lr_t = Affine(30.0, 0, 366000.0, 0, -30.0, 5810000.0)
-    lr, msi = folder / f"lr_{lr_size}_{bands}.tif", folder / f"msi_{out_size}.tif"
-    if not lr.exists():
-        write_synthetic(lr, bands, lr_size, lr_t, 1)
-    if not msi.exists():
-        write_synthetic(msi, MSI_BANDS, out_size, lr_t * Affine.scale(1 / SCALE), 2)
-    kwargs = {"method": "csakd" if method == "network" else method, "network": method == "network",
-              "bands": bands, "tile": tile, "overlap": 8, "dtype": "int16", "output_scale": 1e-4}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(lr), str(msi), str(folder / "out.tif"),
-                           json.dumps(kwargs)], cwd=ROOT, capture_output=True, text=True, check=True,
-                          env={**os.environ, "GDAL_CACHEMAX": str(GDAL_CACHE_MB)})
-    os.remove(folder / "out.tif")
+def values(window):  # the same output wherever it is cut: the pattern repeated over the raster
+    rows = np.arange(window.row_off, window.row_off + window.height) % 240
+    cols = np.arange(window.col_off, window.col_off + window.width) % 240
+    return pattern[:, rows][:, :, cols]
+
+
+# rasterio.Env's GDAL_CACHEMAX is in bytes; 0 keeps GDAL's default
+env = rasterio.Env(GDAL_CACHEMAX=cache_bytes) if cache_bytes else nullcontext()
+start = time.perf_counter()
+with env, RasterWriter(out, width=size, height=size, count=bands, crs="EPSG:32633",
+                       transform=Affine(10, 0, 0, 0, -10, 0), dtype="int16", scale=1e-4, overwrite=True,
+                       interleave=interleave) as writer:
+    if mode == "strips":
+        blocks = ColumnBlocks.build(plan)
+        blender = Blender(plan, writer, blocks)
+        for tile, block in schedule(plan, blocks):
+            blender.add(tile, block, values(tile.out), bands)
+    else:
+        for ys in plan.rows.segments:
+            for xs in plan.cols.segments:
+                window = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
+                writer.write(values(window), window)
+print(json.dumps({"seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb()}))
+"""
+
+def run_child(code: str, args: list) -> dict:
+    """Run ``code`` in a fresh Python (``csakd_qgis`` and ``common`` importable); returns its last line's JSON."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def update_doc(table: str) -> None:
-    """Replace (or append) the section under :data:`HEADING` in docs/benchmarks.md."""
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    section = f"{HEADING}\n\n{table}\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    doc.write_text(text)
+def memory_part(folder: Path, quick: bool) -> str:
+    name, net_bands, net_scale = network_spec()
+    cases = [(1008, "bicubic", 128), (2016, "bicubic", 128), (384, "network", net_bands)]
+    if not quick:
+        cases = [(1008, "bicubic", 128), (2016, "bicubic", 128), (4032, "bicubic", 128),
+                 (384, "network", net_bands), (576, "network", net_bands)]
+    rows = []
+    for size, method, bands in cases:
+        scale = net_scale if method == "network" else SCALE
+        lr_size = size // scale
+        lr, msi = folder / f"lr_{lr_size}_{bands}.tif", folder / f"msi_{size}.tif"
+        if not lr.exists():
+            write_synthetic(lr, bands, lr_size, LR_TRANSFORM, 1)
+        if not msi.exists():
+            write_synthetic(msi, MSI_BANDS, size, LR_TRANSFORM * Affine.scale(1 / scale), 2)
+        kw = {"method": method, "bands": bands, "scale": scale, "tile": TILE, "overlap": OVERLAP, "batch": BATCH}
+        r = run_child(FUSE_CHILD, [lr, msi, folder / "out.tif", json.dumps(kw)])
+        os.remove(folder / "out.tif")
+        t = r["timings"]
+        e2e = size * size / r["seconds"]
+        rows.append(f"| {size} x {size} | {bands} | {method} (halo {r['halo']}) | {r['rss_start_mb']:.0f} | "
+                    f"{r['rss_mb']:.0f} | {r['seconds']:.1f} | {e2e / 1e6:.3f} | {r['raw_px_s'] / 1e6:.3f} | "
+                    f"{e2e / r['raw_px_s']:.2f} | {r['tiles']} + {r['recomputed']} | {t['read']:.1f} / "
+                    f"{t['infer']:.1f} / {t['blend']:.1f} / {t['write']:.1f} |")
+        print(rows[-1], flush=True)
+    return "\n".join([
+        f"Tile {TILE} LR px, overlap {OVERLAP}, batch {BATCH}, int16 output (ZSTD level 1, 256-px blocks, "
+        "column blocks of 1024 px), synthetic tiled GeoTIFF inputs, 4 MSI bands; bicubic at scale 3; "
+        f"network = {name} at scale {net_scale}, default halo. 1 torch thread. `imports` = peak RSS before "
+        "`fuse` (Python, numpy, torch, GDAL); `peak` = the process's peak RSS (VmHWM). Mpx/s = output pixels per "
+        "second; `raw` = the method alone on in-memory tiles of the same read size and batch, counted in "
+        "core output pixels; ratio = end-to-end / raw. Tiles = plan + predicted again at column-block edges. "
+        "Stages overlap (read and write run in their own threads).",
+        "",
+        "| output (px) | bands | method | imports RSS (MB) | peak RSS (MB) | time (s) | Mpx/s | raw Mpx/s | ratio "
+        "| tiles | read / infer / blend / write (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ])
+
+
+def write_part(folder: Path, quick: bool) -> str:
+    variants = [("cells", 64 << 20, "band", "each blend cell its own window, 64 MB cache"),
+                ("cells", 0, "band", "each blend cell its own window, GDAL default cache (5 % of RAM)"),
+                ("strips", 64 << 20, "band", "engine: block-aligned strips, 64 MB cache"),
+                ("strips", 64 << 20, "pixel", "engine strips, pixel-interleaved, 64 MB cache")]
+    if not quick:
+        variants.insert(0, ("cells", 190, "band", "each blend cell its own window, 190-byte cache (the bug)"))
+    rows = []
+    for bands in (128, 224):
+        for mode, cache, interleave, text in variants:
+            if cache == 190 and bands == 224:
+                continue
+            r = run_child(WRITE_CHILD, [1008, bands, mode, cache, interleave, folder / "w.tif"])
+            size_mb = (folder / "w.tif").stat().st_size / 2**20
+            os.remove(folder / "w.tif")
+            rows.append(f"| {bands} | {text} | {r['seconds']:.1f} | {r['rss_mb']:.0f} | {size_mb:.0f} |")
+            print(rows[-1], flush=True)
+    return "\n".join([
+        "Blender and GeoTIFF writer only: 1008 x 1008 int16 output, tile 64 / overlap 8 at scale 3, the same "
+        "output (0.3 + 1 % noise) in every variant, ZSTD level 1, 256-px blocks. The previous engine wrote "
+        "each blend cell as its own window; `fuse` also passed the cache size in MB to "
+        "`rasterio.Env(GDAL_CACHEMAX=...)`, which takes bytes, leaving GDAL a cache of a few hundred bytes: "
+        "every partly written block was compressed, read "
+        "back and compressed again at each later write into it.",
+        "",
+        "| bands | writer | seconds | peak RSS (MB) | file (MB) |",
+        "|---|---|---|---|---|",
+        *rows,
+    ])
+
+
+def halo_part(quick: bool) -> str:
+    import torch
+
+    from csakd_qgis.methods import network_halo
+    from csakd_qgis.pipeline import Radiometry, run_pipeline
+    from csakd_qgis.tiling import plan_tiles
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    name, bands, scale = network_spec()
+    method = load_network(bands, scale)
+    exact = network_halo(method.model.cfg)
+    size = 96 if quick else 128
+    big = size * scale
+    yy, xx = np.mgrid[0:big, 0:big] / big
+    rng = np.random.default_rng(0)
+    base = np.stack([np.sin(17 * xx + 9 * yy), np.cos(13 * yy - 7 * xx), np.sin(29 * xx * yy), rng.random((big, big))])
+    hr = (0.25 + 0.1 * np.einsum("bk,khw->bhw", rng.random((bands, 4)), base)).astype(np.float32)
+    lr = hr.reshape(bands, size, scale, size, scale).mean(axis=(2, 4))
+    msi = np.stack([hr[k * bands // 4:(k + 1) * bands // 4].mean(0) for k in range(4)]).astype(np.float32)
+
+    class Source:
+        def read_lr(self, w):
+            part = lr[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
+            return part, np.ones(part.shape[1:], bool)
+
+        def read_msi(self, w):
+            part = msi[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
+            return part, np.ones(part.shape[1:], bool)
+
+    class Sink:
+        def __init__(self):
+            self.out = np.zeros((bands, big, big), np.float32)
+
+        def encode(self, data):
+            return np.asarray(data, np.float32)
+
+        def write_stored(self, stored, w):
+            self.out[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] = stored
+
+    radiometry = Radiometry(1.0, 1.0, np.zeros(bands, np.float32), np.zeros(4, np.float32))
+
+    def run(tile, overlap, halo):
+        sink = Sink()
+        start = time.perf_counter()
+        run_pipeline(lambda: nullcontext(Source()), method, plan_tiles(size, size, tile=tile, overlap=overlap,
+                     halo=halo, scale=scale), sink, radiometry, batch_size=BATCH)
+        return sink.out, time.perf_counter() - start
+
+    whole, _ = run(size, 0, exact)
+    border = exact * scale
+    ref = whole[:, border:-border, border:-border].astype(np.float64)
+    rows = []
+    for halo in (0, 4, 8, 16, exact):
+        out, seconds = run(TILE, OVERLAP, halo)
+        err = out[:, border:-border, border:-border] - ref
+        psnr = 10 * np.log10(ref.max() ** 2 / np.mean(err ** 2))
+        read = TILE + 2 * (OVERLAP + halo)
+        rows.append(f"| {halo} | {read} | {(read / TILE) ** 2:.2f} | {psnr:.1f} | {np.abs(err).max():.1e} | "
+                    f"{seconds:.1f} |")
+        print(rows[-1], flush=True)
+    from csakd_qgis.engine import NETWORK_HALO
+
+    tile_rows = []
+    for tile in (64, 96, 128):
+        read = tile + 2 * (OVERLAP + NETWORK_HALO)
+        lr_tile = rng.random((1, bands, read, read), dtype=np.float32)
+        msi_tile = rng.random((1, 4, read * scale, read * scale), dtype=np.float32)
+        start = time.perf_counter()
+        method.predict(lr_tile, msi_tile)
+        seconds = time.perf_counter() - start
+        tile_rows.append(f"| {tile} | {read} | {(read / tile) ** 2:.2f} | {seconds:.1f} | "
+                         f"{(tile * scale) ** 2 / seconds / 1e6:.3f} |")
+        print(tile_rows[-1], flush=True)
+    return "\n".join([
+        f"Network: {name} ({bands} bands, scale {scale}; receptive-field bound `network_halo` = {exact} LR px). "
+        f"Scene: {size} x {size} LR px of synthetic texture. Tiled (tile {TILE}, overlap {OVERLAP}) against "
+        f"whole-image inference, compared inside a border of {exact} LR px (where both see the same context); "
+        "PSNR = 10 log10(max(whole)^2 / MSE) over all bands. `read/core` = pixels computed per output pixel.",
+        "",
+        "| halo (LR px) | read (LR px) | read/core | PSNR tiled vs whole (dB) | max abs diff | seconds |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Tile size at the default halo ({NETWORK_HALO}) and overlap {OVERLAP}: one in-memory tile after the "
+        f"runs above ({torch.get_num_threads()} torch threads); Mpx/s counts core output pixels.",
+        "",
+        "| tile (LR px) | read (LR px) | read/core | seconds per tile | core Mpx/s |",
+        "|---|---|---|---|---|",
+        *tile_rows,
+    ])
+
+
+def ensure_parent() -> None:
+    """Create the section and its subsections in docs/benchmarks.md when missing."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    if all(h in text for h in PARTS.values()):
+        return
+    replace_section(HEADING, "\n\n".join(f"{h}\n\n(not measured yet)" for h in PARTS.values()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes only (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="small sizes only (under 3 minutes)")
+    parser.add_argument("--part", choices=[*PARTS, "all"], default=None,
+                        help="what to measure (default: all; with --quick: memory)")
     args = parser.parse_args()
-    bands = 128
-    cases = [(1008, "bicubic"), (2016, "bicubic"), (384, "network")]
-    if not args.quick:
-        cases = [(1008, "bicubic"), (2016, "bicubic"), (4032, "bicubic"), (384, "network"), (768, "network")]
-    rows = []
+    ensure_parent()
+    part = args.part or ("memory" if args.quick else "all")
+    parts = list(PARTS) if part == "all" else [part]
     with tempfile.TemporaryDirectory(prefix="csakd-bench-") as tmp:
-        for size, method in cases:
-            r = run_case(Path(tmp), size, bands, method, tile=64)
-            t = r["timings"]
-            rows.append(f"| {size} x {size} | {bands} | {method} | {r['rss_mb']:.0f} | {r['seconds']:.1f} | "
-                        f"{size * size / r['seconds'] / 1e6:.2f} | {t['read']:.1f} / {t['infer']:.1f} / "
-                        f"{t['blend']:.1f} / {t['write']:.1f} |")
-            print(rows[-1], flush=True)
-    table = "\n".join([
-        f"Machine: {machine()}; 1 torch thread; scale {SCALE}, {MSI_BANDS} MSI bands, tile 64 LR px, overlap 8,",
-        "int16 output (ZSTD); synthetic tiled GeoTIFF inputs; network = tiny csa_invariant student (nf 8).",
-        f"Peak RSS is the fusing process's ru_maxrss (Python, torch and GDAL included); "
-        f"GDAL_CACHEMAX={GDAL_CACHE_MB} MB.",
-        "",
-        "| output (px) | bands | method | peak RSS (MB) | time (s) | Mpx/s | read / infer / blend / write (s) |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-    ])
-    print(table)
-    update_doc(table)
+        folder = Path(tmp)
+        for part in parts:
+            body = {"memory": lambda: memory_part(folder, args.quick), "write": lambda: write_part(folder, args.quick),
+                    "halo": lambda: halo_part(args.quick)}[part]()
+            text = f"Machine: {machine()}{' (quick run)' if args.quick else ''}.\n\n{body}"
+            print(text)
+            replace_section(PARTS[part], text)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ SAMPLE_SIZE, SAMPLE_GRID = 32, 4
 OUTPUT_BLOCK = OUT_BLOCK
 
 #: Default LR context (pixels per tile side) for networks; see the module docstring.
-NETWORK_HALO = 8
+NETWORK_HALO = 4
 
 
 @dataclass(frozen=True)

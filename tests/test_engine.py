@@ -50,9 +50,10 @@ def _read(path):
 def test_tiled_equals_whole_image(pair, tmp_path, method):
     lr_path, msi_path, _lr, _msi = pair
     whole = fuse(lr_path, msi_path, str(tmp_path / "whole.tif"), method=method, tile=48, overlap=0, device="cpu")
+    # column blocks of 64 HR px over 32-px output blocks: tile columns reach into (0,1,2), (1,2,3,4), (4)
     tiled = fuse(lr_path, msi_path, str(tmp_path / "tiled.tif"), method=method, tile=10, overlap=2, device="cpu",
-                 batch_size=3, block_width=60)  # column blocks of 2 tiles: ghost columns resolve the seams
-    assert (whole.tiles_total, tiled.tiles_total, tiled.tiles_recomputed) == (1, 25, 10)
+                 batch_size=3, block_width=64, output_block=32)
+    assert (whole.tiles_total, tiled.tiles_total, tiled.tiles_recomputed) == (1, 25, 15)
     a, b = _read(whole.output), _read(tiled.output)
     assert a.shape == (5, 144, 144)
     np.testing.assert_allclose(b, a, rtol=0, atol=5e-6 * np.abs(a).max())
@@ -224,25 +225,28 @@ def test_known_shift_is_estimated_and_corrected(shifted_pair, tmp_path, method):
 def test_report_names_method_counts_and_summary(pair, tmp_path):
     lr_path, msi_path, _lr, _msi = pair
     report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, batch_size=3,
-                  device="cpu", block_width=60, shift_correction=False)
+                  device="cpu", block_width=64, output_block=32, shift_correction=False)
     assert (report.method, report.model, report.batch_size, report.halo) == ("bicubic", "", 3, 2)
     lines = report.summary_lines()
     assert lines[0].endswith("144 x 144 pixels of 10 in EPSG:32633")
     assert lines[1].startswith("scale 3") and "not estimated" in lines[2]
-    assert lines[3].startswith("tiles: 25 of 10 LR px (halo 2), 0 empty, 10 recomputed")
+    assert lines[3].startswith("tiles: 25 of 10 LR px (halo 2), 0 empty, 15 recomputed")
     assert "bicubic on cpu, batch size 3" in lines[4] and lines[5].startswith("time ")
 
 
 def test_empty_ghost_tiles_are_counted_once(tmp_path):
     lr = np.full((1, 40, 40), 100.0, np.float32)
-    lr[:, :, :20] = -9999.0  # left half empty: tile columns 0 and 1 of 4 (cores of 10 LR px)
+    lr[:, :, :20] = -9999.0  # left half empty: tile column 0 (LR windows 0..12) holds no valid pixel
     lr_path = _write(tmp_path / "lr.tif", lr, LR_T, nodata=-9999.0)
     msi_path = _write(tmp_path / "msi.tif", np.ones((1, 120, 120), np.float32), LR_T * Affine.scale(1 / S))
-    # blocks of one tile column: ghosts of columns 1, 2, 3 are predicted again; column 1's ghost is empty too
+    # HR windows of the tile columns: 0..36, 24..66, 54..96, 84..120; blocks of 32 px visit columns
+    # (0, 1), (0, 1, 2), (1, 2, 3), (3): 9 of 4 per row; empty column 0 is visited twice, skipped once
     report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, device="cpu",
-                  block_width=30, shift_correction=False)
-    assert (report.tiles_total, report.tiles_recomputed, report.tiles_skipped) == (16, 12, 4 * 1)
-    assert report.tiles_skipped == 4
+                  block_width=32, output_block=32, shift_correction=False)
+    assert (report.tiles_total, report.tiles_recomputed, report.tiles_skipped) == (16, 20, 4)
+    data, valid = read_window(report.output)
+    np.testing.assert_array_equal(valid, np.broadcast_to(np.arange(120) >= 60, (120, 120)))
+    np.testing.assert_allclose(data[:, valid], 100.0, rtol=1e-6)
 
 
 def _reproject_to(path, data, src_t, src_crs, dst_crs, dst_t, shape, tmp_path, name):
@@ -299,3 +303,101 @@ def test_non_integer_ratio_gives_scale_3_and_a_note(pair, tmp_path):
     assert report.scale == 3 and report.grid.transform[0] == pytest.approx(10.0)
     assert any("using scale 3" in n for n in report.notes)
     assert (report.grid.width, report.grid.height) == (144, 144)
+
+
+def test_column_blocks_are_aligned_and_list_every_reaching_tile():
+    from csakd_qgis.pipeline import ColumnBlocks, schedule
+    from csakd_qgis.tiling import plan_tiles
+    plan = plan_tiles(48, 48, tile=10, overlap=2, scale=S)  # HR tile windows 0-36, 24-66, 54-96, 84-123, 111-144
+    blocks = ColumnBlocks.build(plan, block_width=64, out_block=32)
+    assert blocks.spans == ((0, 64), (64, 128), (128, 144))
+    assert blocks.columns == ((0, 1, 2), (1, 2, 3, 4), (4,))
+    assert blocks.owner == (0, 0, 0, 1, 1)
+    assert ColumnBlocks.build(plan, block_width=100, out_block=32).spans == ((0, 96), (96, 144))
+    assert ColumnBlocks.build(plan, block_width=10, out_block=32).spans[:2] == ((0, 32), (32, 64))
+    order = [(t.row, t.col, b) for t, b in schedule(plan, blocks)]
+    assert len(order) == 5 * 8 and order[:4] == [(0, 0, 0), (0, 1, 0), (0, 2, 0), (1, 0, 0)]
+
+
+class _ArraySource:
+    """In-memory PairSource over ``(C, H, W)`` arrays, everything valid."""
+
+    def __init__(self, lr, msi):
+        self.lr, self.msi = lr, msi
+
+    def _cut(self, array, w):
+        part = array[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
+        return part, np.ones(part.shape[1:], bool)
+
+    def read_lr(self, window):
+        return self._cut(self.lr, window)
+
+    def read_msi(self, window):
+        return self._cut(self.msi, window)
+
+
+class _RecordingSink:
+    def __init__(self, shape):
+        self.out = np.full(shape, np.nan, np.float32)
+        self.windows = []
+
+    def encode(self, data):
+        return np.asarray(data, np.float32)
+
+    def write_stored(self, stored, window):
+        self.windows.append(window)
+        rows = slice(window.row_off, window.row_off + window.height)
+        self.out[:, rows, window.col_off:window.col_off + window.width] = stored
+
+
+def test_pipeline_writes_each_block_aligned_strip_once(pair):
+    from contextlib import nullcontext
+
+    from csakd_qgis.pipeline import Radiometry, run_pipeline
+    from csakd_qgis.tiling import plan_tiles, reflect_pad
+    _p, _q, lr, msi = pair
+    plan = plan_tiles(48, 48, tile=10, overlap=2, halo=2, scale=S)
+    sink = _RecordingSink((5, 144, 144))
+    radiometry = Radiometry(1.0, 1.0, np.zeros(5, np.float32), np.zeros(3, np.float32))
+    result = run_pipeline(lambda: nullcontext(_ArraySource(lr, msi)), BicubicMethod(S), plan, sink, radiometry,
+                          batch_size=3, block_width=64, out_block=32)
+    assert result.recomputed == 15
+    # 3 column blocks x 5 strips (4 of 32 rows, one of 16), each written once as a whole window
+    expected = {(x0, y, x1 - x0, min(32, 144 - y)) for x0, x1 in ((0, 64), (64, 128), (128, 144))
+                for y in range(0, 144, 32)}
+    got = [(int(w.col_off), int(w.row_off), int(w.width), int(w.height)) for w in sink.windows]
+    assert len(got) == 15 and set(got) == expected
+    # whole image upsampled at once, with the same 2-px mirrored context at the edges
+    whole = BicubicMethod(S).predict(reflect_pad(lr, ((2, 2), (2, 2)))[None], None)[0, :, 6:-6, 6:-6]
+    np.testing.assert_allclose(sink.out, whole, rtol=0, atol=2e-6)
+
+
+def test_run_gets_a_small_gdal_cache_and_restores_it(pair, tmp_path):
+    gdal = pytest.importorskip("osgeo.gdal")
+    from csakd_qgis.raster_io import WRITE_CACHE_MB
+    lr_path, msi_path, _lr, _msi = pair
+    seen = []
+
+    class Probe(BicubicMethod):
+        def predict(self, lr, msi):
+            seen.append(gdal.GetCacheMax())  # process-wide: the writer thread sees the same
+            return super().predict(lr, msi)
+
+    before = gdal.GetCacheMax()
+    fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method=Probe(S), tile=24, overlap=2, device="cpu")
+    # rasterio.Env(GDAL_CACHEMAX=n) takes bytes: passing megabytes there once left GDAL a cache of ~200 bytes
+    assert set(seen) == {WRITE_CACHE_MB * 2**20}
+    assert gdal.GetCacheMax() == before
+
+
+def test_tile_halo_default_exact_and_explicit():
+    from csakd_qgis.engine import NETWORK_HALO, tile_halo
+    from csakd_qgis.errors import InputError
+    from csakd_qgis.methods import NetworkMethod
+    net = NetworkMethod(torch.nn.Identity(), scale=S, halo=36)
+    assert tile_halo(net, None) == min(36, NETWORK_HALO) and tile_halo(net, "exact") == 36
+    assert tile_halo(NetworkMethod(torch.nn.Identity(), scale=S, halo=3), None) == 3  # bound below the default
+    assert tile_halo(BicubicMethod(S), None) == 2 and tile_halo(net, 5) == 5 and tile_halo(net, 0) == 0
+    for bad in (-1, "wide", 2.5):
+        with pytest.raises(InputError, match="halo"):
+            tile_halo(net, bad)

@@ -80,3 +80,17 @@ def test_shipped_model_coregister_fuse_runs(tmp_path):
                       **{"fuse:fused": tmp_path / "fused.tif", "coregister:aligned": tmp_path / "aligned.tif"})
     with rasterio.open(result["results"]["fuse:fused"]) as fused:
         assert (fused.width, fused.height, fused.count) == (63, 63, 224)
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_through_qgis_process(tmp_path):
+    """Supervised training from the sample reference (2 steps), then the model's cards and an evaluation."""
+    model = tmp_path / "tiny.safetensors"
+    result = run_json("csakd:train", REFERENCE=SAMPLE / "reference_hr_hsi.tif", SCALE=3, MODE="student",
+                      TIME_BUDGET=0, STEPS=2, OUTPUT=model)
+    assert Path(result["results"]["OUTPUT"]) == model and model.exists()
+    assert result["results"]["VAL_PSNR"] > 0
+    _, out, _ = qgis_process("--json", "run", "csakd:evaluate", "--", f"REFERENCE={SAMPLE / 'reference_hr_hsi.tif'}",
+                             f"FUSED={SAMPLE / 'reference_hr_hsi.tif'}", "SCALE=3")
+    metrics = json.loads(out)["results"]
+    assert metrics["SAM"] == 0.0 and metrics["SSIM"] == pytest.approx(1.0)

@@ -222,3 +222,36 @@ def test_windowed_writes_and_cog(tmp_path):
     with rasterio.open(out) as ds:
         assert ds.profile["compress"].lower() == "zstd"
     assert [b.wavelength_nm for b in read_info(str(out)).bands] == [500.0, 600.0]
+
+
+def test_encode_in_band_chunks_matches_float64_reference(tmp_path, monkeypatch):
+    import csakd_qgis.raster_io as rio
+    rng = np.random.default_rng(2)
+    data = rng.uniform(-4.0, 4.0, (7, 3, 5)).astype(np.float32)
+    data[2, 1, 1], data[5, 0, 4], data[0, 2, 2] = np.nan, np.inf, -3.2768  # -32768 stored -> moved to -32767
+    monkeypatch.setattr(rio, "ENCODE_CHUNK", 2 * 15)  # two bands per chunk: the 7 bands take 4 chunks
+    with RasterWriter(str(tmp_path / "e.tif"), width=5, height=3, count=7, crs="EPSG:32633", transform=TRANSFORM,
+                      dtype="int16", scale=1e-4, nodata=-32768) as writer:
+        stored = writer.encode(data)
+        writer.write_stored(stored, Window(0, 0, 5, 3))
+        with pytest.raises(RasterWriteError, match="encode them first"):
+            writer.write_stored(stored.astype(np.int32), Window(0, 0, 5, 3))
+    expected = np.clip(np.rint(data.astype(np.float64) / 1e-4), -32767, 32767)
+    expected[~np.isfinite(data)] = -32768
+    assert stored.dtype == np.int16 and stored[0, 2, 2] == -32767
+    np.testing.assert_array_equal(stored, expected.astype(np.int16))
+    with rasterio.open(tmp_path / "e.tif") as ds:
+        np.testing.assert_array_equal(ds.read(), stored)
+
+
+def test_float_encode_with_scale_and_nodata(tmp_path):
+    data = np.array([[[0.5, np.nan], [1.25, -2.0]]], np.float32)
+    path = tmp_path / "f.tif"
+    with RasterWriter(str(path), width=2, height=2, count=1, crs="EPSG:32633", transform=TRANSFORM, scale=0.5,
+                      nodata=-9999.0, blocksize=16) as writer:
+        assert writer.blocksize == 16
+        np.testing.assert_array_equal(writer.encode(data), [[[1.0, -9999.0], [2.5, -4.0]]])
+        writer.write(data, Window(0, 0, 2, 2))
+    read, valid = read_window(str(path))
+    np.testing.assert_array_equal(valid, [[True, False], [True, True]])
+    np.testing.assert_allclose(read[0][valid], [0.5, 1.25, -2.0])
