@@ -18,6 +18,18 @@ HELP = "Fuse a low-resolution hyperspectral image with a high-resolution multisp
 BAR_WIDTH = 30
 
 
+def _halo(text: str):
+    if text == "exact":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--halo takes a number of LR pixels or 'exact', not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("--halo must not be negative")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
     parser.add_argument("lr_hsi", metavar="LR_HSI", help="low-resolution hyperspectral raster")
@@ -25,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUTPUT", help="output GeoTIFF (written atomically)")
     parser.add_argument("--model", default="auto", help="model name or .safetensors path (default: auto-select)")
     parser.add_argument("--scale", type=int, default=None, help="HR/LR pixel-size ratio (default: derived)")
-    parser.add_argument("--halo", type=int, default=None,
-                        help="LR pixels of context per tile side (default: the model's receptive field)")
+    parser.add_argument("--halo", type=_halo, default=None,
+                        help="LR pixels of context per tile side, or 'exact' for the method's receptive-field "
+                             "bound (default: 4 for networks, 2 for bicubic and GSA)")
     parser.add_argument("--method", choices=METHODS, default="csakd", help="fusion method (default: csakd)")
     parser.add_argument("--tile-size", type=int, default=64, help="tile core size in LR pixels (default: 64)")
     parser.add_argument("--overlap", type=int, default=8, help="tile overlap in LR pixels (default: 8)")
