@@ -131,8 +131,10 @@ def write_cards(student: Path) -> None:
         metrics.update({f"test_{k}": float(scores[k]) for k in ("psnr", "sam", "ergas", "ssim")})
         card = replace(card, name=path.name.replace(".safetensors", ""), metrics=metrics,
                        description=DESCRIPTION.format(role=card.role),
-                       limits=LIMITS, validation=card.validation + "; test: resources/sample (tiles "
-                       + ", ".join(TEST_TILES) + ", PSNR peak = data range)")
+                       limits=LIMITS, validation=(
+                           "psnr/sam: validation tiles " + ", ".join(VAL_TILES) + " (chose the checkpoint; PSNR "
+                           "peak = each band's maximum); test_*: resources/sample, tiles " + ", ".join(TEST_TILES)
+                           + " (never seen in training or selection; PSNR peak = data range)"))
         save_checkpoint(path, model, card)
         print(path.name, {k: round(v, 3) for k, v in metrics.items()})
 
