@@ -17,6 +17,29 @@ VENV="$ROOT/.venv"
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
+# What to install for a Python version (PYVER) and Debian numpy (NUMPY_VERSION); TORCH_SPEC overrides.
+choose_specs() {
+  if [ -z "${TORCH_SPEC:-}" ]; then
+    case "$PYVER" in
+      3.11) TORCH_SPEC="torch==2.13.0" ;;   # Debian 12: a CPU wheel lies on this kind of machine's disk
+      *) TORCH_SPEC="torch" ;;              # Debian 13 (3.13): from PyPI (a CUDA build, several GB)
+    esac
+  fi
+  # pyrsr 0.8 needs numpy.trapezoid (numpy >= 2); Debian 12 ships numpy 1.24, Debian 13 numpy 2.
+  case "$NUMPY_VERSION" in
+    1.*) PYRSR_SPEC="pyrsr<0.8" ;;
+    *) PYRSR_SPEC="pyrsr" ;;
+  esac
+}
+
+# CSAKD_SETUP_PLAN=1 PYVER=3.13 NUMPY_VERSION=2.2.4 scripts/setup.sh: print the choices, change nothing.
+if [ -n "${CSAKD_SETUP_PLAN:-}" ]; then
+  choose_specs
+  echo "torch: $TORCH_SPEC"
+  echo "pyrsr: $PYRSR_SPEC"
+  exit 0
+fi
+
 . /etc/os-release
 echo "setup: $PRETTY_NAME"
 case "${VERSION_ID:-}" in
@@ -50,26 +73,16 @@ CONSTRAINTS="$VENV/csakd-constraints.txt"
 printf 'numpy==%s\n' "$NUMPY_VERSION" > "$CONSTRAINTS"
 PIP=("$PY" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS")
 
-if [ -z "${TORCH_SPEC:-}" ]; then
-  case "$PYVER" in
-    3.11) TORCH_SPEC="torch==2.13.0" ;;   # a CPU wheel lies on this kind of machine's disk
-    *) TORCH_SPEC="torch" ;;              # downloaded from PyPI (a CUDA build, several GB)
-  esac
-fi
+choose_specs
 if ! "$PY" -c 'import torch' 2>/dev/null; then
   echo "setup: installing $TORCH_SPEC"
   "${PIP[@]}" "$TORCH_SPEC"
 fi
 
-# pyrsr 0.8 needs numpy.trapezoid (numpy >= 2); Debian 12 ships numpy 1.24.
-case "$NUMPY_VERSION" in
-  1.*) PYRSR_SPEC="pyrsr<0.8" ;;
-  *) PYRSR_SPEC="pyrsr" ;;
-esac
 STAMP="$VENV/.csakd-installed"
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -nt "$STAMP" ]; then
   echo "setup: installing the engine (editable) with test tools and $PYRSR_SPEC"
-  "${PIP[@]}" -e ".[test]" "$PYRSR_SPEC" onnx onnxruntime
+  "${PIP[@]}" -e ".[test]" "$PYRSR_SPEC"
   touch "$STAMP"
 fi
 
