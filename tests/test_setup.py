@@ -25,4 +25,5 @@ def test_release_specific_choices(pyver, numpy, torch, pyrsr, monkeypatch):
 
 
 def test_torch_spec_override_for_cuda_users():
-    assert plan(PYVER="3.11", NUMPY_VERSION="1.24.2", TORCH_SPEC="torch==2.13.0+cu126")["torch"] == "torch==2.13.0+cu126"
+    chosen = plan(PYVER="3.11", NUMPY_VERSION="1.24.2", TORCH_SPEC="torch==2.13.0+cu126")
+    assert chosen["torch"] == "torch==2.13.0+cu126"
