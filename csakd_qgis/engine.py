@@ -23,10 +23,13 @@ Memory and writing
 Peak memory is set by the tile size, the batch size, the column-block width
 and the band count, not by the raster size (:mod:`csakd_qgis.pipeline`).
 The pipeline writes whole, block-aligned strips, so GDAL never holds a
-partly written block; the run gives GDAL's process-wide block cache a small
-fixed size (:func:`csakd_qgis.raster_io.gdal_block_cache`,
-:data:`~csakd_qgis.raster_io.WRITE_CACHE_MB`) instead of its default of 5 %
-of the RAM, and restores the previous size afterwards.
+partly written block.  The whole run, shift estimate and radiometry sample
+included, gives GDAL's process-wide block cache a small fixed size
+(:func:`csakd_qgis.raster_io.gdal_block_cache`,
+:data:`~csakd_qgis.raster_io.BLOCK_CACHE_MB`) instead of its default of 5 %
+of the RAM, and restores the previous size afterwards: under the default,
+the sample windows alone left hundreds of MB of decoded input blocks, more
+on a larger raster (``docs/pipeline.md``).
 
 Halo
 ----
@@ -67,7 +70,7 @@ from .methods import FusionMethod, GSAMethod, NetworkMethod, make_method, model_
 from .normalisation import robust_level
 from .pipeline import BLOCK_WIDTH, OUT_BLOCK, Radiometry, run_pipeline
 from .progress import SILENT, Reporter
-from .raster_io import WRITE_CACHE_MB, RasterInfo, RasterWriter, gdal_block_cache, read_info
+from .raster_io import BLOCK_CACHE_MB, RasterInfo, RasterWriter, gdal_block_cache, read_info
 from .tiling import plan_tiles
 
 DTYPES = ("float32", "int16", "uint16", "same")
@@ -342,52 +345,54 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
     plan = plan_grids(lr_info, msi_info, scale=scale, model_scales=scales)
     notes: List[str] = list(plan.notes)
     out_dtype, out_scale = _output_format(dtype, output_scale, lr_info)
-    shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
-    if shift_correction:
-        reporter.update(0.0, "estimating the shift between the inputs")
-        shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, plan)
-    applied = shift if reliable else (0.0, 0.0)
-    read_start = time.perf_counter()
-    with open_aligned(lr_hsi, hr_msi, plan, applied) as pair:
-        lr_sample, msi_sample = sample_scene(pair)
-    radiometry = measure_radiometry(lr_sample, msi_sample)
-    sample_seconds = time.perf_counter() - read_start
-    if isinstance(method, str):
-        fusion = make_method(method, model, device=torch_device, scale=plan.scale, lr_bands=lr_info.bands,
-                             msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands])
-    else:
-        fusion = method
-    if fusion.scale != plan.scale:
-        raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {plan.scale}")
-    if isinstance(fusion, GSAMethod):
-        fusion.fit(lr_sample / radiometry.lr_level, msi_sample / radiometry.msi_level,
-                   [b.good for b in lr_info.bands])
-    context = tile_halo(fusion, halo)
-    reporter.update(0.02, "scene sampled")
+    # every read and write of the run under a small block cache: GDAL's default (5 % of the RAM) keeps
+    # each input block the shift and radiometry samples touch, which grows with the raster
+    with gdal_block_cache(BLOCK_CACHE_MB):
+        shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
+        if shift_correction:
+            reporter.update(0.0, "estimating the shift between the inputs")
+            shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, plan)
+        applied = shift if reliable else (0.0, 0.0)
+        read_start = time.perf_counter()
+        with open_aligned(lr_hsi, hr_msi, plan, applied) as pair:
+            lr_sample, msi_sample = sample_scene(pair)
+        radiometry = measure_radiometry(lr_sample, msi_sample)
+        sample_seconds = time.perf_counter() - read_start
+        if isinstance(method, str):
+            fusion = make_method(method, model, device=torch_device, scale=plan.scale, lr_bands=lr_info.bands,
+                                 msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands])
+        else:
+            fusion = method
+        if fusion.scale != plan.scale:
+            raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {plan.scale}")
+        if isinstance(fusion, GSAMethod):
+            fusion.fit(lr_sample / radiometry.lr_level, msi_sample / radiometry.msi_level,
+                       [b.good for b in lr_info.bands])
+        context = tile_halo(fusion, halo)
+        reporter.update(0.02, "scene sampled")
 
-    def notify(text: str) -> None:
-        notes.append(text)
-        reporter.update(0.02, text)
+        def notify(text: str) -> None:
+            notes.append(text)
+            reporter.update(0.02, text)
 
-    grid = plan.output
-    while True:
-        tiles = plan_tiles(plan.lr.width, plan.lr.height, tile=tile, overlap=min(overlap, tile // 4),
-                           halo=context, scale=plan.scale)
-        try:
-            with gdal_block_cache(WRITE_CACHE_MB), \
-                    RasterWriter(output, width=grid.width, height=grid.height, count=lr_info.count, crs=grid.crs,
-                                 transform=grid.transform, dtype=out_dtype, bands=lr_info.bands, scale=out_scale,
-                                 compress=compress, blocksize=output_block, cog=cog,
-                                 overwrite=overwrite) as writer:
-                result = run_pipeline(partial(open_aligned, lr_hsi, hr_msi, plan, applied), fusion, tiles,
-                                      writer, radiometry, batch_size=batch_size, block_width=block_width,
-                                      out_block=output_block, reporter=reporter.phase(0.02, 1.0), notify=notify)
-            break
-        except TileTooLarge:
-            if tile // 2 < MIN_TILE:
-                raise
-            tile //= 2
-            notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
+        grid = plan.output
+        while True:
+            tiles = plan_tiles(plan.lr.width, plan.lr.height, tile=tile, overlap=min(overlap, tile // 4),
+                               halo=context, scale=plan.scale)
+            try:
+                with RasterWriter(output, width=grid.width, height=grid.height, count=lr_info.count, crs=grid.crs,
+                                  transform=grid.transform, dtype=out_dtype, bands=lr_info.bands, scale=out_scale,
+                                  compress=compress, blocksize=output_block, cog=cog,
+                                  overwrite=overwrite) as writer:
+                    result = run_pipeline(partial(open_aligned, lr_hsi, hr_msi, plan, applied), fusion, tiles,
+                                          writer, radiometry, batch_size=batch_size, block_width=block_width,
+                                          out_block=output_block, reporter=reporter.phase(0.02, 1.0), notify=notify)
+                break
+            except TileTooLarge:
+                if tile // 2 < MIN_TILE:
+                    raise
+                tile //= 2
+                notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
     timings = result.timings
     return FuseReport(
         output=str(output),

@@ -71,8 +71,8 @@ ZSTD_LEVEL = 1
 #: Values encoded at once by :meth:`RasterWriter.encode` (bounds its float64 temporaries to about 64 MB).
 ENCODE_CHUNK = 8 * 2**20
 
-#: GDAL block cache (MB) :func:`gdal_block_cache` gives a run that writes whole blocks.
-WRITE_CACHE_MB = 64
+#: GDAL block cache (MB) :func:`gdal_block_cache` gives a fusion run (its reads and its whole-block writes).
+BLOCK_CACHE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -421,7 +421,7 @@ def read_window(
 
 
 @contextmanager
-def gdal_block_cache(megabytes: int = WRITE_CACHE_MB) -> Iterator[None]:
+def gdal_block_cache(megabytes: int = BLOCK_CACHE_MB) -> Iterator[None]:
     """Give GDAL's block cache ``megabytes`` MB inside the ``with`` block, then restore the previous size.
 
     GDAL has one block cache per process, sized once from ``GDAL_CACHEMAX``
@@ -429,6 +429,12 @@ def gdal_block_cache(megabytes: int = WRITE_CACHE_MB) -> Iterator[None]:
     for the whole process (other threads' GDAL work included) while the
     block runs.  A writer of whole blocks needs little cache: a dirty
     block is compressed and written when evicted and never read back.
+    Readers need little too, but GDAL's default lets reads fill it: every
+    input block a window touches stays decoded (all bands of a
+    band-interleaved raster), so scattered sample windows over a large
+    raster keep hundreds of MB.  Closing a dataset empties its blocks from
+    the cache, but glibc keeps the freed heap, so the process stays that
+    large.
     ``rasterio.Env(GDAL_CACHEMAX=n)`` calls ``GDALSetCacheMax64(n)``: ``n``
     is in *bytes* there, not in MB as in the environment variable.
     """

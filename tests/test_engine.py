@@ -372,22 +372,32 @@ def test_pipeline_writes_each_block_aligned_strip_once(pair):
     np.testing.assert_allclose(sink.out, whole, rtol=0, atol=2e-6)
 
 
-def test_run_gets_a_small_gdal_cache_and_restores_it(pair, tmp_path):
+def test_run_gets_a_small_gdal_cache_for_sampling_and_pipeline_and_restores_it(pair, tmp_path, monkeypatch):
     gdal = pytest.importorskip("osgeo.gdal")
-    from csakd_qgis.raster_io import WRITE_CACHE_MB
+    from csakd_qgis import engine
+    from csakd_qgis.raster_io import BLOCK_CACHE_MB
     lr_path, msi_path, _lr, _msi = pair
-    seen = []
+    seen = {"shift": [], "sample": [], "predict": []}
+
+    def spy(stage, function):
+        def wrapped(*args, **kwargs):
+            seen[stage].append(gdal.GetCacheMax())  # process-wide: the reader and writer threads see the same
+            return function(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(engine, "measure_shift", spy("shift", engine.measure_shift))
+    monkeypatch.setattr(engine, "sample_scene", spy("sample", engine.sample_scene))
 
     class Probe(BicubicMethod):
-        def predict(self, lr, msi):
-            seen.append(gdal.GetCacheMax())  # process-wide: the writer thread sees the same
-            return super().predict(lr, msi)
+        predict = spy("predict", BicubicMethod.predict)
 
     before = gdal.GetCacheMax()
     fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method=Probe(S), tile=24, overlap=2, device="cpu")
+    # the default cache (5 % of the RAM) kept every input block the samples touched: peak RSS grew with the raster;
     # rasterio.Env(GDAL_CACHEMAX=n) takes bytes: passing megabytes there once left GDAL a cache of ~200 bytes
-    assert set(seen) == {WRITE_CACHE_MB * 2**20}
-    assert gdal.GetCacheMax() == before
+    assert {stage: set(values) for stage, values in seen.items()} == {
+        stage: {BLOCK_CACHE_MB * 2**20} for stage in seen}
+    assert BLOCK_CACHE_MB * 2**20 != before and gdal.GetCacheMax() == before
 
 
 def test_tile_halo_default_exact_and_explicit():
