@@ -114,13 +114,14 @@ def main() -> int:
     if args.curve:
         args.curve.write_text(json.dumps(report.to_dict(), indent=1))
     print(json.dumps({k: v for k, v in report.to_dict().items() if k != "curve"}, indent=1))
-    write_cards(args.out)
+    if args.train is None:  # the EnMAP tiles: score on their held-out test block (the bundled sample)
+        write_cards(args.out)
     return 0
 
 
 def write_cards(student: Path) -> None:
     """Score student and teacher on the held-out test block (the bundled sample) and complete their cards."""
-    for path in (student, teacher_path_for(student)):
+    for path in (p for p in (student, teacher_path_for(student)) if p.exists()):
         model, card = load_checkpoint(str(path))
         fused = path.with_suffix(".test.tif")
         fuse(str(SAMPLE / "enmap_lr_hsi.tif"), str(SAMPLE / "s2_hr_msi.tif"), str(fused), model=str(path),
