@@ -1,9 +1,9 @@
 """Evaluation of fused rasters: full-reference metrics, no-reference consistency, HTML report.
 
 One function, :func:`evaluate_rasters`, serves ``csakd evaluate`` and the
-``csakd:evaluate`` Processing algorithm.  The rasters are read whole:
-evaluation is meant for scenes that fit in memory (a 1000 x 1000 x 224
-float32 pair needs about 2 GB); larger ones are refused with the size.
+``csakd:evaluate`` Processing algorithm.  The rasters are read whole
+(:func:`csakd_qgis.raster_io.read_whole`): evaluation is meant for scenes
+that fit in memory (a 1000 x 1000 x 224 float32 pair needs about 2 GB).
 
 Bands flagged bad (ENVI ``bbl = 0``) in any of the rasters are left out of
 every metric.  Pixels that are nodata in any raster are left out too.
@@ -20,11 +20,9 @@ from .degradation import DEFAULT_MTF_NYQUIST, gaussian_psf
 from .errors import GridError, InputError
 from .metrics import consistency, evaluate, psnr_per_band
 from .progress import SILENT, Reporter
-from .raster_io import RasterInfo, read_info, read_window
+from .raster_io import RasterInfo, read_info, read_whole
 from .srf import spectral_response_matrix
 
-#: Largest raster (bytes as float32) read whole for evaluation.
-MAX_BYTES = 4 * 1024**3
 #: Number of sample pixels whose spectra the report plots.
 SAMPLE_SPECTRA = 3
 
@@ -44,13 +42,6 @@ class EvaluationResult:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     out[prefix + name.upper()] = float(value)
         return out
-
-
-def _check_size(info: RasterInfo) -> None:
-    size = 4 * info.width * info.height * info.count
-    if size > MAX_BYTES:
-        raise InputError(f"{info.path} is {size / 1024**3:.1f} GB as float32; evaluation reads rasters whole and "
-                         f"is limited to {MAX_BYTES / 1024**3:.0f} GB: evaluate a clipped area")
 
 
 def _same_grid(a: RasterInfo, b: RasterInfo) -> None:
@@ -111,10 +102,8 @@ def evaluate_rasters(reference: Optional[str], fused: str, *, lr_hsi: Optional[s
         raise InputError("give a reference, or the LR-HSI and HR-MSI inputs for the no-reference check")
     if (lr_hsi is None) != (hr_msi is None):
         raise InputError("the no-reference consistency needs both the LR-HSI and the HR-MSI")
-    finfo = read_info(fused)
-    _check_size(finfo)
     reporter.update(0.05, f"reading {fused}")
-    fused_data, fvalid = read_window(fused)
+    finfo, fused_data, fvalid = read_whole(fused, "evaluation")
     good = np.array([b.good for b in finfo.bands])
     sections: Dict[str, Dict[str, object]] = {}
     details = None
@@ -132,7 +121,7 @@ def evaluate_rasters(reference: Optional[str], fused: str, *, lr_hsi: Optional[s
             raise InputError(f"{reference} has {rinfo.count} bands, {fused} {finfo.count}")
         good &= np.array([b.good for b in rinfo.bands])
         reporter.update(0.2, f"reading {reference}")
-        ref, rvalid = read_window(reference)
+        _, ref, rvalid = read_whole(reference, "evaluation")
         valid = rvalid & fvalid
         reporter.update(0.4, "full-reference metrics")
         report = evaluate(ref[good], fused_data[good], valid, scale=scale or 4, peak=peak, data_range=data_range)
@@ -140,8 +129,8 @@ def evaluate_rasters(reference: Optional[str], fused: str, *, lr_hsi: Optional[s
         details = (ref, valid)
     if lr_hsi is not None:
         reporter.update(0.7, "no-reference consistency")
-        lr, _ = read_window(lr_hsi)
-        msi, _ = read_window(hr_msi)
+        _, lr, _ = read_whole(lr_hsi, "evaluation")
+        _, msi, _ = read_whole(hr_msi, "evaluation")
         wavelengths = [b.wavelength_nm for b in finfo.bands]
         if any(w is None for w in wavelengths):
             raise InputError(f"{fused} lacks band wavelengths; the consistency check needs them")

@@ -48,7 +48,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReaderBase
 from rasterio.windows import Window
 
-from .errors import RasterReadError, RasterWriteError
+from .errors import InputError, RasterReadError, RasterWriteError
 
 #: Factors from a wavelength unit (lower case, as found in metadata) to nanometres.
 _UNIT_TO_NM = {
@@ -731,3 +731,26 @@ def write_raster(path: str, data: np.ndarray, *, crs, transform, nodata: Optiona
                       dtype=dtype, nodata=nodata, bands=bands, scale=scale, overwrite=overwrite,
                       **creation_options) as writer:
         writer.write(data, Window(0, 0, width, height))
+
+
+#: Largest raster (as float32 bytes) that the whole-raster tools (training, simulation, evaluation) read.
+MAX_WHOLE_BYTES = 4 * 1024**3
+
+
+def read_whole(path: str, purpose: str) -> Tuple[RasterInfo, np.ndarray, np.ndarray]:
+    """Read a whole raster for tools that need it in memory: ``(info, data (C, H, W), valid (H, W))``.
+
+    ``purpose`` names the tool in the refusal (e.g. ``"training"``).  Rasters
+    above :data:`MAX_WHOLE_BYTES` as float32 are refused with
+    :class:`~csakd_qgis.errors.InputError` before anything is read.
+    """
+    info = read_info(path)
+    size = 4 * info.count * info.width * info.height
+    if size > MAX_WHOLE_BYTES:
+        raise InputError(
+            f"{path} is {size / 1024 ** 3:.1f} GB as float32; {purpose} reads rasters whole and accepts at most "
+            f"{MAX_WHOLE_BYTES / 1024 ** 3:.0f} GB: crop a representative area first (gdal_translate -srcwin)"
+        )
+    data, valid = read_window(path)
+    return info, data, valid
+

@@ -17,7 +17,7 @@ from affine import Affine
 from .degradation import DEFAULT_MTF_NYQUIST, simulate_pair
 from .errors import InputError
 from .progress import SILENT, Reporter
-from .raster_io import BandInfo, read_info, read_window, write_raster
+from .raster_io import BandInfo, read_whole, write_raster
 
 
 def _optional(values) -> Optional[np.ndarray]:
@@ -54,13 +54,12 @@ def simulate_rasters(reference: str, lr_out: str, msi_out: str, reference_out: O
     dict
         Paths, shapes, the MSI bands and where their responses came from.
     """
-    info = read_info(reference)
+    reporter.update(0.1, f"reading {reference}")
+    info, data, _ = read_whole(reference, "the simulator")
     wavelengths = [b.wavelength_nm for b in info.bands]
     if any(w is None for w in wavelengths):
         raise InputError(f"{reference} has no wavelength for every band; the simulator needs them "
                          "(per-band 'wavelength' metadata or an ENVI header)")
-    reporter.update(0.1, f"reading {reference}")
-    data, _ = read_window(reference)
     reporter.update(0.4, "simulating")
     pair = simulate_pair(data, wavelengths, _optional([b.fwhm_nm for b in info.bands]),
                          [b.good for b in info.bands], sensor=sensor, bands=list(bands), scale=scale,

@@ -1,9 +1,8 @@
 """Training data from rasters: a reference to simulate from, or a real pair (scene-adaptive).
 
 Used by ``csakd train`` and the ``csakd:train`` Processing algorithm.
-Rasters are read whole into memory: this is meant for training-size scenes.
-Inputs above :data:`MAX_BYTES` (as float32) are refused; crop them first
-(e.g. ``gdal_translate -srcwin``).
+Rasters are read whole (:func:`csakd_qgis.raster_io.read_whole`): this is
+meant for training-size scenes.
 """
 
 from __future__ import annotations
@@ -13,23 +12,8 @@ from typing import Optional, Sequence
 
 from .errors import InputError
 from .model_card import MsiInfo, SpectralBands
-from .raster_io import read_info, read_window
+from .raster_io import read_whole
 from .training import TrainingData
-
-#: Largest raster read whole for training, as float32 bytes.
-MAX_BYTES = 4 * 1024 ** 3
-
-
-def _read(path: str):
-    info = read_info(path)
-    size = 4 * info.count * info.width * info.height
-    if size > MAX_BYTES:
-        raise InputError(
-            f"{path} is {size / 1024 ** 3:.1f} GB as float32; training reads rasters whole and accepts at most "
-            f"{MAX_BYTES / 1024 ** 3:.0f} GB: crop a representative area first (gdal_translate -srcwin)"
-        )
-    data, valid = read_window(path)
-    return info, data, valid
 
 
 def _bands(info) -> SpectralBands:
@@ -41,7 +25,7 @@ def _bands(info) -> SpectralBands:
 def reference_data(path: str, *, sensor: str, bands: Sequence[str], scale: int, val_fraction: float = 0.2,
                    seed: int = 0) -> TrainingData:
     """Supervised data: the reference HR-HSI at ``path`` degraded by the simulator (sensor bands, scale)."""
-    info, ref, valid = _read(path)
+    info, ref, valid = read_whole(path, "training")
     spectral = _bands(info)
     if any(w is None for w in spectral.wavelengths_nm):
         raise InputError(f"{path} lacks band wavelengths; the MSI cannot be simulated without them")
@@ -54,8 +38,8 @@ def reference_data(path: str, *, sensor: str, bands: Sequence[str], scale: int, 
 def scene_data(lr_path: str, msi_path: str, *, scale: Optional[int] = None,
                val_fraction: float = 0.2) -> TrainingData:
     """Scene-adaptive data (Wald's protocol) from a real, co-registered LR-HSI / HR-MSI pair."""
-    lr_info, lr, lr_valid = _read(lr_path)
-    msi_info, msi, msi_valid = _read(msi_path)
+    lr_info, lr, lr_valid = read_whole(lr_path, "training")
+    msi_info, msi, msi_valid = read_whole(msi_path, "training")
     ratio = lr_info.res[0] / msi_info.res[0]
     scale = scale or int(round(ratio))
     if abs(ratio - scale) > 0.01 * scale or (lr_info.width * scale, lr_info.height * scale) != (
