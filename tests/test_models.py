@@ -16,7 +16,7 @@ from csakd_qgis.models import (
     preset,
 )
 from csakd_qgis.models.blocks import CLRABlock, DenseUnit
-from csakd_qgis.models.fusion import CrossSigmoidFusion, box_mean
+from csakd_qgis.models.fusion import CrossSigmoidFusion, attention_radius, box_mean, pooled_window
 
 torch.set_num_threads(1)
 
@@ -62,7 +62,8 @@ def test_presets():
     assert (t.nf, t.gc, t.blocks, t.fusion, t.paper_mode) == (86, 43, (6, 6, 4, 4), "csa", True)
     assert (s.blocks, s.lr_groups, s.role) == ((1, 4, 4, 1), 43, "student")
     ps = preset("project_student", 224, 4, 3)
-    assert (ps.scale, ps.head, ps.fusion, ps.paper_mode) == (3, "light", "csa_invariant", False)
+    assert (ps.scale, ps.head, ps.fusion, ps.paper_mode) == (3, "light", "csa_pooled", False)
+    assert preset("project_teacher", 224, 4, 3).fusion == "csa_pooled"
     with pytest.raises(InputError, match="paper_teacher"):
         preset("huge", 224, 4)
     with pytest.raises(InputError, match="scale 4"):
@@ -184,6 +185,43 @@ def test_local_attention_matches_per_pixel_computation():
     torch.testing.assert_close(got[0, :, i, j], expected, atol=1e-5, rtol=1e-5)
 
 
+def test_pooled_attention_matches_per_lr_pixel_computation():
+    torch.manual_seed(1)
+    s = 2
+    fusion = CrossSigmoidFusion(8, "pooled", window=7, scale=s)  # 7 HR px -> 3 LR px
+    with torch.no_grad():
+        fusion.temperature.copy_(torch.tensor([1.5, 0.5, 2.0, 1.0]))
+    h, m, mh = (torch.randn(1, 8, 10, 12) for _ in range(3))
+    got = fusion.attend(h, m, mh)
+    li, lj = 2, 3  # interior LR pixel: statistics over LR rows 1..3, cols 2..4
+    q_lr = F.avg_pool2d(fusion.query_conv(h), s)[0, :, 1:4, 2:5].reshape(4, 16, 9)
+    k_lr = F.avg_pool2d(fusion.key_conv(m), s)[0, :, 1:4, 2:5].reshape(4, 16, 9)
+    for i, j in [(s * li, s * lj), (s * li + 1, s * lj + 1)]:  # two HR pixels inside that LR pixel
+        v = fusion.value_conv(mh)[0, :, i, j].reshape(4, 16)
+        heads = []
+        for n in range(4):
+            cov = q_lr[n] @ k_lr[n].T / 9
+            norm = torch.sqrt(torch.outer((q_lr[n] ** 2).mean(1), (k_lr[n] ** 2).mean(1)) + 1e-6)
+            heads.append(torch.softmax(cov / norm * fusion.temperature[n], dim=1) @ v[n])
+        expected = fusion.output_conv(torch.cat(heads).view(1, 64, 1, 1))[0, :, 0, 0]
+        torch.testing.assert_close(got[0, :, i, j], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pooled_window_and_attention_radius():
+    assert [pooled_window(15, s) for s in (2, 3, 4, 5, 8)] == [7, 5, 3, 3, 1]
+    assert attention_radius("local", 15, 3) == 7
+    assert attention_radius("pooled", 15, 3) == 9  # LR window 5: 2 LR px beyond its own, 3 HR px each
+    assert attention_radius("global", 15, 3) == 0
+
+
+def test_pooled_attention_macs():
+    base = dict(blocks=(0, 0, 0, 0), head="light")
+    local = build_model(tiny(fusion="csa_invariant", **base))
+    pooled = build_model(tiny(fusion="csa_pooled", **base))
+    shapes = ((1, 6, 4, 4), (1, 3, 8, 8))  # 64 HR pixels, 16 LR pixels
+    assert count_macs(local, *shapes) - count_macs(pooled, *shapes) == 4 * 256 * (4 * 64 - 3 * 16 - 64)
+
+
 def _tile_vs_whole(fusion):
     """PSNR (dB) of the fused features of a tile against the whole image's, away from the tile edges."""
     torch.manual_seed(3)
@@ -203,8 +241,9 @@ def _tile_vs_whole(fusion):
     return 10 * math.log10((ref.max() - ref.min()).item() ** 2 / max(mse, 1e-30))
 
 
-def test_invariant_csa_gives_the_same_output_on_tiles():
-    assert _tile_vs_whole("csa_invariant") > 100.0
+@pytest.mark.parametrize("fusion", ["csa_invariant", "csa_pooled"])
+def test_invariant_csa_gives_the_same_output_on_tiles(fusion):
+    assert _tile_vs_whole(fusion) > 100.0
 
 
 def test_global_csa_depends_on_the_tile():

@@ -25,7 +25,7 @@ from ..errors import CheckpointError, InputError
 #: Fusions of the original code, by name, with their ``adaptive_fuse`` number.
 ORIGINAL_FUSIONS = {"sum": 0, "sigmoid": 1, "mhca": 2, "csa": 3, "concat": 4}
 #: All fusions: the original ones plus the project's channel attentions.
-FUSIONS = tuple(ORIGINAL_FUSIONS) + ("csa_global", "csa_invariant")
+FUSIONS = tuple(ORIGINAL_FUSIONS) + ("csa_global", "csa_invariant", "csa_pooled")
 UPSAMPLING = ("nearest", "bilinear", "bicubic")
 HEADS = ("paper", "light")
 ROLES = ("teacher", "student")
@@ -63,12 +63,16 @@ class ModelConfig:
         ``'csa'`` (paper-exact cross self-attention, ``adaptive_fuse=3``),
         ``'sum'``, ``'sigmoid'``, ``'mhca'``, ``'concat'`` (the original's
         alternatives), ``'csa_global'`` (the attention the paper describes,
-        computed over the whole input) or ``'csa_invariant'`` (channel
-        attention with local statistics; the same output on tiles and on
-        the whole image).  See ``docs/models.md``.
+        computed over the whole input), ``'csa_invariant'`` (channel
+        attention with local statistics on the HR grid; the same output on
+        tiles and on the whole image) or ``'csa_pooled'`` (the same with the
+        statistics on the LR grid, ``scale**2`` times cheaper; the project
+        presets' choice).  See ``docs/models.md``.
     attn_window : int
         Side, in HR pixels (odd), of the neighbourhood over which
-        ``'csa_invariant'`` estimates its channel statistics.
+        ``'csa_invariant'`` and ``'csa_pooled'`` estimate their channel
+        statistics (``'csa_pooled'``: ``attn_window // scale`` LR pixels,
+        made odd).
     paper_mode : bool
         ``True``: the original structure, resampling (bilinear / bicubic
         inputs, nearest feature upsampling, scale 4) and output head, exactly.
@@ -181,9 +185,9 @@ def _paper(bands: int, msi_bands: int, scale: int, role: str) -> ModelConfig:
 def _project(bands: int, msi_bands: int, scale: int, role: str) -> ModelConfig:
     if role == "teacher":
         return ModelConfig(bands, msi_bands, scale, nf=32, gc=16, blocks=(3, 3, 2, 2),
-                           fusion="csa_invariant", paper_mode=False, upsample="bicubic")
+                           fusion="csa_pooled", paper_mode=False, upsample="bicubic")
     return ModelConfig(bands, msi_bands, scale, nf=24, gc=12, blocks=(0, 2, 2, 1), lr_groups=12,
-                       role="student", fusion="csa_invariant", paper_mode=False,
+                       role="student", fusion="csa_pooled", paper_mode=False,
                        upsample="bicubic", head="light")
 
 
@@ -205,8 +209,9 @@ def preset(name: str, bands: int, msi_bands: int, scale: int = 4) -> ModelConfig
         One of ``paper_teacher``, ``paper_student`` (nf=86, gc=43, blocks
         ``(6, 6, 4, 4)`` / ``(1, 4, 4, 1)``, CSA, scale 4 only),
         ``project_teacher`` (nf=32, gc=16, ``(3, 3, 2, 2)``, size-invariant
-        CSA) or ``project_student`` (nf=24, gc=12, ``(0, 2, 2, 1)``, grouped
-        LR stream, light head, size-invariant CSA).
+        CSA with LR-grid statistics, ``csa_pooled``) or ``project_student``
+        (nf=24, gc=12, ``(0, 2, 2, 1)``, grouped LR stream, light head,
+        ``csa_pooled``).
     bands, msi_bands : int
         Hyperspectral and multispectral band counts.
     scale : int

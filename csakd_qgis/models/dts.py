@@ -57,14 +57,14 @@ class DTSDecoder(nn.Module):
         # The original student registers the fusion before the head, the
         # teacher after it; the order only shows in state-dict key order.
         if cfg.role == "student":
-            self.fuse_att = build_fusion(cfg.fusion, nf, cfg.attn_window)
+            self.fuse_att = build_fusion(cfg.fusion, nf, cfg.attn_window, cfg.scale)
         if cfg.head == "paper":
             self.fuse = nn.Conv2d(nf, cfg.bands, 3, 1, 1)
             self.last = nn.Conv2d(cfg.bands, cfg.bands, 3, 1, 1, bias=False)
         else:
             self.head = LightHead(nf, cfg.bands)
         if cfg.role == "teacher":
-            self.fuse_att = build_fusion(cfg.fusion, nf, cfg.attn_window)
+            self.fuse_att = build_fusion(cfg.fusion, nf, cfg.attn_window, cfg.scale)
         self.lrelu = nn.LeakyReLU(LEAKY_SLOPE)
         if not cfg.paper_mode:
             # Project mode predicts a residual over the upsampled LR-HSI: a zero last layer
