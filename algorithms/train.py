@@ -14,6 +14,8 @@ from .parameters import add_device_parameter, optional_layer_source
 from .simulate import SENSORS
 
 MODES = ("kd", "student", "teacher")
+#: csakd_qgis.training.PRESET_FAMILIES, repeated so that the dialog can be built without the engine's torch.
+PRESET_FAMILIES = ("project", "project_small", "paper")
 
 
 class TrainAlgorithm(CsakdAlgorithm):
@@ -25,6 +27,7 @@ class TrainAlgorithm(CsakdAlgorithm):
     LR_HSI, HR_MSI, REFERENCE = "LR_HSI", "HR_MSI", "REFERENCE"
     SENSOR, BANDS, SCALE, MODE, TIME_BUDGET, STEPS = "SENSOR", "BANDS", "SCALE", "MODE", "TIME_BUDGET", "STEPS"
     SEED, OUTPUT, VAL_PSNR, VAL_SAM, DEVICE = "SEED", "OUTPUT", "VAL_PSNR", "VAL_SAM", "DEVICE"
+    PRESET = "PRESET"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         """Declare parameters and outputs."""
@@ -44,6 +47,10 @@ class TrainAlgorithm(CsakdAlgorithm):
             QgsProcessingParameterNumber.Integer, 0, False, 0, 16))
         self.addParameter(QgsProcessingParameterEnum(
             self.MODE, self.tr("Training"), options=list(MODES), defaultValue="kd", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.PRESET, self.tr("Model sizes (project: CPU-sized; project_small: a 6x cheaper student; "
+                                 "paper: the authors', scale 4 only)"),
+            options=list(PRESET_FAMILIES), defaultValue="project", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.TIME_BUDGET, self.tr("Time budget [seconds] (0 = use the number of steps)"),
             QgsProcessingParameterNumber.Double, 600.0, False, 0.0))
@@ -88,6 +95,7 @@ class TrainAlgorithm(CsakdAlgorithm):
         data = self.run_engine(feedback, load)
         budget = self.parameterAsDouble(parameters, self.TIME_BUDGET, context)
         config = TrainConfig(mode=self.parameterAsEnumString(parameters, self.MODE, context),
+                             preset=self.parameterAsEnumString(parameters, self.PRESET, context),
                              steps=self.parameterAsInt(parameters, self.STEPS, context),
                              time_budget_s=budget or None, seed=self.parameterAsInt(parameters, self.SEED, context),
                              device=self.parameterAsEnumString(parameters, self.DEVICE, context))

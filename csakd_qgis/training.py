@@ -57,7 +57,7 @@ from .patches import PatchSampler, Scene, fill_empty_bands
 from .progress import SILENT, Reporter
 
 MODES = ("kd", "offline", "student", "teacher")
-PRESET_FAMILIES = ("project", "paper")
+PRESET_FAMILIES = ("project", "project_small", "paper")
 
 
 # ----------------------------------------------------------------------------- data
@@ -180,8 +180,10 @@ class TrainConfig:
     mode:
         One of :data:`MODES`.
     preset:
-        Model family, ``"project"`` (CPU-sized, size-invariant attention) or
-        ``"paper"`` (the authors' sizes, scale 4); see :func:`csakd_qgis.models.preset`.
+        Model family, ``"project"`` (CPU-sized, size-invariant attention),
+        ``"project_small"`` (the same teacher, a student with about 6x fewer
+        multiply-adds) or ``"paper"`` (the authors' sizes, scale 4); see
+        :func:`csakd_qgis.models.preset`.
     steps:
         Number of optimisation steps (one batch each); ignored when
         ``time_budget_s`` is given.

@@ -80,7 +80,10 @@ def main() -> int:
     parser.add_argument("--sensor", default="sentinel2")
     parser.add_argument("--bands", default="B2,B3,B4,B8")
     parser.add_argument("--scale", type=int, default=3)
-    parser.add_argument("--mode", default="kd")
+    parser.add_argument("--mode", default="kd", help="kd (co-training), offline (needs --teacher) or student")
+    parser.add_argument("--preset", default="project", help="model family: project or project_small")
+    parser.add_argument("--teacher", type=Path, default=None, help="frozen teacher for --mode offline")
+    parser.add_argument("--steps", type=int, default=None, help="a step count instead of --budget")
     parser.add_argument("--budget", type=float, default=2400.0, help="wall-clock seconds")
     parser.add_argument("--patch", type=int, default=24)
     parser.add_argument("--batch", type=int, default=8)
@@ -103,13 +106,14 @@ def main() -> int:
     data = replace(data, val=validation.train,
                    name=f"{len(train_paths)} training rasters ({', '.join(p.name for p in train_paths)}); "
                         f"validation: {', '.join(p.name for p in val_paths)}")
-    config = TrainConfig(mode=args.mode, preset="project", time_budget_s=args.budget, batch_size=args.batch,
+    config = TrainConfig(mode=args.mode, preset=args.preset, steps=args.steps or 1,
+                         time_budget_s=None if args.steps else args.budget, batch_size=args.batch,
                          patch=args.patch, learning_rate=args.lr, val_every=100, seed=0, device="auto")
 
     def progress(fraction, message):
         print(f"\r{100 * fraction:5.1f}% {message}", end="", file=sys.stderr, flush=True)
 
-    report = train(data, config, args.out, reporter=Reporter(progress=progress))
+    report = train(data, config, args.out, teacher_checkpoint=args.teacher, reporter=Reporter(progress=progress))
     print(file=sys.stderr)
     if args.curve:
         args.curve.write_text(json.dumps(report.to_dict(), indent=1))

@@ -154,3 +154,13 @@ def test_train_scene_adaptive_then_fuse_with_the_trained_model(processing, tmp_p
     with rasterio.open(fused["OUTPUT"]) as out:
         assert (out.width, out.height, out.count) == (96, 96, bands)
         assert float(out.tags(1)["wavelength"]) == pytest.approx(430.0)
+
+
+def test_dialog_choices_match_the_engine(processing):
+    # the dialogs list these without importing the engine (torch); they must not drift from it
+    from algorithms.simulate import SENSORS
+    from algorithms.train import PRESET_FAMILIES
+    from csakd_qgis import srf, training
+
+    assert PRESET_FAMILIES == training.PRESET_FAMILIES
+    assert set(SENSORS) <= set(srf.PYRSR_SENSORS)

@@ -50,6 +50,7 @@ def test_config_round_trip_and_unknown_keys():
     (dict(paper_mode=True), "scale 4"),
     (dict(paper_mode=True, scale=4, fusion="csa_invariant"), "not in the original"),
     (dict(paper_mode=True, scale=4, fusion="csa"), "head"),
+    (dict(hm_entry="lr"), "hm_entry"),
 ])
 def test_config_rejects_bad_values(kw, match):
     with pytest.raises(InputError, match=match):
@@ -140,6 +141,36 @@ def test_light_head_is_cheaper_and_counted_exactly():
         streams + 9 * (nf * c + c * c) * hr
     assert count_macs(build_model(light), (1, c, h, w), (1, m, h * s, w * s)) == \
         streams + (9 * nf * nf + nf * c) * hr
+
+
+def test_split_hm_entry_moves_the_spectral_convolution_to_the_lr_grid():
+    c, m, nf, s, h, w = 6, 3, 8, 2, 4, 4
+    hr, lr_px = h * s * w * s, h * w
+    convs = dict(blocks=(0, 0, 0, 0), fusion="sum", head="light")
+    full, split = tiny(**convs), tiny(hm_entry="split", **convs)
+    shapes = ((1, c, h, w), (1, m, h * s, w * s))
+    saved = 9 * nf * (c + m) * hr - 9 * nf * (c * lr_px + m * hr)
+    assert count_macs(build_model(full), *shapes) - count_macs(build_model(split), *shapes) == saved
+    # hm = lrelu(upsample(conv_lr(lr)) + conv_msi(msi)): check it against that formula
+    model = build_model(split).eval()
+    decoder = model.decoder
+    lr, msi = torch.rand(*shapes[0]), torch.rand(*shapes[1])
+    seen = {}
+    decoder.fuse_att.register_forward_hook(lambda _m, inputs, _o: seen.update(hm=inputs[3]))
+    with torch.no_grad():
+        model(lr, msi)
+        expected = F.leaky_relu(F.interpolate(decoder.hmconv1_lr(lr), scale_factor=s, mode="bilinear")
+                                + decoder.hmconv1_msi(msi), 0.2)
+    torch.testing.assert_close(seen["hm"], expected)
+    with pytest.raises(InputError, match="hm_entry"):
+        ModelConfig(6, 3, 4, hm_entry="split")  # paper mode
+
+
+def test_small_student_preset_is_six_times_cheaper():
+    small, default = preset("project_small_student", 224, 4, 3), preset("project_student", 224, 4, 3)
+    assert (small.hm_entry, small.blocks, small.nf) == ("split", (0, 2, 2, 0), 16)
+    assert macs_per_pixel(default) / macs_per_pixel(small) > 5.5
+    assert preset("project_small_teacher", 224, 4, 3) == preset("project_teacher", 224, 4, 3)
 
 
 def test_attention_macs_and_parameters():

@@ -10,10 +10,14 @@ them on the HR grid, and a head maps the fused features to the HR-HSI:
 * ``m``: HR-MSI alone.
 
 Each stream is a 3x3 entry convolution, LeakyReLU(0.2) and a stack of CLRA
-blocks.  The attribute names are the original code's (``hmconv1``,
-``hmfeat``, ..., ``fuse``, ``last``, ``fuse_att``) under a ``decoder``
-submodule, so :class:`DTSNet` state dicts have exactly the keys of the
-authors' ``Teacher`` / ``Student`` checkpoints.
+blocks.  With ``cfg.hm_entry == 'split'`` the ``hm`` entry convolution is
+split in two: its LR-HSI part runs on the LR grid and is upsampled, its
+HR-MSI part runs on the HR grid (``hmconv1_lr``, ``hmconv1_msi``).
+
+The attribute names are the original code's (``hmconv1``, ``hmfeat``, ...,
+``fuse``, ``last``, ``fuse_att``) under a ``decoder`` submodule, so
+:class:`DTSNet` state dicts have exactly the keys of the authors'
+``Teacher`` / ``Student`` checkpoints.
 """
 
 from __future__ import annotations
@@ -45,7 +49,11 @@ class DTSDecoder(nn.Module):
         self.cfg = cfg
         nf, gc = cfg.nf, cfg.gc
         hsi_msi = cfg.bands + cfg.msi_bands
-        self.hmconv1 = nn.Conv2d(hsi_msi, nf, 3, 1, 1)
+        if cfg.hm_entry == "split":
+            self.hmconv1_lr = nn.Conv2d(cfg.bands, nf, 3, 1, 1)
+            self.hmconv1_msi = nn.Conv2d(cfg.msi_bands, nf, 3, 1, 1, bias=False)
+        else:
+            self.hmconv1 = nn.Conv2d(hsi_msi, nf, 3, 1, 1)
         if cfg.runs_hm_blocks or cfg.paper_mode:
             self.hmfeat = clra_stack(cfg.blocks[0], nf, gc)
         self.mhconv1 = nn.Conv2d(hsi_msi, nf, 3, 1, 1)
@@ -92,7 +100,10 @@ class DTSDecoder(nn.Module):
     def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Fuse; shapes as in :meth:`DTSNet.forward`, inputs already checked."""
         lr_up, msi_down = self._resample_inputs(lr_hsi, hr_msi)
-        hm = self.lrelu(self.hmconv1(torch.cat((lr_up, hr_msi), 1)))
+        if self.cfg.hm_entry == "split":
+            hm = self.lrelu(self._features_up(self.hmconv1_lr(lr_hsi)) + self.hmconv1_msi(hr_msi))
+        else:
+            hm = self.lrelu(self.hmconv1(torch.cat((lr_up, hr_msi), 1)))
         if self.cfg.runs_hm_blocks:
             hm = self.hmfeat(hm)
         mh = self._features_up(self.mhfeat(self.lrelu(self.mhconv1(torch.cat((lr_hsi, msi_down), 1)))))
