@@ -40,6 +40,8 @@ MIN_LR_PIXELS = 2
 _SNAP_EPS = 1e-6
 #: Points per edge when transforming footprints between CRSs.
 _DENSIFY = 21
+#: Most a model's scale may make the HR-MSI finer than it is (output pixel / MSI pixel) before it is refused.
+MAX_MSI_UPSAMPLING = 1.25
 
 
 @dataclass(frozen=True)
@@ -270,8 +272,10 @@ def plan_grids(
     ------
     GridError
         Missing CRS, footprints that do not overlap, an LR-HSI finer than
-        the HR-MSI, a scale the model does not support, or an overlap smaller
-        than :data:`MIN_LR_PIXELS` LR pixels.
+        the HR-MSI, a scale the model does not support (asked for, or derived
+        when the nearest model scale would make the HR-MSI more than
+        :data:`MAX_MSI_UPSAMPLING` times finer), or an overlap smaller than
+        :data:`MIN_LR_PIXELS` LR pixels.
     """
     notes: List[str] = []
     crs = _working_crs(lr_info, msi_info, notes)
@@ -302,6 +306,14 @@ def plan_grids(
         if scale is None:
             scale = nearest if integer_ratio and (not model_scales or nearest in model_scales) \
                 else _nearest_scale(ratio, model_scales)
+            if model_scales and scale > MAX_MSI_UPSAMPLING * ratio:
+                raise GridError(
+                    f"the resolution ratio of the inputs is {ratio:.3g} (LR-HSI {lr_res:.4g} {unit}, HR-MSI "
+                    f"{msi_res:.4g} {unit}), but the model fuses at scale {', '.join(map(str, sorted(model_scales)))}"
+                    f" only: the HR-MSI would have to be resampled to {lr_res / scale:.4g} {unit}, {scale / ratio:.2g}"
+                    f" times finer than it is. Use a model trained for scale {max(2, round(ratio))} ('csakd train "
+                    "--scene LR_HSI.tif HR_MSI.tif'), or the bicubic or gsa method, which fuse at any integer scale."
+                )
         if integer_ratio and scale == nearest:
             out_res = msi_res
         else:

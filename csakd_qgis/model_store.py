@@ -102,23 +102,79 @@ def _wavelength_gap(a: Sequence[Optional[float]], b: Sequence[Optional[float]]) 
     return max(abs(x - y) for x, y in pairs) if pairs else None
 
 
+def training_hint() -> str:
+    """The sentence that tells a user how to make a model that fits their inputs."""
+    return _HOW_TO_TRAIN.format(folder=user_dir())
+
+
+def _reordering(expected: Sequence[Optional[float]], found: Sequence[Optional[float]],
+                tolerance_nm: float) -> Optional[List[int]]:
+    """1-based input band numbers that put ``found`` in the order of ``expected``, or None.
+
+    None unless every centre is known, each expected band matches exactly
+    one input band within ``tolerance_nm``, and the order differs.
+    """
+    if len(expected) != len(found) or any(w is None for w in list(expected) + list(found)):
+        return None
+    order = []
+    for want in expected:
+        near = [i for i, have in enumerate(found) if abs(have - want) <= tolerance_nm]
+        if len(near) != 1:
+            return None
+        order.append(near[0] + 1)
+    if sorted(order) != list(range(1, len(found) + 1)) or order == sorted(order):
+        return None
+    return order
+
+
+def _msi_mismatch(card: ModelCard, msi_wavelengths: Sequence[Optional[float]], tolerance_nm: float) -> Optional[str]:
+    """Why the input's MSI band centres do not fit ``card`` (None: they fit or are unknown).
+
+    Tells apart the model's bands in another order (and how to reorder them)
+    from the bands of another sensor.
+    """
+    gap = _wavelength_gap(card.msi.wavelengths_nm, msi_wavelengths)
+    if gap is None or gap <= tolerance_nm:
+        return None
+    sensor = f"{card.msi.sensor} " if card.msi.sensor else ""
+    bands = ", ".join(f"{name} ({w:.0f} nm)" if w is not None else name
+                      for name, w in zip(card.msi.band_names, card.msi.wavelengths_nm))
+    have = ", ".join("?" if w is None else f"{w:.0f}" for w in msi_wavelengths)
+    order = _reordering(card.msi.wavelengths_nm, msi_wavelengths, tolerance_nm)
+    if order is not None:
+        return (f"the {sensor}MSI bands in the order {bands}, but the input has them in another order "
+                f"({have} nm): reorder its bands, e.g. 'gdal_translate {' '.join(f'-b {i}' for i in order)} "
+                "HR_MSI.tif HR_MSI_reordered.tif'")
+    return (f"the {sensor}MSI bands {bands}, but the input's bands lie at {have} nm (up to {gap:.0f} nm away): "
+            "another sensor or band set")
+
+
 def mismatches(card: ModelCard, lr_wavelengths: Sequence[Optional[float]], msi_band_count: int,
                msi_wavelengths: Optional[Sequence[Optional[float]]], scale: int,
                tolerance_nm: float = WAVELENGTH_TOLERANCE_NM) -> List[str]:
-    """Why ``card`` does not fit the inputs (empty list: it fits)."""
+    """Why ``card`` does not fit the inputs (empty list: it fits); each reason says what the model expects.
+
+    MSI band centres are compared with a tolerance of at least 20 nm; when
+    they are the model's bands in another order, the reason gives the
+    ``gdal_translate -b`` order that fixes it.
+    """
     why = []
     if card.lr_bands.count != len(lr_wavelengths):
-        why.append(f"{card.lr_bands.count} HSI bands (input has {len(lr_wavelengths)})")
+        known = [w for w in card.lr_bands.wavelengths_nm if w is not None]
+        span = f": {min(known):.0f}-{max(known):.0f} nm" if known else ""
+        why.append(f"{card.lr_bands.count} HSI bands (input has {len(lr_wavelengths)}){span}")
     else:
         gap = _wavelength_gap(card.lr_bands.wavelengths_nm, lr_wavelengths)
         if gap is not None and gap > tolerance_nm:
             why.append(f"HSI wavelengths up to {gap:.1f} nm away from the input's (tolerance {tolerance_nm} nm)")
     if card.msi.count != msi_band_count:
-        why.append(f"{card.msi.count} MSI bands (input has {msi_band_count})")
+        sensor = f"{card.msi.sensor} " if card.msi.sensor else ""
+        why.append(f"{card.msi.count} MSI bands (input has {msi_band_count}): {sensor}"
+                   + ", ".join(card.msi.band_names))
     elif msi_wavelengths is not None and card.msi.wavelengths_nm:
-        gap = _wavelength_gap(card.msi.wavelengths_nm, msi_wavelengths)
-        if gap is not None and gap > max(tolerance_nm, 20.0):
-            why.append(f"MSI band centres up to {gap:.0f} nm away from the input's")
+        reason = _msi_mismatch(card, msi_wavelengths, max(tolerance_nm, 20.0))
+        if reason:
+            why.append(reason)
     if card.scale != scale:
         why.append(f"scale {card.scale} (inputs have {scale})")
     return why
@@ -167,7 +223,7 @@ def auto_select(lr_bands: Sequence[BandInfo], msi_band_count: int,
     listing = "; ".join(reasons) if reasons else f"no {role} model is installed"
     raise ModelMismatchError(
         f"no {role} model fits inputs with {len(wavelengths)} HSI bands{span}, {msi_band_count} MSI bands "
-        f"and scale {scale} ({listing}). " + _HOW_TO_TRAIN.format(folder=user_dir())
+        f"and scale {scale} ({listing}). " + training_hint()
     )
 
 

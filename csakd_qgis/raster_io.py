@@ -25,15 +25,18 @@ Conventions
   When no unit is given, values all below 100 are taken as micrometres.
 
 Outputs are written to a temporary file beside the destination
-(``.NAME.csakd-partial-PID.tif``) and renamed over it only when complete, so
-an error or a cancelled run leaves any previous file untouched.
+(``.NAME.csakd-partial-PID.tif``), checked block by block and renamed over it
+only when complete, so an error, a cancelled run or a full disk leaves any
+previous file untouched (``docs/reliability.md``).
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -43,7 +46,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Interleaving
 from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReaderBase
 from rasterio.windows import Window
@@ -73,6 +76,9 @@ ENCODE_CHUNK = 8 * 2**20
 
 #: GDAL block cache (MB) :func:`gdal_block_cache` gives a fusion run (its reads and its whole-block writes).
 BLOCK_CACHE_MB = 64
+
+#: Free bytes below which a failed write is reported as a full disk.
+DISK_FULL_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -344,7 +350,11 @@ def read_dataset_window(
             raw = ds.read(list(gdal_indexes), window=inner, out_dtype=np.float64)
             masks = ds.read_masks(list(gdal_indexes), window=inner)
         except (RasterioIOError, OSError) as exc:
-            raise RasterReadError(f"cannot read window {inner} of {ds.name!r}: {exc}") from exc
+            raise RasterReadError(
+                f"cannot read window {inner} of {ds.name!r}: {exc}. The file is probably truncated or damaged "
+                "(an interrupted copy or download): create or download it again ('gdalinfo -checksum' on it "
+                "shows whether every block can be read)."
+            ) from exc
         scale = np.asarray(scales, dtype=np.float64)[:, None, None]
         offset = np.asarray(offsets, dtype=np.float64)[:, None, None]
         with np.errstate(over="ignore", invalid="ignore"):
@@ -448,6 +458,57 @@ def partial_path(path: str) -> str:
     return os.path.join(folder, f".{name}.csakd-partial-{os.getpid()}.tif")
 
 
+def _write_failure(path: str, detail: str, error: Optional[BaseException] = None) -> RasterWriteError:
+    """A :class:`RasterWriteError` for ``path`` that says so when the disk is full.
+
+    The disk counts as full when ``error`` is ``ENOSPC``, ``detail`` says "no
+    space left", or the destination folder has less than
+    :data:`DISK_FULL_BYTES` free (GDAL often reports a failed block write
+    only as a log line, so the free space is the reliable sign).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free: Optional[int] = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    full = (getattr(error, "errno", None) == errno.ENOSPC or "no space left" in detail.lower()
+            or (free is not None and free < DISK_FULL_BYTES))
+    if not full:
+        return RasterWriteError(f"cannot write {path!r}: {detail}")
+    left = "" if free is None else f", {free / 2**20:.1f} MB free"
+    return RasterWriteError(
+        f"cannot write {path!r}: the disk is full (folder {folder!r}{left}). Free some space or choose an output "
+        f"folder on another disk; nothing was written under that name (a previous file there is unchanged). "
+        f"[{detail}]"
+    )
+
+
+def missing_blocks(path: str) -> Tuple[int, int]:
+    """``(missing, total)`` blocks of the GeoTIFF at ``path`` whose bytes are not all in the file.
+
+    A block is missing when GDAL recorded no offset or size for it, or its
+    bytes would reach beyond the end of the file: what a write that failed
+    for lack of disk space leaves, while GDAL (3.6) still closes the file
+    without an error.  Counts per band for band-interleaved files, per pixel
+    block otherwise.  For files written without ``SPARSE_OK`` (GDAL's
+    default, and :class:`RasterWriter`'s), where every block is stored.
+    """
+    size = os.path.getsize(path)
+    with rasterio.open(path) as ds:
+        bands = ds.indexes if ds.interleaving == Interleaving.band else ds.indexes[:1]
+        block_h, block_w = ds.block_shapes[0]
+        rows, cols = math.ceil(ds.height / block_h), math.ceil(ds.width / block_w)
+        missing = 0
+        for band in bands:
+            for row in range(rows):
+                for col in range(cols):
+                    offset = ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+                    length = ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+                    if not offset or not length or int(length) == 0 or int(offset) + int(length) > size:
+                        missing += 1
+    return missing, len(bands) * rows * cols
+
+
 def _default_nodata(dtype: str, nodata: Optional[float]) -> Optional[float]:
     """Return the nodata to declare: the given one, else NaN (float) or an end of the integer range."""
     if nodata is not None:
@@ -517,10 +578,12 @@ class RasterWriter:
     Notes
     -----
     Data go to ``.NAME.csakd-partial-PID.tif`` in the destination folder.
-    On a clean exit the file is flushed, optionally converted to COG, synced
-    to disk and renamed over ``path``; on any exception (including
-    :class:`~csakd_qgis.errors.Cancelled`) it is removed and ``path`` is left
-    as it was.  Not thread-safe: write from one thread.
+    On a clean exit the file is flushed, optionally converted to COG,
+    checked for blocks that did not reach the disk (:func:`missing_blocks`),
+    synced to disk and renamed over ``path``; on any exception (including
+    :class:`~csakd_qgis.errors.Cancelled`) or a failed check it is removed
+    and ``path`` is left as it was.  Failures for lack of disk space say so
+    (:data:`DISK_FULL_BYTES`).  Not thread-safe: write from one thread.
 
     Speed: GDAL compresses a block when it leaves its block cache.  A window
     that covers only part of a block leaves that block partly written; if
@@ -550,6 +613,11 @@ class RasterWriter:
             )
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise RasterWriteError(f"cannot write {self.path!r}: scale must be positive, got {scale}.")
+        if os.path.isdir(self.path):
+            raise RasterWriteError(
+                f"output {self.path!r} is a folder; give a file name, e.g. "
+                f"{os.path.join(self.path, 'fused.tif')!r}."
+            )
         if os.path.exists(self.path) and not overwrite:
             raise RasterWriteError(
                 f"output {self.path!r} exists; choose another name or allow overwriting (--overwrite)."
@@ -579,7 +647,7 @@ class RasterWriter:
         try:
             self._ds = rasterio.open(self._temp, "w", **profile)
         except (RasterioIOError, OSError, rasterio.errors.RasterioError) as exc:
-            raise RasterWriteError(f"cannot create {self.path!r}: {exc}") from exc
+            raise _write_failure(self.path, f"cannot create it: {exc}", exc) from exc
         try:
             self._write_metadata()
         except Exception:
@@ -676,7 +744,7 @@ class RasterWriter:
         try:
             self._ds.write(stored, window=window)
         except (RasterioIOError, OSError, rasterio.errors.RasterioError) as exc:
-            raise RasterWriteError(f"cannot write {self.path!r}: {exc}") from exc
+            raise _write_failure(self.path, str(exc), exc) from exc
 
     def _discard(self) -> None:
         if not self._ds.closed:
@@ -697,6 +765,9 @@ class RasterWriter:
             rasterio.shutil.copy(self._temp, cog_temp, driver="COG", **options)
             os.remove(self._temp)
             source = cog_temp
+        missing, total = missing_blocks(source)
+        if missing:
+            raise _write_failure(self.path, f"{missing} of {total} blocks did not reach the disk")
         with open(source, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(source, self.path)
@@ -707,11 +778,13 @@ class RasterWriter:
             return
         try:
             self._publish()
-        except Exception as error:
+        except RasterWriteError:
             self._discard()
-            if isinstance(error, RasterWriteError):
-                raise
-            raise RasterWriteError(f"cannot finish {self.path!r}: {error}") from error
+            raise
+        except Exception as error:
+            failure = _write_failure(self.path, f"cannot finish the file: {error}", error)
+            self._discard()
+            raise failure from error
 
 
 def write_raster(path: str, data: np.ndarray, *, crs, transform, nodata: Optional[float] = None,
