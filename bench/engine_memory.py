@@ -45,11 +45,11 @@ PARTS = {"memory": "### Peak memory and throughput", "write": "### Write stage",
 #: Child process of one ``memory`` case: fuse, then time the method alone on in-memory tiles.
 FUSE_CHILD = r"""
 import json, sys, time, numpy as np, torch
-torch.set_num_threads(1)
+lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+torch.set_num_threads(kw.get("threads", 1))
 from common import load_network, peak_rss_mb
 from csakd_qgis.engine import fuse
 from csakd_qgis.methods import BicubicMethod
-lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 method = BicubicMethod(kw["scale"]) if kw["method"] == "bicubic" else load_network(kw["bands"], kw["scale"])
 rss_start = peak_rss_mb()
 start = time.perf_counter()

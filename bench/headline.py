@@ -1,0 +1,160 @@
+"""The headline scenario of issue 7: one full EnMAP tile fused with Sentinel-2 to 10 m.
+
+Builds a realistic input pair of the size of one EnMAP scene from the real
+EnMAP tiles of ``../shared/data/enmap_potsdam`` (14 tiles of 32 x 32 x 224
+pixels): a 10 m reference mosaic of ``3 * lr_size`` pixels per side is laid
+out from the tiles, each cell a tile mirrored so that neighbours meet at a
+mirrored edge; the LR-HSI is its 3 x 3 block mean (30 m, int16 reflectance x
+10000 with the tiles' wavelengths, FWHMs, bad-band list and nodata) and the
+HR-MSI its Sentinel-2 B2, B3, B4, B8 response (10 m, int16).  Both are tiled
+ZSTD GeoTIFFs written in strips, so building them never holds the mosaic.
+
+Then ``csakd_qgis.engine.fuse`` runs with the bundled default student on all
+cores (int16 output, the engine's defaults otherwise) in a fresh process
+whose peak RSS is read, followed in the same process by the raw model on
+in-memory tiles of the engine's read size and batch (see
+``bench/engine_memory.py``).  The result goes to "Headline scenario" in
+``docs/benchmarks.md``.
+
+Usage: ``python bench/headline.py [--lr-size 1000] [--threads N] [--keep DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+from affine import Affine
+from common import BUNDLED, ROOT, machine, network_spec, replace_section
+from engine_memory import FUSE_CHILD, run_child
+from rasterio.windows import Window
+
+from csakd_qgis.raster_io import BandInfo, RasterWriter, read_info, read_window
+from csakd_qgis.srf import spectral_response_matrix
+
+DATA = ROOT.parent / "shared" / "data" / "enmap_potsdam"
+HEADING = "## Headline scenario: one EnMAP scene with Sentinel-2 (issue 7)"
+SCALE, CELL, STRIP_LR = 3, 32, 32
+S2_BANDS = ("B2", "B3", "B4", "B8")
+S2_CENTRES_NM = (492.7, 559.8, 664.6, 832.8)
+#: 10 m grid of the mosaic: UTM 33N, origin near Potsdam.
+HR_TRANSFORM = Affine(10.0, 0, 360000.0, 0, -10.0, 5820000.0)
+
+
+def load_tiles() -> Tuple[np.ndarray, List[BandInfo]]:
+    """The EnMAP tiles as ``(n, 224, 32, 32)`` float32 physical values (NaN = nodata) and their band metadata."""
+    paths = sorted(DATA.glob("enmap_potsdam_tile_*.tif"))
+    if not paths:
+        raise SystemExit(f"no EnMAP tiles in {DATA}")
+    tiles = []
+    for path in paths:
+        data, valid = read_window(str(path))
+        tiles.append(np.where(valid, data, np.nan).astype(np.float32))
+    return np.stack(tiles), list(read_info(str(paths[0])).bands)
+
+
+def mosaic_rows(tiles: np.ndarray, row0: int, rows: int, width: int) -> np.ndarray:
+    """Rows ``row0 .. row0 + rows`` of the 10 m mosaic, ``(C, rows, width)`` float32.
+
+    Cell ``(i, j)`` (``CELL`` pixels) holds tile ``(5 i + 3 j) % n``, flipped
+    left-right on odd ``j`` and upside down on odd ``i``, so every cell
+    meets its neighbours at a mirrored edge of some tile.
+    """
+    n = len(tiles)
+    r = np.arange(row0, row0 + rows)
+    c = np.arange(width)
+    ci, cj = r // CELL, c // CELL
+    yi = np.where(ci % 2 == 1, CELL - 1 - r % CELL, r % CELL)
+    xj = np.where(cj % 2 == 1, CELL - 1 - c % CELL, c % CELL)
+    index = (5 * ci[:, None] + 3 * cj[None, :]) % n
+    return np.moveaxis(tiles[index, :, yi[:, None], xj[None, :]], -1, 0)
+
+
+def build_inputs(folder: Path, lr_size: int) -> Tuple[Path, Path]:
+    """Write ``lr_hsi.tif`` (``lr_size`` px, 30 m) and ``hr_msi.tif`` (``3 lr_size`` px, 10 m) into ``folder``."""
+    tiles, bands = load_tiles()
+    response = spectral_response_matrix([b.wavelength_nm for b in bands], [b.fwhm_nm for b in bands], "sentinel2",
+                                        S2_BANDS, good=[b.good for b in bands]).astype(np.float32)
+    hr_size = SCALE * lr_size
+    lr_path, msi_path = folder / "lr_hsi.tif", folder / "hr_msi.tif"
+    common = dict(crs="EPSG:32633", dtype="int16", compress="zstd", blocksize=256)
+    msi_bands = [BandInfo(wavelength_nm=w, description=f"Sentinel-2 {b}") for b, w in zip(S2_BANDS, S2_CENTRES_NM)]
+    with RasterWriter(str(lr_path), width=lr_size, height=lr_size, count=len(bands), bands=bands,
+                      transform=HR_TRANSFORM * Affine.scale(SCALE), **common) as lr_out, \
+            RasterWriter(str(msi_path), width=hr_size, height=hr_size, count=len(S2_BANDS), bands=msi_bands,
+                         transform=HR_TRANSFORM, **common) as msi_out:
+        for lr_row in range(0, lr_size, STRIP_LR):
+            lr_rows = min(STRIP_LR, lr_size - lr_row)
+            hr = mosaic_rows(tiles, SCALE * lr_row, SCALE * lr_rows, hr_size)
+            c = hr.shape[0]
+            # NaN (nodata) anywhere in an LR pixel's footprint makes it nodata, as a sensor's flag would
+            lr = hr.reshape(c, lr_rows, SCALE, lr_size, SCALE).mean(axis=(2, 4))
+            good = np.array([b.good for b in bands])
+            msi = np.einsum("mc,chw->mhw", response[:, good], np.nan_to_num(hr[good]))
+            msi[:, np.isnan(hr[good]).any(axis=0)] = np.nan
+            lr_out.write(lr, Window(0, lr_row, lr_size, lr_rows))
+            msi_out.write(msi, Window(0, SCALE * lr_row, hr_size, SCALE * lr_rows))
+    return lr_path, msi_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lr-size", type=int, default=1000, help="LR-HSI pixels per side (default 1000)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--keep", type=Path, default=None, help="build the inputs in this folder and keep them")
+    parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")
+    args = parser.parse_args()
+    if not BUNDLED.exists():
+        raise SystemExit(f"the headline needs the bundled model {BUNDLED}")
+    name, bands, scale = network_spec()
+    with tempfile.TemporaryDirectory(prefix="csakd-headline-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        lr_path, msi_path = folder / "lr_hsi.tif", folder / "hr_msi.tif"
+        if not (lr_path.exists() and msi_path.exists()):
+            lr_path, msi_path = build_inputs(folder, args.lr_size)
+        built = time.perf_counter() - start
+        kw = {"method": "network", "bands": bands, "scale": scale, "tile": 64, "overlap": 8, "batch": args.batch,
+              "threads": args.threads}
+        out = folder / "hr_hsi.tif"
+        r = run_child(FUSE_CHILD, [lr_path, msi_path, out, json.dumps(kw)])
+        out_mb = out.stat().st_size / 2**20
+        out.unlink()
+    hr = SCALE * args.lr_size
+    t = r["timings"]
+    e2e = hr * hr / r["seconds"]
+    body = "\n".join([
+        f"Machine: {machine()}.",
+        "",
+        f"Inputs (built in {built:.0f} s by `bench/headline.py`): LR-HSI {args.lr_size} x {args.lr_size} x {bands} "
+        f"int16 at 30 m, HR-MSI {hr} x {hr} x 4 int16 at 10 m (Sentinel-2 B2, B3, B4, B8), a mirrored mosaic of "
+        "the 14 real EnMAP tiles with their nodata. `fuse` with "
+        f"{name} on the CPU, {args.threads} torch threads, tile 64 LR px, overlap 8, halo {r['halo']}, batch "
+        f"{args.batch}, int16 ZSTD output ({out_mb:.0f} MB), shift estimate on.",
+        "",
+        "| output (px) | total (s) | output Mpx/s | raw model Mpx/s | end-to-end / raw | peak RSS (MB) | tiles | "
+        "read / infer / blend / write (s) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {hr} x {hr} x {bands} | {r['seconds']:.0f} | {e2e / 1e6:.3f} | {r['raw_px_s'] / 1e6:.3f} | "
+        f"{e2e / r['raw_px_s']:.2f} | {r['rss_mb']:.0f} | {r['tiles']} + {r['recomputed']} | {t['read']:.0f} / "
+        f"{t['infer']:.0f} / {t['blend']:.0f} / {t['write']:.0f} |",
+        "",
+        "Stages overlap: reading and writing run in their own threads while the network computes, so their "
+        "seconds are not added to the total. `raw` = the network alone on in-memory tiles of the engine's read "
+        "size and batch, counted in core output pixels, right after the run in the same process.",
+    ])
+    print(body)
+    if not args.no_doc:
+        replace_section(HEADING, body)
+
+
+if __name__ == "__main__":
+    main()
