@@ -25,6 +25,7 @@ COMMANDS = (
     "evaluate",
     "models",
     "convert_original",
+    "export_onnx",
     "quicklook",
 )
 

@@ -20,6 +20,16 @@ Methods
 * :class:`NetworkMethod`: a torch model whose ``forward(lr, msi)`` returns
   ``(hr, fused_feature)`` (the CSAKD teacher or student); its halo is the
   receptive field of its configuration (:func:`network_halo`).
+* :class:`csakd_qgis.onnx_runtime.OnnxNetworkMethod`: the same network
+  exported to ONNX (:func:`csakd_qgis.onnx_export.export_onnx`) and run by
+  onnxruntime (optional dependency).
+
+Backends
+--------
+:func:`make_method` runs networks with torch or onnxruntime (``backend``):
+``"auto"`` is onnxruntime for an ``.onnx`` model file and torch otherwise;
+``"onnxruntime"`` with a ``.safetensors`` checkpoint (or an auto-selected
+model) exports it to ONNX in memory first.
 """
 
 from __future__ import annotations
@@ -33,9 +43,15 @@ import torch
 
 from .baselines import GSA, bicubic_upsample
 from .errors import InputError, ModelMismatchError
+from .model_card import ModelCard
+from .models.fusion import ATTENTION_STATISTICS, attention_radius
+from .onnx_runtime import OnnxNetworkMethod, is_onnx, read_onnx, read_onnx_card
 from .raster_io import BandInfo
 
 METHODS = ("csakd", "student", "teacher", "bicubic", "gsa")
+
+#: Inference backends of networks; ``"auto"``: onnxruntime for ``.onnx`` files, else torch.
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 #: LR pixels of context for a network given as a bare module without a ``cfg`` (no config to derive it from).
 DEFAULT_NETWORK_HALO = 8
@@ -77,7 +93,8 @@ def network_halo(cfg) -> int:
       for the MSI downsampled into ``mh``;
     * HR streams (``m``, and ``hm`` for the teacher): the same count in HR
       pixels, plus 2 LR pixels for the upsampled LR-HSI they see;
-    * then the fusion (``attn_window // 2`` HR pixels for ``csa_invariant``;
+    * then the fusion (:func:`csakd_qgis.models.fusion.attention_radius` HR
+      pixels for ``csa_invariant`` and ``csa_pooled``;
       the paper's ``csa``/``csa_global`` attend over the whole tile and are
       bounded here only by their convolutions) and the head (two 3x3 convs
       for ``paper``, one for ``light``), in HR pixels.
@@ -88,7 +105,8 @@ def network_halo(cfg) -> int:
     lr_path = 1 + CONVS_PER_CLRA * max(cfg.blocks[1], cfg.blocks[2]) + 3
     hm_blocks = cfg.blocks[0] if cfg.runs_hm_blocks else 0
     hr_path = 1 + CONVS_PER_CLRA * max(cfg.blocks[3], hm_blocks) + 2 * s
-    fusion = cfg.attn_window // 2 if cfg.fusion == "csa_invariant" else 0
+    statistics = ATTENTION_STATISTICS.get(cfg.fusion, "")
+    fusion = attention_radius(statistics, cfg.attn_window, s)
     head = 2 if cfg.head == "paper" else 1
     return math.ceil((max(lr_path * s, hr_path) + fusion + head) / s)
 
@@ -200,6 +218,10 @@ class NetworkMethod:
         return hr.float().cpu().numpy()
 
 
+#: Method classes that run a trained network (torch or onnxruntime), e.g. for the engine's halo cap.
+NETWORK_METHODS = (NetworkMethod, OnnxNetworkMethod)
+
+
 def _auto_model(role: str, lr_bands: Sequence[BandInfo], msi_bands: int,
                 msi_wavelengths: Optional[Sequence[Optional[float]]], scale: int) -> Path:
     """Installed model of ``role`` that fits; a teacher may also be the one saved beside a fitting student."""
@@ -221,20 +243,11 @@ def _auto_model(role: str, lr_bands: Sequence[BandInfo], msi_bands: int,
         return beside
 
 
-def _load_network(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
-                  msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]):
-    """``(module, card or None)`` for a module, a checkpoint path or name, or the auto-selected model."""
-    if isinstance(model, torch.nn.Module):
-        return model, None
-    from .checkpoint import load_checkpoint
-    from .model_store import mismatches, resolve_model
+def _check_card(card: ModelCard, method: str, lr_bands: Sequence[BandInfo], msi_bands: int,
+                msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]) -> None:
+    """Raise :class:`ModelMismatchError` unless ``card``'s role fits ``method`` and its bands and scale the inputs."""
+    from .model_store import mismatches, training_hint
 
-    role = "teacher" if method == "teacher" else "student"
-    if model in AUTO:
-        if scale is None or not lr_bands:
-            raise InputError("choosing a model needs the inputs' LR-HSI bands and scale")
-        return load_checkpoint(_auto_model(role, lr_bands, msi_bands, msi_wavelengths, scale), device)
-    path, card = resolve_model(str(model))
     if method in ("student", "teacher") and card.role != method:
         raise ModelMismatchError(
             f"model {card.name!r} is a {card.role}, but method {method!r} was asked for; "
@@ -245,15 +258,64 @@ def _load_network(model, method: str, device: torch.device, lr_bands: Sequence[B
         if why:
             raise ModelMismatchError(
                 f"model {card.name!r} does not fit the inputs: it expects " + "; ".join(why)
-                + ". Pick another model (csakd models) or train one for these sensors"
+                + ". Pick another model (csakd models) or train one for these sensors. " + training_hint()
             )
+
+
+def _load_network(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
+                  msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]):
+    """``(module, card or None)`` for a module, a checkpoint path or name, or the auto-selected model."""
+    if isinstance(model, torch.nn.Module):
+        return model, None
+    from .checkpoint import load_checkpoint
+    from .model_store import resolve_model
+
+    role = "teacher" if method == "teacher" else "student"
+    if model in AUTO:
+        if scale is None or not lr_bands:
+            raise InputError("choosing a model needs the inputs' LR-HSI bands and scale")
+        return load_checkpoint(_auto_model(role, lr_bands, msi_bands, msi_wavelengths, scale), device)
+    path, card = resolve_model(str(model))
+    _check_card(card, method, lr_bands, msi_bands, msi_wavelengths, scale)
     return load_checkpoint(path, device)
+
+
+def _backend(backend: str, model) -> str:
+    """``"torch"`` or ``"onnxruntime"`` for the requested ``backend`` and ``model``."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if is_onnx(model):
+        if backend == "torch":
+            raise InputError(f"model {str(model)!r} is an ONNX export, which runs with onnxruntime only; "
+                             "use backend 'onnxruntime' or 'auto', or pass the .safetensors checkpoint")
+        return "onnxruntime"
+    return "torch" if backend == "auto" else backend
+
+
+def _onnx_method(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
+                 msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int],
+                 halo: Optional[int]) -> OnnxNetworkMethod:
+    """An :class:`OnnxNetworkMethod` from an ``.onnx`` file, or from a checkpoint exported in memory."""
+    name = None if method == "csakd" else method
+    if is_onnx(model):
+        data, card = read_onnx(model)
+        _check_card(card, method, lr_bands, msi_bands, msi_wavelengths, scale)
+        return OnnxNetworkMethod(data, device=device, halo=halo, name=name)
+    if isinstance(model, torch.nn.Module):
+        raise InputError("backend 'onnxruntime' needs a model with a card: a .safetensors checkpoint, a model "
+                         "name or an .onnx export (csakd export-onnx), not a bare torch module")
+    from .onnx_export import onnx_bytes
+
+    network, card = _load_network(model, method, torch.device("cpu"), lr_bands, msi_bands, msi_wavelengths, scale)
+    return OnnxNetworkMethod(onnx_bytes(network, card), device=device, halo=halo, name=name)
 
 
 def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
     """Scales the method can fuse at: a network's card or config scale; None for any integer or auto-selection."""
     if method in ("bicubic", "gsa") or model in AUTO:
         return None
+    if is_onnx(model):
+        return (int(read_onnx_card(model).scale),)
     if isinstance(model, torch.nn.Module):
         cfg = getattr(model, "cfg", None)
         return (int(cfg.scale),) if cfg is not None else None
@@ -265,7 +327,7 @@ def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
 def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.device] = "cpu",
                 scale: Optional[int] = None, lr_bands: Sequence[BandInfo] = (), msi_bands: int = 0,
                 msi_wavelengths: Optional[Sequence[Optional[float]]] = None, amp: bool = False,
-                channels_last: bool = False, halo: Optional[int] = None) -> FusionMethod:
+                channels_last: bool = False, halo: Optional[int] = None, backend: str = "auto") -> FusionMethod:
     """Build the fusion method a user asked for.
 
     Parameters
@@ -274,35 +336,51 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
         ``"csakd"`` (a network: the given model, or the installed student that
         fits), ``"student"``, ``"teacher"``, ``"bicubic"`` or ``"gsa"``.
     model:
-        For networks: a ``torch.nn.Module``, a checkpoint path, a model name
-        (resolved by :func:`csakd_qgis.model_store.resolve_model`), or
-        None / ``"auto"`` to pick an installed model that fits the inputs
+        For networks: a ``torch.nn.Module``, a checkpoint path, an ``.onnx``
+        export path, a model name (resolved by
+        :func:`csakd_qgis.model_store.resolve_model`), or None / ``"auto"``
+        to pick an installed model that fits the inputs
         (:func:`csakd_qgis.model_store.auto_select`; for ``"teacher"`` also
         the ``<name>.teacher.safetensors`` saved beside a fitting student).
     device, amp, channels_last, halo:
-        See :class:`NetworkMethod`.
+        See :class:`NetworkMethod` (``amp`` and ``channels_last`` are
+        torch-only; the onnxruntime backend takes its CPU threads from torch's
+        setting, see :class:`~csakd_qgis.onnx_runtime.OnnxNetworkMethod`).
     scale:
         HR/LR ratio of the inputs; required for bicubic/GSA and for a bare
         module; checked against a checkpoint's card.
     lr_bands, msi_bands, msi_wavelengths:
         The LR-HSI's band metadata, the MSI band count and the MSI centre
         wavelengths (nm), used to select and check a model.
+    backend:
+        For networks: ``"torch"``, ``"onnxruntime"`` or ``"auto"``
+        (onnxruntime for an ``.onnx`` model, else torch); see the module
+        docstring.  Bicubic and GSA run with numpy/torch only.
 
     Raises
     ------
     InputError
-        Unknown method or missing scale.
+        Unknown method or backend, missing scale, an ``.onnx`` model with
+        backend ``"torch"``, onnxruntime asked for bicubic/GSA or a bare module.
     CheckpointError, ModelMismatchError
         The model cannot be found or loaded, or its role, bands or scale do
         not fit the inputs (the model store's message when nothing fits).
+    DependencyError
+        The onnxruntime backend is needed but onnx/onnxruntime are not installed.
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    runner = _backend(backend, model)
     if method in ("bicubic", "gsa"):
+        if runner == "onnxruntime":
+            raise InputError(f"method {method!r} is not a network and runs with torch/numpy only; "
+                             "use backend 'auto' or 'torch'")
         if scale is None:
             raise InputError(f"method {method!r} needs the scale (HR/LR pixel-size ratio)")
         return BicubicMethod(scale) if method == "bicubic" else GSAMethod(scale)
     device = torch.device(device)
+    if runner == "onnxruntime":
+        return _onnx_method(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale, halo)
     network, card = _load_network(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale)
     if card is None:
         cfg = getattr(network, "cfg", None)

@@ -59,6 +59,10 @@ def test_network_halo_counts_the_deepest_path():
     teacher = ModelConfig(bands=4, msi_bands=2, scale=3, nf=8, gc=4, blocks=(3, 1, 1, 1), fusion="csa_invariant",
                           attn_window=9, paper_mode=False, upsample="bilinear")
     assert network_halo(teacher) == -(-(57 + 4 + 2) // 3)
+    # csa_pooled at s = 4: window 15 HR -> 3 LR px, reaching (1 + 1) x 4 = 8 HR px -> (136 + 8 + 1) / 4
+    pooled = ModelConfig(bands=4, msi_bands=2, scale=4, nf=8, gc=4, blocks=(0, 2, 1, 1), fusion="csa_pooled",
+                         paper_mode=False, upsample="bilinear", head="light", role="student")
+    assert network_halo(pooled) == -(-(136 + 8 + 1) // 4)
 
 
 @pytest.mark.slow

@@ -209,8 +209,6 @@ def test_band_counts_the_model_does_not_take_say_what_it_expects(pair, tmp_path)
     assert "4 MSI bands (input has 3): sentinel2 B2, B3, B4, B8" in text
 
 
-@pytest.mark.xfail(reason="needs engine change (methods._load_network: add model_store.training_hint())",
-                   strict=True)
 def test_explicit_model_that_does_not_fit_says_how_to_train_one(pair, tmp_path):
     lr, msi = pair
     with pytest.raises(ModelMismatchError, match="csakd train --scene"):
