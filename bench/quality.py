@@ -42,15 +42,25 @@ from csakd_qgis.training import teacher_path_for
 SAMPLE = ROOT / "resources" / "sample"
 DEFAULT_MODEL = ROOT / "resources" / "models" / "enmap_s2_x3.safetensors"
 HEADING = "## Quality on held-out EnMAP tiles (scale 3, Sentinel-2)"
-TILE_LR = 85
+#: Output tile side of the cost columns, rounded down to a multiple of the scale (255 at scale 3).
+TILE = 256
+
+
+def tile_side(scale: int) -> int:
+    """HR side of the output tile the cost is measured on: :data:`TILE` rounded down to a multiple of ``scale``."""
+    return TILE // scale * scale
 
 
 def cost(path: Path):
-    """(parameters, G multiply-adds, CPU seconds) per 255x255 output tile of the model at ``path``."""
+    """(parameters, G multiply-adds, CPU seconds) per output tile of :func:`tile_side` of the model at ``path``.
+
+    CPU seconds use torch's current thread count.
+    """
     model, card = load_checkpoint(str(path))
     cfg = model.cfg
-    lr = torch.rand(1, cfg.bands, TILE_LR, TILE_LR)
-    msi = torch.rand(1, cfg.msi_bands, TILE_LR * cfg.scale, TILE_LR * cfg.scale)
+    tile_lr = tile_side(cfg.scale) // cfg.scale
+    lr = torch.rand(1, cfg.bands, tile_lr, tile_lr)
+    msi = torch.rand(1, cfg.msi_bands, tile_lr * cfg.scale, tile_lr * cfg.scale)
     macs = count_macs(model, tuple(lr.shape), tuple(msi.shape))
     times = []
     with torch.inference_mode():
