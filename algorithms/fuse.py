@@ -14,6 +14,7 @@ from .base import CsakdAlgorithm
 from .parameters import add_device_parameter, add_grid_outputs, add_pair_inputs, layer_source, raster_destination
 
 METHODS = ("student", "teacher", "bicubic", "gsa")
+BACKENDS = ("auto", "torch", "onnxruntime")
 DATA_TYPES = ("float32", "int16", "uint16")
 
 
@@ -27,6 +28,7 @@ class FuseAlgorithm(CsakdAlgorithm):
     DEVICE, TILE_SIZE, OVERLAP, BATCH_SIZE = "DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE"
     SHIFT_CORRECTION, DATA_TYPE, OUTPUT, REPORT = "SHIFT_CORRECTION", "DATA_TYPE", "OUTPUT", "REPORT"
     SCALE, SHIFT_X, SHIFT_Y, MODEL_USED = "SCALE", "SHIFT_X", "SHIFT_Y", "MODEL_USED"
+    BACKEND, SCHEDULER = "BACKEND", "SCHEDULER"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         """Declare parameters and outputs."""
@@ -35,7 +37,7 @@ class FuseAlgorithm(CsakdAlgorithm):
             self.METHOD, self.tr("Method"), options=list(METHODS), defaultValue="student",
             usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterString(
-            self.MODEL, self.tr("Model: 'auto', a bundled model name, or a .safetensors file"),
+            self.MODEL, self.tr("Model: 'auto', a bundled model name, or a .safetensors or .onnx file"),
             defaultValue="auto"))
         add_device_parameter(self)
         advanced = [
@@ -45,6 +47,11 @@ class FuseAlgorithm(CsakdAlgorithm):
                                          QgsProcessingParameterNumber.Integer, 8, False, 0, 512),
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Tiles per batch"),
                                          QgsProcessingParameterNumber.Integer, 4, False, 1, 256),
+            QgsProcessingParameterEnum(self.BACKEND, self.tr("Inference backend (auto: onnxruntime for .onnx)"),
+                                       options=list(BACKENDS), defaultValue="auto", usesStaticStrings=True),
+            QgsProcessingParameterString(self.SCHEDULER, self.tr("Dask scheduler address, e.g. tcp://host:8786 "
+                                                                 "(empty: fuse on this machine)"),
+                                         defaultValue="", optional=True),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -67,11 +74,9 @@ class FuseAlgorithm(CsakdAlgorithm):
         from csakd_qgis.report import write_fuse_report
 
         output = raster_destination(self, parameters, context)
-        report = self.run_engine(
-            feedback, fuse,
-            layer_source(self, parameters, self.LR_HSI, context),
-            layer_source(self, parameters, self.HR_MSI, context),
-            output,
+        inputs = (layer_source(self, parameters, self.LR_HSI, context),
+                  layer_source(self, parameters, self.HR_MSI, context), output)
+        options = dict(
             model=self.parameterAsString(parameters, self.MODEL, context).strip() or "auto",
             method=self.parameterAsEnumString(parameters, self.METHOD, context),
             device=self.parameterAsEnumString(parameters, self.DEVICE, context),
@@ -82,7 +87,15 @@ class FuseAlgorithm(CsakdAlgorithm):
             dtype=self.parameterAsEnumString(parameters, self.DATA_TYPE, context),
             overwrite=True,
         )
-        for line in report.summary_lines():
+        scheduler = (self.parameterAsString(parameters, self.SCHEDULER, context) or "").strip()
+        backend = self.parameterAsEnumString(parameters, self.BACKEND, context) or "auto"
+        if scheduler:
+            cluster = self.run_engine(feedback, _fuse_on_cluster, *inputs, scheduler=scheduler, options=options)
+            lines, report = cluster.summary_lines(), cluster.fuse
+        else:
+            report = self.run_engine(feedback, fuse, *inputs, backend=backend, **options)
+            lines = report.summary_lines()
+        for line in lines:
             feedback.pushInfo(line)
         results = {
             self.OUTPUT: output,
@@ -96,3 +109,12 @@ class FuseAlgorithm(CsakdAlgorithm):
             write_fuse_report(report, html)
             results[self.REPORT] = html
         return results
+
+
+def _fuse_on_cluster(lr_hsi, hr_msi, output, *, scheduler, options, reporter):
+    """``csakd_qgis.distributed.fuse_distributed`` on the Dask scheduler at ``scheduler`` with ``fuse``'s options."""
+    from csakd_qgis.distributed import ClusterOptions, fuse_distributed, open_client
+
+    with open_client(scheduler) as client:
+        return fuse_distributed(lr_hsi, hr_msi, output, client=client, options=ClusterOptions(**options),
+                                reporter=reporter)

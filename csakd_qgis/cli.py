@@ -19,6 +19,7 @@ from .errors import Cancelled, CsakdError
 #: Sub-command modules under ``csakd_qgis.commands``, in the order ``--help`` lists them.
 COMMANDS = (
     "fuse",
+    "batch",
     "coregister",
     "simulate",
     "train",

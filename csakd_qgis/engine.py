@@ -5,7 +5,12 @@ any CRSs, extents and resolution ratios), optionally estimates the LR-HSI's
 sub-pixel shift relative to the HR-MSI (:func:`csakd_qgis.coregister.measure_shift`),
 measures the scene's radiometry on a sample, builds the fusion method and
 the tile plan, and runs the reader -> compute -> writer pipeline
-(:mod:`csakd_qgis.pipeline`) into an atomically published GeoTIFF.  Inputs
+(:mod:`csakd_qgis.pipeline`) into an atomically published GeoTIFF.
+Everything decided before the first tile is read (grids, shift,
+radiometry, halo, output format) comes from :func:`prepare` as a
+picklable :class:`FusionPlan`, which the distributed mode
+(:mod:`csakd_qgis.distributed`) computes once on its client and sends to
+every worker, so all parts of the output are normalised alike.  Inputs
 are read through :func:`csakd_qgis.coregister.open_aligned` (directly when
 their pixels already are the plan's, else warped on the fly); the pipeline's
 reader thread opens its own pair.
@@ -55,8 +60,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Dict, List, Optional, Tuple, Union
+from typing import ContextManager, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import rasterio
@@ -66,17 +70,20 @@ from .coregister import AlignedPair, measure_shift, open_aligned
 from .devices import TileTooLarge, resolve_device, set_threads
 from .errors import InputError, RasterWriteError
 from .grid import GridPlan, plan_grids
-from .methods import FusionMethod, GSAMethod, NetworkMethod, make_method, model_scales
+from .methods import NETWORK_METHODS, FusionMethod, GSAMethod, make_method, model_scales
 from .normalisation import robust_level
-from .pipeline import BLOCK_WIDTH, OUT_BLOCK, Radiometry, run_pipeline
+from .pipeline import BLOCK_WIDTH, OUT_BLOCK, PipelineResult, Radiometry, run_pipeline
 from .progress import SILENT, Reporter
 from .raster_io import BLOCK_CACHE_MB, RasterInfo, RasterWriter, gdal_block_cache, read_info
-from .tiling import plan_tiles
+from .tiling import TilePlan, plan_tiles
 
 DTYPES = ("float32", "int16", "uint16", "same")
 
 #: Smallest tile (LR pixels) the out-of-memory policy goes down to.
 MIN_TILE = 8
+
+#: Largest tile core (LR pixels) and batch (tiles) a run accepts: the QGIS algorithm's limits.
+MAX_TILE, MAX_BATCH = 4096, 256
 
 #: LR pixels per side of each sample window, and the number of windows per axis.
 SAMPLE_SIZE, SAMPLE_GRID = 32, 4
@@ -207,7 +214,7 @@ def tile_halo(method: FusionMethod, halo: Union[int, str, None]) -> int:
     """LR context per tile side: ``halo`` itself, the method's bound (``"exact"``) or the default (None).
 
     The default is the method's own halo, capped at :data:`NETWORK_HALO`
-    for a :class:`~csakd_qgis.methods.NetworkMethod`.
+    for a network (:data:`~csakd_qgis.methods.NETWORK_METHODS`: torch or onnxruntime).
 
     Raises
     ------
@@ -215,7 +222,7 @@ def tile_halo(method: FusionMethod, halo: Union[int, str, None]) -> int:
         ``halo`` is negative or neither an integer, ``"exact"`` nor None.
     """
     if halo is None:
-        return min(method.halo, NETWORK_HALO) if isinstance(method, NetworkMethod) else method.halo
+        return min(method.halo, NETWORK_HALO) if isinstance(method, NETWORK_METHODS) else method.halo
     if halo == "exact":
         return method.halo
     try:
@@ -245,8 +252,11 @@ def check_output(output: str, inputs: Tuple[str, ...], overwrite: bool) -> None:
     InputError
         ``output`` exists and ``overwrite`` is False, or it names an input.
     RasterWriteError
-        Its folder does not exist or is not writable.
+        It is a folder, or its folder does not exist or is not writable.
     """
+    if os.path.isdir(output):
+        raise RasterWriteError(f"output {output!r} is a folder; give a file name, e.g. "
+                               f"{os.path.join(output, 'fused.tif')!r}")
     target = os.path.realpath(output)
     for name in inputs:
         if os.path.exists(name) and os.path.realpath(name) == target:
@@ -270,12 +280,169 @@ def _estimate_shift(lr_hsi: str, hr_msi: str, plan: GridPlan) -> Tuple[Tuple[flo
     return (estimate.dx, estimate.dy), estimate.reliable, estimate.message
 
 
+@dataclass(frozen=True)
+class FusionPlan:
+    """What a fusion decides before it reads a tile; plain, picklable data.
+
+    Attributes
+    ----------
+    lr_hsi, hr_msi:
+        The input rasters (paths GDAL opens).
+    grids:
+        Output and LR grids (:func:`csakd_qgis.grid.plan_grids`).
+    lr_info, msi_info:
+        The inputs' sizes and band metadata (the output takes the LR-HSI's bands).
+    shift:
+        LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads (0, 0
+        when not estimated, not reliable or correction is off).
+    shift_reliable, shift_message:
+        Whether the estimate was reliable, and what it said.
+    radiometry:
+        Scene-wide levels and fill values (:func:`measure_radiometry`).
+    halo:
+        LR context per tile side (:func:`tile_halo`).
+    dtype, output_scale:
+        Stored output type and the physical value of one stored unit.
+    method_name, model_name:
+        Reported method and model (the checkpoint's name; empty for bicubic/GSA).
+    notes:
+        What was reprojected, resampled or chosen, for the user.
+    sample_seconds:
+        Time spent reading the radiometry sample.
+    """
+
+    lr_hsi: str
+    hr_msi: str
+    grids: GridPlan
+    lr_info: RasterInfo
+    msi_info: RasterInfo
+    shift: Tuple[float, float]
+    shift_reliable: bool
+    shift_message: str
+    radiometry: Radiometry
+    halo: int
+    dtype: str
+    output_scale: float
+    method_name: str
+    model_name: str
+    notes: Tuple[str, ...]
+    sample_seconds: float
+
+    def open_pair(self) -> ContextManager[AlignedPair]:
+        """The inputs on the plan's grids, shift applied (one pair per thread, see :func:`open_aligned`)."""
+        return open_aligned(self.lr_hsi, self.hr_msi, self.grids, self.shift)
+
+    def tiles(self, tile: int, overlap: int) -> TilePlan:
+        """Tile plan of the LR grid: cores of ``tile`` LR px, overlap capped at ``tile // 4``, the plan's halo."""
+        return plan_tiles(self.grids.lr.width, self.grids.lr.height, tile=tile, overlap=min(overlap, tile // 4),
+                          halo=self.halo, scale=self.grids.scale)
+
+    def writer(self, path: str, *, window: Optional[Window] = None, compress: Optional[str] = "zstd",
+               blocksize: int = OUTPUT_BLOCK, cog: bool = False, overwrite: bool = False) -> RasterWriter:
+        """An atomic GeoTIFF writer for the output grid or one HR ``window`` of it, with the output's metadata."""
+        grid = self.grids.output
+        window = window or Window(0, 0, grid.width, grid.height)
+        return RasterWriter(path, width=int(window.width), height=int(window.height), count=self.lr_info.count,
+                            crs=grid.crs, transform=grid.window_transform(window), dtype=self.dtype,
+                            bands=self.lr_info.bands, scale=self.output_scale, compress=compress,
+                            blocksize=blocksize, cog=cog, overwrite=overwrite)
+
+    def report(self, output: str, result: PipelineResult, *, tile: int, device: str, seconds: float,
+               notes: Tuple[str, ...]) -> FuseReport:
+        """The :class:`FuseReport` of a run of this plan that ended with ``result`` after ``seconds``."""
+        grid, t = self.grids.output, result.timings
+        return FuseReport(
+            output=str(output), grid=Grid(grid.crs.to_wkt(), tuple(grid.transform)[:6], grid.width, grid.height),
+            scale=self.grids.scale, shift=self.shift, shift_corrected=self.shift != (0.0, 0.0),
+            shift_reliable=self.shift_reliable, shift_message=self.shift_message,
+            tiles_total=result.tiles, tiles_skipped=result.skipped, tiles_recomputed=result.recomputed,
+            tile_size=tile, halo=self.halo, batch_size=result.batch_size, device=device, method=self.method_name,
+            model=self.model_name,
+            timings={"read": t.read + self.sample_seconds, "infer": t.infer, "blend": t.blend, "write": t.write,
+                     "total": seconds},
+            notes=notes,
+        )
+
+
+def prepare(lr_hsi: str, hr_msi: str, *, model=None, method: Union[str, FusionMethod] = "csakd",
+            device="cpu", shift_correction: bool = True, dtype: str = "float32", scale: Optional[int] = None,
+            output_scale: Optional[float] = None, halo: Union[int, str, None] = None, backend: str = "auto",
+            reporter: Reporter = SILENT) -> Tuple[FusionPlan, FusionMethod]:
+    """Plan a fusion: grids, shift, radiometry, the method (GSA fitted) and the halo; reads samples only.
+
+    Parameters are those of :func:`fuse` (``device``: a name or
+    ``torch.device`` the method's network is loaded on).  Run it under
+    :func:`~csakd_qgis.raster_io.gdal_block_cache` (:func:`fuse` does).
+
+    Returns
+    -------
+    plan : FusionPlan
+        Picklable; the same for every tile and every part of the output.
+    method : FusionMethod
+        Ready to predict (a network is loaded on ``device``).
+
+    Raises
+    ------
+    InputError, GridError, RasterReadError, CheckpointError, ModelMismatchError, Cancelled
+    """
+    lr_info, msi_info = read_info(lr_hsi), read_info(hr_msi)
+    scales = model_scales(model, method) if isinstance(method, str) else (method.scale,)
+    grids = plan_grids(lr_info, msi_info, scale=scale, model_scales=scales)
+    out_dtype, out_scale = _output_format(dtype, output_scale, lr_info)
+    shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
+    if shift_correction:
+        reporter.update(0.0, "estimating the shift between the inputs")
+        shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, grids)
+    applied = shift if reliable else (0.0, 0.0)
+    read_start = time.perf_counter()
+    with open_aligned(lr_hsi, hr_msi, grids, applied) as pair:
+        lr_sample, msi_sample = sample_scene(pair)
+    radiometry = measure_radiometry(lr_sample, msi_sample)
+    sample_seconds = time.perf_counter() - read_start
+    if isinstance(method, str):
+        fusion = make_method(method, model, device=device, scale=grids.scale, lr_bands=lr_info.bands,
+                             msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands],
+                             backend=backend)
+    else:
+        fusion = method
+    if fusion.scale != grids.scale:
+        raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {grids.scale}")
+    if isinstance(fusion, GSAMethod):
+        fusion.fit(lr_sample / radiometry.lr_level, msi_sample / radiometry.msi_level,
+                   [b.good for b in lr_info.bands])
+    plan = FusionPlan(lr_hsi=str(lr_hsi), hr_msi=str(hr_msi), grids=grids, lr_info=lr_info, msi_info=msi_info,
+                      shift=applied, shift_reliable=reliable, shift_message=message, radiometry=radiometry,
+                      halo=tile_halo(fusion, halo), dtype=out_dtype, output_scale=out_scale,
+                      method_name=fusion.name, model_name=getattr(fusion, "model_name", ""),
+                      notes=tuple(grids.notes), sample_seconds=sample_seconds)
+    reporter.update(0.02, "scene sampled")
+    return plan, fusion
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size below one or above :data:`MAX_BATCH` (:class:`InputError`)."""
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise InputError(f"batch size must be between 1 and {MAX_BATCH} tiles (--batch-size), got {batch_size}")
+
+
+def check_tile_size(tile: int, overlap: int) -> None:
+    """Refuse a tile size below one or above :data:`MAX_TILE`, or a negative overlap (:class:`InputError`).
+
+    Checked before any input is read: a larger tile would hold a large part
+    of the raster in memory at once.
+    """
+    if not 1 <= tile <= MAX_TILE:
+        raise InputError(f"tile size must be between 1 and {MAX_TILE} LR pixels (--tile-size), got {tile}")
+    if overlap < 0:
+        raise InputError(f"tile overlap must be >= 0 LR pixels (--overlap), got {overlap}")
+
+
 def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str, FusionMethod] = "csakd",
          tile: int = 64, overlap: int = 8, batch_size: int = 4, device: str = "auto", threads: Optional[int] = None,
          shift_correction: bool = True, dtype: str = "float32", scale: Optional[int] = None,
          output_scale: Optional[float] = None, compress: Optional[str] = "zstd", cog: bool = False,
          overwrite: bool = False, halo: Union[int, str, None] = None, block_width: int = BLOCK_WIDTH,
-         output_block: int = OUTPUT_BLOCK, reporter: Optional[Reporter] = None) -> FuseReport:
+         output_block: int = OUTPUT_BLOCK, backend: str = "auto", reporter: Optional[Reporter] = None) -> FuseReport:
     """Fuse an LR-HSI with an HR-MSI into an HR-HSI GeoTIFF.
 
     Parameters
@@ -319,6 +486,10 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
         ``output_block``); sets the writer's memory (:mod:`csakd_qgis.pipeline`).
     output_block:
         Side of the output GeoTIFF's blocks in pixels (a multiple of 16).
+    backend:
+        Network inference with ``"torch"``, ``"onnxruntime"`` or ``"auto"``
+        (onnxruntime for an ``.onnx`` model, torch otherwise); see
+        :func:`csakd_qgis.methods.make_method`.
     reporter:
         Progress and cancellation.
 
@@ -333,76 +504,35 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
     started = time.perf_counter()
     reporter = reporter or SILENT
     check_output(output, (lr_hsi, hr_msi), overwrite)
-    if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
+    check_tile_size(tile, overlap)
     torch_device = resolve_device(device)
     set_threads(threads)
-    lr_info, msi_info = read_info(lr_hsi), read_info(hr_msi)
-    if isinstance(method, str):
-        scales = model_scales(model, method)
-    else:
-        scales = (method.scale,)
-    plan = plan_grids(lr_info, msi_info, scale=scale, model_scales=scales)
-    notes: List[str] = list(plan.notes)
-    out_dtype, out_scale = _output_format(dtype, output_scale, lr_info)
     # every read and write of the run under a small block cache: GDAL's default (5 % of the RAM) keeps
     # each input block the shift and radiometry samples touch, which grows with the raster
     with gdal_block_cache(BLOCK_CACHE_MB):
-        shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
-        if shift_correction:
-            reporter.update(0.0, "estimating the shift between the inputs")
-            shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, plan)
-        applied = shift if reliable else (0.0, 0.0)
-        read_start = time.perf_counter()
-        with open_aligned(lr_hsi, hr_msi, plan, applied) as pair:
-            lr_sample, msi_sample = sample_scene(pair)
-        radiometry = measure_radiometry(lr_sample, msi_sample)
-        sample_seconds = time.perf_counter() - read_start
-        if isinstance(method, str):
-            fusion = make_method(method, model, device=torch_device, scale=plan.scale, lr_bands=lr_info.bands,
-                                 msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands])
-        else:
-            fusion = method
-        if fusion.scale != plan.scale:
-            raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {plan.scale}")
-        if isinstance(fusion, GSAMethod):
-            fusion.fit(lr_sample / radiometry.lr_level, msi_sample / radiometry.msi_level,
-                       [b.good for b in lr_info.bands])
-        context = tile_halo(fusion, halo)
-        reporter.update(0.02, "scene sampled")
+        plan, fusion = prepare(lr_hsi, hr_msi, model=model, method=method, device=torch_device,
+                               shift_correction=shift_correction, dtype=dtype, scale=scale,
+                               output_scale=output_scale, halo=halo, backend=backend, reporter=reporter)
+        notes: List[str] = list(plan.notes)
 
         def notify(text: str) -> None:
             notes.append(text)
             reporter.update(0.02, text)
 
-        grid = plan.output
         while True:
-            tiles = plan_tiles(plan.lr.width, plan.lr.height, tile=tile, overlap=min(overlap, tile // 4),
-                               halo=context, scale=plan.scale)
             try:
-                with RasterWriter(output, width=grid.width, height=grid.height, count=lr_info.count, crs=grid.crs,
-                                  transform=grid.transform, dtype=out_dtype, bands=lr_info.bands, scale=out_scale,
-                                  compress=compress, blocksize=output_block, cog=cog,
-                                  overwrite=overwrite) as writer:
-                    result = run_pipeline(partial(open_aligned, lr_hsi, hr_msi, plan, applied), fusion, tiles,
-                                          writer, radiometry, batch_size=batch_size, block_width=block_width,
-                                          out_block=output_block, reporter=reporter.phase(0.02, 1.0), notify=notify)
+                with plan.writer(output, compress=compress, blocksize=output_block, cog=cog,
+                                 overwrite=overwrite) as writer:
+                    result = run_pipeline(plan.open_pair, fusion, plan.tiles(tile, overlap), writer,
+                                          plan.radiometry, batch_size=batch_size, block_width=block_width,
+                                          out_block=output_block, reporter=reporter.phase(0.02, 1.0),
+                                          notify=notify)
                 break
             except TileTooLarge:
                 if tile // 2 < MIN_TILE:
                     raise
                 tile //= 2
                 notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
-    timings = result.timings
-    return FuseReport(
-        output=str(output),
-        grid=Grid(grid.crs.to_wkt(), tuple(grid.transform)[:6], grid.width, grid.height),
-        scale=plan.scale, shift=shift if reliable else (0.0, 0.0), shift_corrected=applied != (0.0, 0.0),
-        shift_reliable=reliable, shift_message=message,
-        tiles_total=result.tiles, tiles_skipped=result.skipped, tiles_recomputed=result.recomputed,
-        tile_size=tile, halo=context, batch_size=result.batch_size, device=str(torch_device), method=fusion.name,
-        model=getattr(fusion, "model_name", ""),
-        timings={"read": timings.read + sample_seconds, "infer": timings.infer, "blend": timings.blend,
-                 "write": timings.write, "total": time.perf_counter() - started},
-        notes=tuple(notes),
-    )
+    return plan.report(output, result, tile=tile, device=str(torch_device),
+                       seconds=time.perf_counter() - started, notes=tuple(notes))

@@ -36,6 +36,18 @@ the seams below the current tile row of one block
 rows x ``block_width x bands`` in the output dtype), plus the queues
 (``2 x batch_size`` tiles each way).  None of it depends on the raster size.
 
+Regions
+-------
+``run_pipeline(region=...)`` fuses one rectangle of the output (HR pixels)
+with the *global* tile plan: it visits every tile whose output window
+reaches into the region, blends only the region's pixels and writes them to
+a sink of the region's size (windows relative to its top-left corner).
+Every output pixel is then the same weighted sum of the same tiles as in a
+whole-output run, so regions fused apart and put side by side equal the
+whole output; tiles on a region border are predicted by each region they
+reach (:mod:`csakd_qgis.distributed`).  Column blocks and strips start at
+the region's corner.
+
 A tile whose output window has no valid pixel is not predicted (counted as
 skipped once, in the first block that visits it).  Output pixels are NaN
 (nodata) where the MSI pixel or the LR-HSI pixel covering it is invalid.
@@ -54,6 +66,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from .devices import OomBackoff
+from .errors import TilingError
 from .methods import FusionMethod
 from .progress import SILENT, Reporter
 from .tiling import Tile, TilePlan, reflect_indices
@@ -107,13 +120,20 @@ class Timings:
 
 @dataclass(frozen=True)
 class PipelineResult:
-    """Counts and timings of one pipeline run."""
+    """Counts and timings of one pipeline run.
+
+    ``tiles`` counts the distinct tiles that reach the run's region (all of
+    the plan for the whole output), ``recomputed`` the extra predictions of
+    tiles that straddle column blocks, ``skipped_tiles`` the ``(row, col)``
+    of tiles with no valid output pixel (not predicted).
+    """
 
     tiles: int
     skipped: int
     recomputed: int
     batch_size: int
     timings: Timings
+    skipped_tiles: Tuple[Tuple[int, int], ...] = ()
 
 
 def _read_mirrored(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], window: Window,
@@ -138,7 +158,8 @@ class ColumnBlocks:
     columns:
         Per block, the tile columns whose HR output window reaches into its span.
     owner:
-        Per tile column, the first block that predicts it.
+        Per tile column, the first block that predicts it (-1: none reaches
+        into the blocks' columns).
     """
 
     spans: Tuple[Tuple[int, int], ...]
@@ -146,24 +167,35 @@ class ColumnBlocks:
     owner: Tuple[int, ...]
 
     @classmethod
-    def build(cls, plan: TilePlan, block_width: int = BLOCK_WIDTH, out_block: int = OUT_BLOCK) -> ColumnBlocks:
-        """Cut the output into blocks of ``block_width`` HR pixels, rounded down to a multiple of ``out_block``."""
+    def build(cls, plan: TilePlan, block_width: int = BLOCK_WIDTH, out_block: int = OUT_BLOCK,
+              span: Optional[Tuple[int, int]] = None) -> ColumnBlocks:
+        """Cut HR columns ``span`` (default: the whole output) into blocks of ``block_width`` HR pixels.
+
+        The width is rounded down to a multiple of ``out_block``; blocks start at ``span[0]``.
+        """
         width = max(out_block, block_width // out_block * out_block)
-        spans = tuple((x, min(x + width, plan.out_width)) for x in range(0, plan.out_width, width))
+        start, stop = span if span is not None else (0, plan.out_width)
+        spans = tuple((x, min(x + width, stop)) for x in range(start, stop, width))
         s = plan.scale
         columns = tuple(tuple(c for c, (a, b) in enumerate(plan.cols.windows) if a * s < x1 and b * s > x0)
                         for x0, x1 in spans)
-        owner = tuple(next(k for k, cols in enumerate(columns) if c in cols) for c in range(plan.shape[1]))
+        owner = tuple(next((k for k, cols in enumerate(columns) if c in cols), -1) for c in range(plan.shape[1]))
         return cls(spans, columns, owner)
 
 
-def schedule(plan: TilePlan, blocks: ColumnBlocks) -> Iterator[Tuple[Tile, int]]:
+def schedule(plan: TilePlan, blocks: ColumnBlocks,
+             rows: Optional[Tuple[int, int]] = None) -> Iterator[Tuple[Tile, int]]:
     """Visit order of the tiles: ``(tile, block)`` pairs, block by block, row-major inside a block.
 
-    Tiles that straddle a block boundary appear once per block they reach into.
+    Tiles that straddle a block boundary appear once per block they reach
+    into.  ``rows`` (HR ``(start, stop)``, default all) keeps the tile rows
+    whose output window reaches into those rows.
     """
+    y0, y1 = rows if rows is not None else (0, plan.out_height)
+    s = plan.scale
+    tile_rows = [r for r, (a, b) in enumerate(plan.rows.windows) if a * s < y1 and b * s > y0]
     for block, columns in enumerate(blocks.columns):
-        for r in range(plan.shape[0]):
+        for r in tile_rows:
             for c in columns:
                 yield plan.tile_at(r, c), block
 
@@ -180,17 +212,22 @@ class StripWriter:
     rows:
         Strip height in HR rows (the output's block height).
     height:
-        Output height in HR pixels (the last strip is shorter).
+        Last HR row (exclusive) of the strips (the last strip is shorter).
+    origin:
+        HR ``(row, col)`` of the sink's top-left pixel: strips start at that
+        row, and the windows handed to the sink are relative to it.
 
     Pieces must partition the output: a strip is written when the pieces it
     received cover it, counted in pixels.
     """
 
-    def __init__(self, sink: Sink, spans: Tuple[Tuple[int, int], ...], rows: int, height: int) -> None:
+    def __init__(self, sink: Sink, spans: Tuple[Tuple[int, int], ...], rows: int, height: int,
+                 origin: Tuple[int, int] = (0, 0)) -> None:
         self.sink = sink
         self.spans = spans
         self.rows = rows
         self.height = height
+        self.origin = origin
         self.open: Dict[Tuple[int, int], List] = {}
         self.seconds = 0.0  # spent in sink.write_stored
 
@@ -198,8 +235,9 @@ class StripWriter:
         """Place ``stored`` ``(C, h, w)`` (output dtype) at HR ``(row, col)`` inside column block ``block``."""
         x0, x1 = self.spans[block]
         h, w = stored.shape[1:]
-        for strip in range(row // self.rows, (row + h - 1) // self.rows + 1):
-            top = strip * self.rows
+        first, left = self.origin
+        for strip in range((row - first) // self.rows, (row + h - 1 - first) // self.rows + 1):
+            top = first + strip * self.rows
             strip_h = min(self.rows, self.height - top)
             entry = self.open.get((block, strip))
             if entry is None:
@@ -210,7 +248,8 @@ class StripWriter:
             entry[1] += (r1 - r0) * w
             if entry[1] == entry[0][0].size:
                 start = time.perf_counter()
-                self.sink.write_stored(self.open.pop((block, strip))[0], Window(x0, top, x1 - x0, strip_h))
+                window = Window(x0 - left, top - first, x1 - x0, strip_h)
+                self.sink.write_stored(self.open.pop((block, strip))[0], window)
                 self.seconds += time.perf_counter() - start
 
 
@@ -228,13 +267,20 @@ class Blender:
         boundary is blended separately on each side.
     rows:
         Strip height in HR rows (the output's block height).
+    region:
+        HR window to blend and write (default: the whole output); the sink
+        receives windows relative to its top-left corner.
     """
 
-    def __init__(self, plan: TilePlan, sink: Sink, blocks: ColumnBlocks, rows: int = OUT_BLOCK) -> None:
+    def __init__(self, plan: TilePlan, sink: Sink, blocks: ColumnBlocks, rows: int = OUT_BLOCK,
+                 region: Optional[Window] = None) -> None:
         self.plan = plan
         self.sink = sink
         self.blocks = blocks
-        self.strips = StripWriter(sink, blocks.spans, rows, plan.out_height)
+        region = region or Window(0, 0, plan.out_width, plan.out_height)
+        self.row_span = (int(region.row_off), int(region.row_off + region.height))
+        self.strips = StripWriter(sink, blocks.spans, rows, self.row_span[1],
+                                  (self.row_span[0], int(region.col_off)))
         self.pending: Dict[Tuple[int, int, int], List] = {}
         self.timings = Timings()
 
@@ -242,24 +288,27 @@ class Blender:
         """Blend ``prediction`` ``(C, h, w)`` over ``tile.out`` (None = all nodata) into its cells in ``block``."""
         plan = self.plan
         x0, x1 = self.blocks.spans[block]
+        y_first, y_last = self.row_span
         for yi, ys in enumerate(plan.rows.segments):
-            if tile.row not in ys.tiles:
+            r0, r1 = max(ys.start, y_first), min(ys.stop, y_last)
+            if tile.row not in ys.tiles or r1 <= r0:
                 continue
             for xi, xs in enumerate(plan.cols.segments):
                 c0, c1 = max(xs.start, x0), min(xs.stop, x1)
                 if tile.col not in xs.tiles or c1 <= c0:
                     continue
                 start = time.perf_counter()
-                shape = (bands, ys.stop - ys.start, c1 - c0)
+                shape = (bands, r1 - r0, c1 - c0)
                 if prediction is None:
                     part = np.full(shape, np.nan, dtype=np.float32)
                 else:
-                    y0, xo = ys.start - tile.out.row_off, c0 - tile.out.col_off
+                    y0, xo = r0 - tile.out.row_off, c0 - tile.out.col_off
                     part = prediction[:, y0:y0 + shape[1], xo:xo + shape[2]]
                 expected = len(ys.tiles) * len(xs.tiles)
                 if expected > 1:
                     x_weight = xs.weight(tile.col, plan.ramp)[c0 - xs.start:c1 - xs.start]
-                    part = part * np.outer(ys.weight(tile.row, plan.ramp), x_weight).astype(np.float32)
+                    y_weight = ys.weight(tile.row, plan.ramp)[r0 - ys.start:r1 - ys.start]
+                    part = part * np.outer(y_weight, x_weight).astype(np.float32)
                     entry = self.pending.get((block, yi, xi))
                     if entry is None:
                         self.pending[(block, yi, xi)] = entry = [part, 0]
@@ -275,7 +324,7 @@ class Blender:
                 stored = self.sink.encode(part)
                 self.timings.write += time.perf_counter() - start
                 written, start = self.strips.seconds, time.perf_counter()
-                self.strips.put(stored, ys.start, c0, block)
+                self.strips.put(stored, r0, c0, block)
                 written = self.strips.seconds - written
                 self.timings.blend += time.perf_counter() - start - written
                 self.timings.write += written
@@ -313,8 +362,9 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: FusionMethod, plan: TilePlan,
                  sink: Sink, radiometry: Radiometry,
                  *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, out_block: int = OUT_BLOCK,
-                 reporter: Reporter = SILENT, notify: Optional[Callable[[str], None]] = None) -> PipelineResult:
-    """Fuse every tile of ``plan`` and write the blended output to ``sink``.
+                 region: Optional[Window] = None, reporter: Reporter = SILENT,
+                 notify: Optional[Callable[[str], None]] = None) -> PipelineResult:
+    """Fuse the tiles of ``plan`` and write the blended output (or one region of it) to ``sink``.
 
     Parameters
     ----------
@@ -326,7 +376,8 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
     plan:
         Tile plan of the LR raster.
     sink:
-        Output writer, HR windows in physical units.
+        Output writer, HR windows in physical units, relative to the
+        region's top-left corner.
     radiometry:
         Levels and fill values measured on the whole scene.
     batch_size:
@@ -336,6 +387,9 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
     out_block:
         Side of the sink's blocks in HR pixels; strips and column blocks are
         aligned to it.
+    region:
+        HR window of the output to produce (default: all of it); the sink
+        has its size (module docstring, "Regions").
     reporter:
         Progress per batch (fraction of tiles done) and cancellation.
     notify:
@@ -343,14 +397,21 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
 
     Raises
     ------
+    TilingError
+        When ``region`` is empty or leaves the output.
     Cancelled
         When the reporter says so (checked once per batch).
     TileTooLarge
         When one tile does not fit in the device memory.
     """
     s = plan.scale
-    blocks = ColumnBlocks.build(plan, block_width, out_block)
-    order = list(schedule(plan, blocks))
+    region = region or Window(0, 0, plan.out_width, plan.out_height)
+    x0, y0 = int(region.col_off), int(region.row_off)
+    x1, y1 = x0 + int(region.width), y0 + int(region.height)
+    if not (0 <= x0 < x1 <= plan.out_width and 0 <= y0 < y1 <= plan.out_height):
+        raise TilingError(f"region {region} is empty or leaves the {plan.out_width} x {plan.out_height} output")
+    blocks = ColumnBlocks.build(plan, block_width, out_block, span=(x0, x1))
+    order = list(schedule(plan, blocks, rows=(y0, y1)))
     stop = threading.Event()
     to_compute: queue.Queue = queue.Queue(maxsize=2 * batch_size)
     to_write: queue.Queue = queue.Queue(maxsize=2 * batch_size)
@@ -376,7 +437,7 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                     return
         _put(to_compute, _DONE, stop)
 
-    blender = Blender(plan, sink, blocks, out_block)
+    blender = Blender(plan, sink, blocks, out_block, region)
 
     def write_all() -> None:
         while not stop.is_set():
@@ -391,7 +452,8 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
     reader = _Stage(read_all, "csakd-reader")
     writer = _Stage(write_all, "csakd-writer")
     backoff = OomBackoff(batch_size, notify)
-    skipped = done = 0
+    skipped: List[Tuple[int, int]] = []
+    done = 0
     total = len(order)
 
     def check_threads() -> None:
@@ -400,7 +462,7 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                 raise stage.error
 
     def flush(batch: list) -> None:
-        nonlocal skipped, done
+        nonlocal done
         active = [item for item in batch if item[4].any()]
         start = time.perf_counter()
         if active:
@@ -415,7 +477,8 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                 k += 1
             else:
                 pred = None
-                skipped += blocks.owner[tile.col] == block
+                if blocks.owner[tile.col] == block:
+                    skipped.append((tile.row, tile.col))
             while not _put(to_write, (tile, block, pred, lr.shape[0]), stop):
                 check_threads()
         done += len(batch)
@@ -448,5 +511,6 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         reader.join()
         writer.join()
     timings.blend, timings.write = blender.timings.blend, blender.timings.write
-    return PipelineResult(tiles=len(plan), skipped=skipped, recomputed=total - len(plan),
-                          batch_size=backoff.batch_size, timings=timings)
+    distinct = len({(tile.row, tile.col) for tile, _block in order})
+    return PipelineResult(tiles=distinct, skipped=len(skipped), recomputed=total - distinct,
+                          batch_size=backoff.batch_size, timings=timings, skipped_tiles=tuple(skipped))

@@ -81,8 +81,8 @@ fi
 
 STAMP="$VENV/.csakd-installed"
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -nt "$STAMP" ]; then
-  echo "setup: installing the engine (editable) with test tools, the ONNX backend and $PYRSR_SPEC"
-  "${PIP[@]}" -e ".[test,onnx]" "$PYRSR_SPEC"
+  echo "setup: installing the engine (editable) with test tools, the ONNX and Dask extras and $PYRSR_SPEC"
+  "${PIP[@]}" -e ".[test,onnx,distributed]" "$PYRSR_SPEC"
   touch "$STAMP"
 fi
 

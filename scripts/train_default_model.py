@@ -36,8 +36,8 @@ SAMPLE = ROOT / "resources" / "sample"
 DESCRIPTION = (
     "CSAKD {role} for EnMAP-like hyperspectral images (224 bands, 418-2445 nm) fused with the four 10 m "
     "Sentinel-2 bands B2, B3, B4, B8 at a resolution ratio of 3 (30 m with 10 m). Project-mode network "
-    "(size-invariant cross self-attention, residual over the upsampled LR-HSI), trained by online "
-    "knowledge-distillation co-training on EnMAP Level-2A tiles of Potsdam (2022-07-24, EnMAP-Box test "
+    "(size-invariant cross self-attention, residual over the upsampled LR-HSI), trained by {training} "
+    "on EnMAP Level-2A tiles of Potsdam (2022-07-24, EnMAP-Box test "
     "data, EnMAP data (c) DLR) degraded by simulation (Sentinel-2A measured responses, Gaussian PSF with "
     "MTF 0.3 at Nyquist, decimation by 3, 40 dB SNR)."
 )
@@ -48,6 +48,10 @@ LIMITS = (
     "B2, B3, B4, B8; other pairs need a model of their own (csakd:train). Water-vapour bands (bbl = 0) "
     "are written as nodata."
 )
+#: How each training mode is described in the model card.
+TRAINING = {"kd": "online knowledge-distillation co-training with its teacher",
+            "offline": "knowledge distillation from a frozen, already trained teacher",
+            "student": "supervised training alone (no teacher)", "teacher": "supervised training alone"}
 #: The demo block (resources/sample) — the test set.
 TEST_TILES = ("160_128", "192_128", "160_160", "192_160")
 VAL_TILES = ("64_32", "96_128")
@@ -94,7 +98,7 @@ def main() -> int:
                         help="skip training: score an existing model on the test block and rewrite its cards")
     args = parser.parse_args()
     if args.card_only:
-        write_cards(args.out)
+        write_cards(args.out, args.mode)
         return 0
     torch.set_num_threads(args.threads)
     excluded = set(TEST_TILES) | set(VAL_TILES)
@@ -119,11 +123,11 @@ def main() -> int:
         args.curve.write_text(json.dumps(report.to_dict(), indent=1))
     print(json.dumps({k: v for k, v in report.to_dict().items() if k != "curve"}, indent=1))
     if args.train is None:  # the EnMAP tiles: score on their held-out test block (the bundled sample)
-        write_cards(args.out)
+        write_cards(args.out, args.mode)
     return 0
 
 
-def write_cards(student: Path) -> None:
+def write_cards(student: Path, mode: str) -> None:
     """Score student and teacher on the held-out test block (the bundled sample) and complete their cards."""
     for path in (p for p in (student, teacher_path_for(student)) if p.exists()):
         model, card = load_checkpoint(str(path))
@@ -135,7 +139,7 @@ def write_cards(student: Path) -> None:
         metrics = dict(card.metrics)
         metrics.update({f"test_{k}": float(scores[k]) for k in ("psnr", "sam", "ergas", "ssim")})
         card = replace(card, name=path.name.replace(".safetensors", ""), metrics=metrics,
-                       description=DESCRIPTION.format(role=card.role),
+                       description=DESCRIPTION.format(role=card.role, training=TRAINING[mode]),
                        limits=LIMITS, validation=(
                            "psnr/sam: validation tiles " + ", ".join(VAL_TILES) + " (chose the checkpoint; PSNR "
                            "peak = each band's maximum); test_*: resources/sample, tiles " + ", ".join(TEST_TILES)

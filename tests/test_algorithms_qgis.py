@@ -164,3 +164,48 @@ def test_dialog_choices_match_the_engine(processing):
 
     assert PRESET_FAMILIES == training.PRESET_FAMILIES
     assert set(SENSORS) <= set(srf.PYRSR_SENSORS)
+
+
+def _fuse_sample(processing, out, log=None, **extra):
+    """Fuse the bundled sample through csakd:fuse; ``log`` (a list) receives the run's info lines."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Recorder(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            if log is not None:
+                log.append(info)
+
+    params = {"LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif"), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"),
+              "SHIFT_CORRECTION": False, "OUTPUT": str(out), **extra}
+    with rasterio.open(processing.run("csakd:fuse", params, feedback=Recorder())["OUTPUT"]) as ds:
+        return ds.read(masked=True)
+
+
+def test_fuse_on_a_dask_scheduler_equals_fusing_here(processing, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    here = _fuse_sample(processing, tmp_path / "here.tif", METHOD="gsa")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        log = []
+        there = _fuse_sample(processing, tmp_path / "there.tif", log, METHOD="gsa",
+                             SCHEDULER=cluster.scheduler_address)
+    assert any(line.startswith(f"cluster {cluster.scheduler_address}: 1 workers") for line in log), log
+    np.testing.assert_array_equal(there.mask, here.mask)
+    np.testing.assert_allclose(there.filled(0), here.filled(0), rtol=0, atol=1e-6)
+
+
+def test_unreachable_scheduler_is_one_clear_message(processing, tmp_path):
+    pytest.importorskip("distributed")
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="cannot reach the Dask scheduler"):
+        _fuse_sample(processing, tmp_path / "o.tif", METHOD="bicubic", SCHEDULER="tcp://127.0.0.1:9")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_fuse_with_the_onnxruntime_backend_matches_torch(processing, tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch_out = _fuse_sample(processing, tmp_path / "torch.tif", METHOD="student")
+    onnx_out = _fuse_sample(processing, tmp_path / "onnx.tif", METHOD="student", BACKEND="onnxruntime")
+    np.testing.assert_array_equal(onnx_out.mask, torch_out.mask)
+    np.testing.assert_allclose(onnx_out.filled(0), torch_out.filled(0), rtol=0, atol=1e-4)

@@ -348,7 +348,6 @@ def test_output_that_is_a_folder_is_refused_by_the_writer(pair, tmp_path):
     assert folder.is_dir() and os.listdir(folder) == [] and _partials(tmp_path) == []
 
 
-@pytest.mark.xfail(reason="needs engine change (engine.check_output: refuse a folder before compute)", strict=True)
 def test_output_that_is_a_folder_is_refused_before_compute(pair, tmp_path):
     lr, msi = pair
     (tmp_path / "results").mkdir()
@@ -389,8 +388,6 @@ def test_tile_larger_than_the_raster_reads_only_the_raster(pair, tmp_path):
     assert report.tiles_total == 1 and (report.grid.width, report.grid.height) == (36, 36)
 
 
-@pytest.mark.xfail(reason="needs engine change (engine.check_tile_size, check_batch_size <= MAX_BATCH)",
-                   strict=True)
 @pytest.mark.parametrize("option, value, message", [
     ("tile", 10**6, "tile size must be between 1 and 4096 LR pixels"),
     ("batch_size", 10**6, "batch size must be between 1 and 256"),

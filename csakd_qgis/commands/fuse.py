@@ -1,4 +1,4 @@
-"""``csakd fuse``: fuse an LR-HSI with an HR-MSI into an HR-HSI GeoTIFF."""
+"""``csakd fuse``: fuse an LR-HSI with an HR-MSI into an HR-HSI GeoTIFF, here or on a Dask cluster."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 import sys
 
 from ..devices import DEVICE_CHOICES
+from ..distributed.regions import REGION_SIZE
 from ..engine import DTYPES, fuse
-from ..methods import METHODS
+from ..errors import InputError
+from ..methods import BACKENDS, METHODS
 from ..progress import Reporter
 
 NAME = "fuse"
@@ -30,11 +32,8 @@ def _halo(text: str):
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the command's options."""
-    parser.add_argument("lr_hsi", metavar="LR_HSI", help="low-resolution hyperspectral raster")
-    parser.add_argument("hr_msi", metavar="HR_MSI", help="high-resolution multispectral raster (any CRS; must overlap)")
-    parser.add_argument("output", metavar="OUTPUT", help="output GeoTIFF (written atomically)")
+def add_fusion_options(parser: argparse.ArgumentParser) -> None:
+    """Declare the options that say how a scene is fused (shared with ``csakd batch``)."""
     parser.add_argument("--model", default="auto", help="model name or .safetensors path (default: auto-select)")
     parser.add_argument("--scale", type=int, default=None, help="HR/LR pixel-size ratio (default: derived)")
     parser.add_argument("--halo", type=_halo, default=None,
@@ -56,25 +55,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
 
-def _progress_bar(fraction: float, message: str) -> None:
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Declare ``--scheduler``/``--workers`` (one of them) and ``--region-size`` (shared with ``csakd batch``)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run on the Dask cluster of this scheduler (e.g. tcp://host:8786); inputs, model and "
+                            "output must be reachable under the same paths on every worker")
+    where.add_argument("--workers", type=int, metavar="N", default=None,
+                       help="run on a local Dask cluster of N worker processes (e.g. one per GPU)")
+    parser.add_argument("--region-size", type=int, default=REGION_SIZE,
+                        help=f"side of the output regions sent to the workers, HR pixels (default: {REGION_SIZE})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's options."""
+    parser.add_argument("lr_hsi", metavar="LR_HSI", help="low-resolution hyperspectral raster")
+    parser.add_argument("hr_msi", metavar="HR_MSI", help="high-resolution multispectral raster (any CRS; must overlap)")
+    parser.add_argument("output", metavar="OUTPUT",
+                        help="output GeoTIFF (written atomically); with --scheduler/--workers also a .vrt over "
+                             "region files kept in OUTPUT_regions/")
+    add_fusion_options(parser)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="network inference: torch, onnxruntime, or auto = onnxruntime for a .onnx model "
+                             "(default: auto; on this machine only, not with --scheduler/--workers)")
+    add_cluster_options(parser)
+
+
+def progress_bar(fraction: float, message: str) -> None:
+    """Draw a text progress bar on stderr."""
     filled = int(round(BAR_WIDTH * fraction))
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {100 * fraction:5.1f}% {message[:60]:<60}")
     sys.stderr.flush()
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the fusion; print a progress bar on stderr and the report on stdout."""
-    report = fuse(args.lr_hsi, args.hr_msi, args.output, model=args.model, method=args.method,
-                  tile=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                  threads=args.threads, shift_correction=not args.no_shift_correction, dtype=args.dtype,
-                  scale=args.scale, halo=args.halo, output_scale=args.output_scale, cog=args.cog,
-                  overwrite=args.overwrite,
-                  reporter=Reporter(progress=_progress_bar))
-    sys.stderr.write("\n")
-    if args.json:
+def cluster_options(args: argparse.Namespace):
+    """The :class:`~csakd_qgis.distributed.ClusterOptions` the parsed fusion options ask for."""
+    from ..distributed import ClusterOptions
+
+    return ClusterOptions(model=args.model, method=args.method, tile=args.tile_size, overlap=args.overlap,
+                          batch_size=args.batch_size, device=args.device, threads=args.threads,
+                          shift_correction=not args.no_shift_correction, dtype=args.dtype, scale=args.scale,
+                          output_scale=args.output_scale, cog=args.cog, overwrite=args.overwrite, halo=args.halo,
+                          region_size=args.region_size)
+
+
+def print_report(report, as_json: bool) -> None:
+    """The report as JSON or as its summary lines, on stdout."""
+    if as_json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
+        return
     for line in report.summary_lines():
         print(line)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the fusion; print a progress bar on stderr and the report on stdout."""
+    reporter = Reporter(progress=progress_bar)
+    if args.scheduler is not None or args.workers is not None:
+        from ..distributed import fuse_distributed, open_client
+
+        if args.backend != "auto":
+            raise InputError("--backend applies to fusion on this machine; the workers of a cluster run "
+                             "torch models (.safetensors)")
+
+        with open_client(args.scheduler, args.workers) as client:
+            report = fuse_distributed(args.lr_hsi, args.hr_msi, args.output, client=client,
+                                      options=cluster_options(args), reporter=reporter)
+    else:
+        report = fuse(args.lr_hsi, args.hr_msi, args.output, model=args.model, method=args.method,
+                      tile=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+                      threads=args.threads, shift_correction=not args.no_shift_correction, dtype=args.dtype,
+                      scale=args.scale, halo=args.halo, output_scale=args.output_scale, cog=args.cog,
+                      overwrite=args.overwrite, backend=args.backend, reporter=reporter)
+    sys.stderr.write("\n")
+    print_report(report, args.json)
     return 0

@@ -1,0 +1,466 @@
+"""The client side: prepare a scene once, send its regions to the workers, assemble the result.
+
+:class:`SceneRun` holds one scene: :meth:`SceneRun.prepare` runs
+:func:`csakd_qgis.engine.prepare` on the client (grids, shift, radiometry,
+GSA coefficients: computed once for the whole scene, so every region is
+normalised alike) and plans the global tiles and the regions;
+:meth:`SceneRun.submit` sends one :func:`.worker.fuse_region` task per
+region; :meth:`SceneRun.finish` assembles the region files
+(:mod:`.assemble`).
+
+:class:`ClusterRun` drives the tasks of one or several scenes on a
+``distributed.Client``: it turns the workers' progress events into
+``Reporter.update`` calls (the mean over regions of their fraction done)
+and, when the reporter says cancel (or a scene fails), sets the scene's
+cancel event, waits up to :data:`STOP_GRACE` seconds for its running tasks
+to stop, cancels the rest; the caller removes the staging folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from rasterio.windows import Window
+
+from ..engine import OUTPUT_BLOCK, FuseReport, check_batch_size, check_output, check_tile_size, prepare
+from ..errors import DependencyError, InputError
+from ..methods import AUTO, FusionMethod, NetworkMethod
+from ..onnx_runtime import OnnxNetworkMethod
+from ..pipeline import BLOCK_WIDTH, PipelineResult, Timings
+from ..progress import SILENT, Reporter
+from ..raster_io import BLOCK_CACHE_MB, gdal_block_cache
+from .assemble import copy_to_geotiff, write_vrt
+from .regions import REGION_SIZE, plan_regions, region_file, region_side, regions_folder, staging_folder
+from .worker import MethodSpec, RegionJob, RegionResult, fuse_region
+
+#: The pip requirement that provides Dask's distributed scheduler.
+PIP_REQUIREMENT = "dask[distributed]"
+
+#: Seconds between two looks at the cluster while waiting (progress and cancel are checked as often).
+POLL_INTERVAL = 0.1
+
+#: Seconds running tasks get to notice a cancel before their futures are cancelled.
+STOP_GRACE = 60.0
+
+#: Dask configuration of the local clusters :func:`open_client` starts.  Dask's nannies export
+#: ``MALLOC_TRIM_THRESHOLD_=65536`` to their workers; any value of it turns off glibc's dynamic mmap
+#: threshold, so every large array is mapped and unmapped afresh: the student ran 2.3x slower per tile
+#: (4.93 s against 2.12 s, ``docs/distributed.md``).  None unsets it.
+LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def require_distributed():
+    """The ``distributed`` module, or :class:`DependencyError` saying how to install it."""
+    try:
+        import distributed
+    except ImportError as error:
+        raise DependencyError(
+            f"the distributed mode needs Dask: install it with  python -m pip install \"{PIP_REQUIREMENT}\"  "
+            f"(the Python that runs csakd, and on every worker) ({error})"
+        ) from None
+    return distributed
+
+
+@contextmanager
+def open_client(scheduler: Optional[str] = None, workers: Optional[int] = None, *,
+                threads_per_worker: int = 1) -> Iterator[object]:
+    """A ``distributed.Client`` on a running scheduler, or on a new ``LocalCluster``; closed on exit.
+
+    Parameters
+    ----------
+    scheduler:
+        Address of a running scheduler (``tcp://host:8786``).
+    workers:
+        Number of worker processes of a new local cluster (one per GPU on
+        a multi-GPU machine); exactly one of ``scheduler`` and ``workers``.
+    threads_per_worker:
+        Tasks each local worker runs at once.
+
+    Raises
+    ------
+    DependencyError
+        Dask is not installed.
+    InputError
+        Both or neither of ``scheduler`` and ``workers``, ``workers < 1``,
+        or the scheduler cannot be reached.
+    """
+    distributed = require_distributed()
+    if (scheduler is None) == (workers is None):
+        raise InputError("give either a scheduler address or a number of local workers")
+    if scheduler is not None:
+        try:
+            client = distributed.Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as error:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {error}; check the address "
+                             "and that 'dask scheduler' runs there") from None
+        with client:
+            yield client
+        return
+    if workers < 1:
+        raise InputError(f"the number of local workers must be >= 1, got {workers}")
+    import dask
+
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                                           processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How each scene is fused and cut into regions.
+
+    ``model`` … ``output_block`` are the parameters of
+    :func:`csakd_qgis.engine.fuse` of the same names (``device`` and
+    ``threads`` apply on each worker; a model must be a name or a path
+    readable on every worker to be loaded once per worker, see
+    :class:`.worker.MethodSpec`).  ``region_size`` is the requested region
+    side in HR pixels (:func:`.regions.region_side`).
+    """
+
+    model: object = None
+    method: Union[str, FusionMethod] = "csakd"
+    tile: int = 64
+    overlap: int = 8
+    batch_size: int = 4
+    device: str = "auto"
+    threads: Optional[int] = None
+    shift_correction: bool = True
+    dtype: str = "float32"
+    scale: Optional[int] = None
+    output_scale: Optional[float] = None
+    compress: Optional[str] = "zstd"
+    cog: bool = False
+    overwrite: bool = False
+    halo: Union[int, str, None] = None
+    block_width: int = BLOCK_WIDTH
+    output_block: int = OUTPUT_BLOCK
+    region_size: int = REGION_SIZE
+
+
+@dataclass(frozen=True)
+class DistributedReport:
+    """What a distributed fusion of one scene did.
+
+    ``fuse`` is the single-process report's content for the whole scene:
+    its ``tiles_total`` is the global plan's tile count and its
+    ``tiles_recomputed`` every extra prediction (column blocks and region
+    borders); its stage ``timings`` are summed over regions (worker-seconds),
+    ``total`` is wall-clock.  ``tiles_computed`` counts each tile once per
+    region it reaches, so ``border_overhead = tiles_computed / tiles_total - 1``
+    is the work added by cutting the output into regions.
+    """
+
+    fuse: FuseReport
+    scheduler: str
+    workers: int
+    regions: int
+    region_size: int
+    tiles_computed: int
+    hosts: Tuple[str, ...]
+    assemble_seconds: float
+    notes: Tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def border_overhead(self) -> float:
+        """Fraction of extra tile predictions caused by region borders."""
+        return self.tiles_computed / max(self.fuse.tiles_total, 1) - 1.0
+
+    def to_dict(self) -> Dict[str, object]:
+        """JSON-ready dict: the fuse report's keys plus a ``cluster`` entry."""
+        data = self.fuse.to_dict()
+        data["cluster"] = {"scheduler": self.scheduler, "workers": self.workers, "regions": self.regions,
+                           "region_size": self.region_size, "tiles_computed": self.tiles_computed,
+                           "border_overhead": self.border_overhead, "hosts": list(self.hosts),
+                           "assemble_seconds": self.assemble_seconds}
+        return data
+
+    def summary_lines(self) -> List[str]:
+        """The fuse report's lines and one line about the cluster."""
+        return self.fuse.summary_lines() + [
+            f"cluster {self.scheduler}: {self.workers} workers, {self.regions} regions of {self.region_size} px "
+            f"on {len(self.hosts)} worker processes; {self.tiles_computed} tile predictions for "
+            f"{self.fuse.tiles_total} tiles (+{100 * self.border_overhead:.1f} % at region borders); "
+            f"assembled in {self.assemble_seconds:.1f} s"]
+
+
+def method_spec(fusion: FusionMethod, options: ClusterOptions) -> MethodSpec:
+    """How workers get ``fusion``: a checkpoint path for a network named by the user, else the object itself."""
+    if isinstance(fusion, OnnxNetworkMethod):
+        raise InputError("ONNX models run on this machine only (csakd fuse without --scheduler/--workers); "
+                         "give a cluster the .safetensors model")
+    named = isinstance(options.method, str) and (options.model in AUTO or isinstance(options.model, (str, os.PathLike)))
+    if isinstance(fusion, NetworkMethod) and named:
+        from ..model_store import resolve_model
+
+        name = fusion.model_name if options.model in AUTO else str(options.model)
+        path = str(resolve_model(name)[0].resolve())
+        return MethodSpec(fusion.name, model_path=path, device=options.device, threads=options.threads)
+    return MethodSpec(fusion.name, ready=fusion, device=options.device, threads=options.threads)
+
+
+def _local_path(path: str) -> str:
+    """``path`` made absolute when it names a local file (GDAL strings such as ``/vsicurl/...`` stay as given)."""
+    return os.path.abspath(path) if os.path.exists(path) else str(path)
+
+
+class SceneRun:
+    """One scene on the cluster: plan, staging folder, region tasks, assembly.
+
+    Parameters
+    ----------
+    lr_hsi, hr_msi, output:
+        As for :func:`csakd_qgis.engine.fuse`; ``output`` ending in ``.vrt``
+        keeps the region files in ``NAME_regions/`` beside it and writes a
+        VRT, any other name one GeoTIFF (COG with ``options.cog``).
+    options:
+        The job's options.
+    """
+
+    def __init__(self, lr_hsi: str, hr_msi: str, output: str, options: ClusterOptions) -> None:
+        self.lr_hsi, self.hr_msi = _local_path(str(lr_hsi)), _local_path(str(hr_msi))
+        self.output = os.path.abspath(str(output))
+        self.options = options
+        self.is_vrt = self.output.lower().endswith(".vrt")
+        self.folder = staging_folder(self.output)
+        self.started = time.perf_counter()
+        self.results: Dict[int, RegionResult] = {}
+        self.regions: Tuple[Window, ...] = ()
+
+    def prepare(self, reporter: Reporter = SILENT) -> None:
+        """Check the output, then plan grids, shift, radiometry, method, tiles and regions (on the client)."""
+        options = self.options
+        check_output(self.output, (self.lr_hsi, self.hr_msi), options.overwrite)
+        if self.is_vrt and os.path.exists(regions_folder(self.output)) and not options.overwrite:
+            raise InputError(f"folder {regions_folder(self.output)!r} exists; choose another output name or "
+                             "allow overwriting (--overwrite)")
+        check_batch_size(options.batch_size)
+        check_tile_size(options.tile, options.overlap)
+        with gdal_block_cache(BLOCK_CACHE_MB):
+            self.plan, fusion = prepare(self.lr_hsi, self.hr_msi, model=options.model, method=options.method,
+                                        device="cpu", shift_correction=options.shift_correction,
+                                        dtype=options.dtype, scale=options.scale,
+                                        output_scale=options.output_scale, halo=options.halo, reporter=reporter)
+        self.spec = method_spec(fusion, options)
+        self.tiles = self.plan.tiles(options.tile, options.overlap)
+        grid = self.plan.grids.output
+        self.regions = plan_regions(grid.width, grid.height, scale=self.plan.grids.scale,
+                                    block=options.output_block, size=options.region_size)
+
+    def submit(self, client, cancel_event: str, topic: str) -> List[object]:
+        """Empty the staging folder and submit one task per region; returns the futures."""
+        self.abort()
+        os.makedirs(self.folder)
+        options = self.options
+        job = RegionJob(plan=self.plan, method=self.spec, tiles=self.tiles, folder=self.folder,
+                        batch_size=options.batch_size, block_width=options.block_width,
+                        output_block=options.output_block, compress=options.compress,
+                        cancel_event=cancel_event, topic=topic)
+        token = uuid.uuid4().hex[:12]
+        return [client.submit(fuse_region, job, index, region, key=f"csakd-region-{token}-{index}", pure=False)
+                for index, region in enumerate(self.regions)]
+
+    def record(self, result: RegionResult) -> None:
+        """Keep one finished region's result."""
+        self.results[result.index] = result
+
+    @property
+    def complete(self) -> bool:
+        """True when every region's file is written."""
+        return bool(self.regions) and len(self.results) == len(self.regions)
+
+    def finish(self, client) -> DistributedReport:
+        """Assemble the region files into the output and report; removes the staging folder."""
+        start = time.perf_counter()
+        for stray in glob.glob(os.path.join(self.folder, ".*csakd-partial*")):
+            os.remove(stray)  # a worker that died while writing left its temporary file
+        options, grid = self.options, self.plan.grids.output
+        if self.is_vrt:
+            final = regions_folder(self.output)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(self.folder, final)
+            write_vrt(self.output, grid.width, grid.height, [(r, region_file(final, r)) for r in self.regions])
+        else:
+            vrt = os.path.join(self.folder, "mosaic.vrt")
+            write_vrt(vrt, grid.width, grid.height, [(r, region_file(self.folder, r)) for r in self.regions])
+            copy_to_geotiff(vrt, self.output, self.plan, compress=options.compress, blocksize=options.output_block,
+                            block_width=options.block_width, cog=options.cog, overwrite=options.overwrite)
+            self.abort()
+        return self._report(client, time.perf_counter() - start)
+
+    def abort(self) -> None:
+        """Remove the staging folder and whatever is in it."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _report(self, client, assemble_seconds: float) -> DistributedReport:
+        results = [self.results[i] for i in range(len(self.regions))]
+        parts = [r.result for r in results]
+        visits = sum(p.tiles + p.recomputed for p in parts)
+        skipped = set().union(*(p.skipped_tiles for p in parts))
+        timings = Timings(read=sum(p.timings.read for p in parts), infer=sum(p.timings.infer for p in parts),
+                          blend=sum(p.timings.blend for p in parts), write=sum(p.timings.write for p in parts))
+        combined = PipelineResult(tiles=len(self.tiles), skipped=len(skipped), recomputed=visits - len(self.tiles),
+                                  batch_size=min(p.batch_size for p in parts), timings=timings)
+        notes = self.plan.notes + tuple(dict.fromkeys(n for r in results for n in r.notes))
+        report = self.plan.report(self.output, combined, tile=self.options.tile,
+                                  device=", ".join(sorted({r.device for r in results})),
+                                  seconds=time.perf_counter() - self.started, notes=notes)
+        return DistributedReport(fuse=report, scheduler=str(client.scheduler.address), workers=len(client.nthreads()),
+                                 regions=len(self.regions),
+                                 region_size=region_side(self.options.region_size, self.plan.grids.scale,
+                                                         self.options.output_block),
+                                 tiles_computed=sum(p.tiles for p in parts),
+                                 hosts=tuple(sorted({r.host for r in results})), assemble_seconds=assemble_seconds)
+
+
+class ClusterRun:
+    """The tasks of one job on a client: progress events in, one cancel event per scene out.
+
+    Parameters
+    ----------
+    client:
+        A ``distributed.Client``.
+    reporter:
+        Receives the fraction done while waiting (:meth:`wait_some`); its
+        cancel raises :class:`~csakd_qgis.errors.Cancelled` there.
+    """
+
+    def __init__(self, client, reporter: Reporter = SILENT) -> None:
+        self.distributed = require_distributed()
+        self.client, self.reporter = client, reporter
+        self.topic = f"csakd-progress-{uuid.uuid4().hex[:12]}"
+        self.events: Dict[int, object] = {}
+        self.fractions: Dict[str, float] = {}
+        self.futures: List[object] = []
+        self.finished = 0
+        self.pending = self.distributed.as_completed()
+        client.subscribe_topic(self.topic, self._on_event)
+
+    def _on_event(self, event) -> None:
+        message = event[1]
+        key = str(message["key"])
+        self.fractions[key] = max(self.fractions.get(key, 0.0), float(message["fraction"]))
+
+    def submit(self, scene: SceneRun) -> List[object]:
+        """Submit ``scene``'s regions with a cancel event of its own; returns their futures."""
+        event = self.distributed.Event(f"csakd-cancel-{uuid.uuid4().hex[:12]}", client=self.client)
+        self.events[id(scene)] = event
+        futures = scene.submit(self.client, event.name, self.topic)
+        self.futures.extend(futures)
+        for future in futures:
+            self.pending.add(future)
+        return futures
+
+    def progress(self, futures: Optional[Sequence[object]] = None) -> float:
+        """Mean fraction done over ``futures`` (default: all submitted), 1 for each finished one."""
+        futures = self.futures if futures is None else futures
+        if not futures:
+            return 0.0
+        done = sum(1.0 if f.done() else self.fractions.get(str(f.key), 0.0) for f in futures)
+        return done / len(futures)
+
+    def wait_some(self, fraction: Optional[Callable[[], float]] = None) -> List[object]:
+        """Futures that finished (with a result or an error) since the last call; [] when none is left.
+
+        Reports ``fraction()`` (default :meth:`progress`) and checks for
+        cancellation every :data:`POLL_INTERVAL` seconds while waiting.
+
+        Raises
+        ------
+        Cancelled
+            When the reporter says so.
+        """
+        fraction = fraction or self.progress
+        while not self.pending.is_empty():
+            self.reporter.update(fraction(), f"{self.finished}/{len(self.futures)} regions fused")
+            if self.pending.has_ready():
+                batch = self.pending.next_batch(block=False)
+                self.finished += len(batch)
+                return batch
+            time.sleep(POLL_INTERVAL)
+        return []
+
+    def stop(self, scene: SceneRun, futures: Sequence[object], grace: float = STOP_GRACE) -> None:
+        """Stop ``scene``'s ``futures``: set its cancel event, give running tasks ``grace`` s, cancel the rest.
+
+        Tasks that see the event raise :class:`~csakd_qgis.errors.Cancelled`
+        at their next batch (their writers remove their temporary files);
+        tasks not started yet stop as they start.
+        """
+        event = self.events.get(id(scene))
+        if event is None or not futures:
+            return
+        event.set()
+        try:
+            self.distributed.wait(list(futures), timeout=grace)
+        except TimeoutError:
+            pass
+        self.client.cancel(list(futures))
+
+    def close(self) -> None:
+        """Stop listening to progress events and forget the cancel events."""
+        self.client.unsubscribe_topic(self.topic)
+        for event in self.events.values():
+            event.clear()
+
+
+def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client, options: Optional[ClusterOptions] = None,
+                     reporter: Optional[Reporter] = None) -> DistributedReport:
+    """Fuse one scene on a Dask cluster; the output equals :func:`csakd_qgis.engine.fuse`'s.
+
+    Parameters
+    ----------
+    lr_hsi, hr_msi:
+        Input rasters; every worker must be able to open them under these
+        names (a shared file system or URLs GDAL reads).
+    output:
+        A GeoTIFF (``.tif``; COG with ``options.cog``), or a ``.vrt`` over
+        region files kept in ``NAME_regions/`` beside it.  Written
+        atomically; the region files are staged in a hidden folder beside it.
+    client:
+        A ``distributed.Client`` (:func:`open_client`).
+    options:
+        :class:`ClusterOptions` (defaults: those of :func:`~csakd_qgis.engine.fuse`).
+    reporter:
+        Progress (prepare 0-5 %, regions 5-95 %, assembly) and cancellation.
+
+    Returns
+    -------
+    DistributedReport
+
+    Raises
+    ------
+    InputError, GridError, RasterReadError, RasterWriteError, CheckpointError, ModelMismatchError
+        As :func:`~csakd_qgis.engine.fuse`, from the client or re-raised from a worker.
+    Cancelled
+        Nothing is left at ``output`` nor in the staging folder.
+    """
+    reporter = reporter or SILENT
+    scene = SceneRun(lr_hsi, hr_msi, output, options or ClusterOptions())
+    scene.prepare(reporter.phase(0.0, 0.05))
+    run = ClusterRun(client, reporter.phase(0.05, 0.95))
+    futures: List[object] = []
+    try:
+        futures = run.submit(scene)
+        while not scene.complete:
+            for future in run.wait_some():
+                scene.record(future.result())
+        reporter.update(0.95, "assembling the regions")
+        report = scene.finish(client)
+    except BaseException:
+        run.stop(scene, futures)
+        scene.abort()
+        raise
+    finally:
+        run.close()
+    reporter.update(1.0, "done")
+    return report
