@@ -127,7 +127,7 @@ def memory_part(folder: Path, quick: bool) -> str:
     name, net_bands, net_scale = network_spec()
     cases = [(1008, "bicubic", 128), (2016, "bicubic", 128), (384, "network", net_bands)]
     if not quick:
-        cases = [(1008, "bicubic", 128), (2016, "bicubic", 128), (4032, "bicubic", 128),
+        cases = [(1008, "bicubic", 128), (2016, "bicubic", 128), (4032, "bicubic", 128), (8064, "bicubic", 128),
                  (384, "network", net_bands), (576, "network", net_bands)]
     rows = []
     for size, method, bands in cases:

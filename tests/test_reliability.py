@@ -506,7 +506,7 @@ import sys, time
 from csakd_qgis import methods
 predict = methods.BicubicMethod.predict
 def slow(self, lr, msi):
-    time.sleep(0.2)
+    time.sleep(1.0)  # long enough that a loaded machine cannot finish the run before the signal arrives
     return predict(self, lr, msi)
 methods.BicubicMethod.predict = slow
 from csakd_qgis.cli import main
