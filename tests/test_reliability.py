@@ -514,12 +514,22 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _default_sigint():
+    """In the child before exec: SIGINT back to its default, so that Python turns it into KeyboardInterrupt.
+
+    A process started with SIGINT ignored keeps ignoring it (POSIX, and
+    Python leaves an inherited SIG_IGN alone); pytest's process can carry
+    that from earlier tests.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_slow_fuse(lr, msi, out):
     """Start a slow ``csakd fuse`` and return it once it has fused its first tile (the output is open)."""
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CSAKD, "fuse", str(lr), str(msi), str(out), "--method",
                              "bicubic", "--device", "cpu", "--tile-size", "4", "--overlap", "1", "--batch-size", "1",
                              "--no-shift-correction", "--overwrite"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
     seen, deadline = b"", time.monotonic() + 60
     while b"fused 1/" not in seen:
         if time.monotonic() > deadline or proc.poll() is not None:
