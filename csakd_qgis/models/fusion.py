@@ -87,19 +87,6 @@ class ConcatFusion(nn.Module):
         return _gated_sum(_split_gates(gates), (h, m, mh, hm))
 
 
-def _box_sum_mean(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
-    """Mean over ``[i - pad, i + pad]`` along ``dim``, clipped to the image, by a running sum."""
-    n = x.shape[dim]
-    total = torch.cumsum(x, dim)
-    total = torch.cat((torch.zeros_like(total.narrow(dim, 0, 1)), total), dim)  # total[i] = sum of x[:i]
-    index = torch.arange(n, device=x.device)
-    high = (index + pad + 1).clamp(max=n)
-    low = (index - pad).clamp(min=0)
-    shape = [1] * x.dim()
-    shape[dim] = n
-    return (total.index_select(dim, high) - total.index_select(dim, low)) / (high - low).to(x.dtype).view(shape)
-
-
 def pooled_window(window: int, scale: int) -> int:
     """Side, in LR pixels (odd, >= 1), of the ``'pooled'`` statistics window for an HR ``window``."""
     return max(1, window // scale) | 1
@@ -126,11 +113,14 @@ def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
 
     Pixels outside the image are left out of the mean (not zero-padded), so
     the result at a pixel depends only on the input within ``window // 2``
-    pixels of it and inside the image.  Same shape as ``x``.  Computed with
-    running sums along each axis: the cost does not grow with ``window``.
+    pixels of it and inside the image.  Same shape as ``x``.  Computed as a
+    row mean then a column mean (average pooling with stride 1 that does
+    not count the padding); the mean over a clipped rectangle is the mean of
+    its rows' means because every row has the same clipped width.
     """
     pad = window // 2
-    return _box_sum_mean(_box_sum_mean(x, pad, 3), pad, 2)
+    rows = F.avg_pool2d(x, (1, window), stride=1, padding=(0, pad), count_include_pad=False)
+    return F.avg_pool2d(rows, (window, 1), stride=1, padding=(pad, 0), count_include_pad=False)
 
 
 class CrossAttentionFusion(nn.Module):
