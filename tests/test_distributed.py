@@ -13,6 +13,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from pipeline_fakes import ArraySource, RecordingSink
 from rasterio.windows import Window
 
 from csakd_qgis.distributed import plan_regions
@@ -43,35 +44,6 @@ def test_regions_partition_the_output_on_lr_and_block_edges():
         plan_regions(30, 30, scale=3, block=16, size=0)
 
 
-class _ArraySource:
-    def __init__(self, lr, msi):
-        self.lr, self.msi = lr, msi
-
-    def _cut(self, array, w):
-        part = array[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
-        return part, np.ones(part.shape[1:], bool)
-
-    def read_lr(self, window):
-        return self._cut(self.lr, window)
-
-    def read_msi(self, window):
-        return self._cut(self.msi, window)
-
-
-class _Sink:
-    def __init__(self, shape):
-        self.out = np.full(shape, np.nan, np.float32)
-        self.windows = []
-
-    def encode(self, data):
-        return np.asarray(data, np.float32)
-
-    def write_stored(self, stored, window):
-        self.windows.append((int(window.col_off), int(window.row_off), int(window.width), int(window.height)))
-        self.out[:, window.row_off:window.row_off + window.height,
-                 window.col_off:window.col_off + window.width] = stored
-
-
 class _Mix:
     """A method whose output depends on the MSI and on position inside the tile, so seams would show."""
 
@@ -91,14 +63,14 @@ def test_regions_fused_apart_equal_the_whole_output_exactly():
     radiometry = Radiometry(1.0, 1.0, np.zeros(4, np.float32), np.zeros(2, np.float32))
 
     def source():
-        return nullcontext(_ArraySource(lr, msi))
+        return nullcontext(ArraySource(lr, msi))
 
-    whole = _Sink((4, 120, 111))
+    whole = RecordingSink((4, 120, 111))
     run_pipeline(source, _Mix(), plan, whole, radiometry, batch_size=3, block_width=48, out_block=16)
     pieces = np.full_like(whole.out, np.nan)
     computed = 0
     for region in plan_regions(111, 120, scale=S, block=16, size=48):  # 48 x 48 HR regions cut tiles (30 HR)
-        sink = _Sink((4, int(region.height), int(region.width)))
+        sink = RecordingSink((4, int(region.height), int(region.width)))
         result = run_pipeline(source, _Mix(), plan, sink, radiometry, batch_size=2, block_width=32, out_block=16,
                               region=region)
         rows = slice(region.row_off, region.row_off + region.height)
@@ -110,7 +82,7 @@ def test_regions_fused_apart_equal_the_whole_output_exactly():
     np.testing.assert_array_equal(pieces, whole.out)
     assert computed > len(plan)  # border tiles were predicted by each region they reach
     with pytest.raises(InputError):
-        run_pipeline(source, _Mix(), plan, _Sink((4, 1, 1)), radiometry, region=Window(100, 0, 20, 10))
+        run_pipeline(source, _Mix(), plan, RecordingSink((4, 1, 1)), radiometry, region=Window(100, 0, 20, 10))
 
 
 def test_missing_dask_names_the_pip_command(monkeypatch):

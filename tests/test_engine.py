@@ -5,6 +5,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from pipeline_fakes import ArraySource, RecordingSink
 from rasterio.windows import Window
 
 from csakd_qgis.engine import fuse
@@ -319,37 +320,6 @@ def test_column_blocks_are_aligned_and_list_every_reaching_tile():
     assert len(order) == 5 * 8 and order[:4] == [(0, 0, 0), (0, 1, 0), (0, 2, 0), (1, 0, 0)]
 
 
-class _ArraySource:
-    """In-memory PairSource over ``(C, H, W)`` arrays, everything valid."""
-
-    def __init__(self, lr, msi):
-        self.lr, self.msi = lr, msi
-
-    def _cut(self, array, w):
-        part = array[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
-        return part, np.ones(part.shape[1:], bool)
-
-    def read_lr(self, window):
-        return self._cut(self.lr, window)
-
-    def read_msi(self, window):
-        return self._cut(self.msi, window)
-
-
-class _RecordingSink:
-    def __init__(self, shape):
-        self.out = np.full(shape, np.nan, np.float32)
-        self.windows = []
-
-    def encode(self, data):
-        return np.asarray(data, np.float32)
-
-    def write_stored(self, stored, window):
-        self.windows.append(window)
-        rows = slice(window.row_off, window.row_off + window.height)
-        self.out[:, rows, window.col_off:window.col_off + window.width] = stored
-
-
 def test_pipeline_writes_each_block_aligned_strip_once(pair):
     from contextlib import nullcontext
 
@@ -357,15 +327,15 @@ def test_pipeline_writes_each_block_aligned_strip_once(pair):
     from csakd_qgis.tiling import plan_tiles, reflect_pad
     _p, _q, lr, msi = pair
     plan = plan_tiles(48, 48, tile=10, overlap=2, halo=2, scale=S)
-    sink = _RecordingSink((5, 144, 144))
+    sink = RecordingSink((5, 144, 144))
     radiometry = Radiometry(1.0, 1.0, np.zeros(5, np.float32), np.zeros(3, np.float32))
-    result = run_pipeline(lambda: nullcontext(_ArraySource(lr, msi)), BicubicMethod(S), plan, sink, radiometry,
+    result = run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), BicubicMethod(S), plan, sink, radiometry,
                           batch_size=3, block_width=64, out_block=32)
     assert result.recomputed == 15
     # 3 column blocks x 5 strips (4 of 32 rows, one of 16), each written once as a whole window
     expected = {(x0, y, x1 - x0, min(32, 144 - y)) for x0, x1 in ((0, 64), (64, 128), (128, 144))
                 for y in range(0, 144, 32)}
-    got = [(int(w.col_off), int(w.row_off), int(w.width), int(w.height)) for w in sink.windows]
+    got = sink.windows
     assert len(got) == 15 and set(got) == expected
     # whole image upsampled at once, with the same 2-px mirrored context at the edges
     whole = BicubicMethod(S).predict(reflect_pad(lr, ((2, 2), (2, 2)))[None], None)[0, :, 6:-6, 6:-6]
