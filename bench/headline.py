@@ -5,7 +5,8 @@ EnMAP tiles of ``../shared/data/enmap_potsdam`` (14 tiles of 32 x 32 x 224
 pixels): a 10 m reference mosaic of ``3 * lr_size`` pixels per side is laid
 out from the tiles, each cell a tile mirrored so that neighbours meet at a
 mirrored edge; the LR-HSI is its 3 x 3 block mean (30 m, int16 reflectance x
-10000 with the tiles' wavelengths, FWHMs, bad-band list and nodata) and the
+10000 with GDAL scale 1e-4, the tiles' wavelengths, FWHMs and bad-band list,
+bad bands as nodata) and the
 HR-MSI its Sentinel-2 B2, B3, B4, B8 response (10 m, int16).  Both are tiled
 ZSTD GeoTIFFs written in strips, so building them never holds the mosaic.
 
@@ -83,7 +84,8 @@ def build_inputs(folder: Path, lr_size: int) -> Tuple[Path, Path]:
                                         S2_BANDS, good=[b.good for b in bands]).astype(np.float32)
     hr_size = SCALE * lr_size
     lr_path, msi_path = folder / "lr_hsi.tif", folder / "hr_msi.tif"
-    common = dict(crs="EPSG:32633", dtype="int16", compress="zstd", blocksize=256)
+    # reflectance stored as int16 x 10000 with GDAL scale 1e-4, as EnMAP and Sentinel-2 products do
+    common = dict(crs="EPSG:32633", dtype="int16", scale=1e-4, compress="zstd", blocksize=256)
     msi_bands = [BandInfo(wavelength_nm=w, description=f"Sentinel-2 {b}") for b, w in zip(S2_BANDS, S2_CENTRES_NM)]
     with RasterWriter(str(lr_path), width=lr_size, height=lr_size, count=len(bands), bands=bands,
                       transform=HR_TRANSFORM * Affine.scale(SCALE), **common) as lr_out, \
@@ -136,7 +138,7 @@ def main() -> None:
         "",
         f"Inputs (built in {built:.0f} s by `bench/headline.py`): LR-HSI {args.lr_size} x {args.lr_size} x {bands} "
         f"int16 at 30 m, HR-MSI {hr} x {hr} x 4 int16 at 10 m (Sentinel-2 B2, B3, B4, B8), a mirrored mosaic of "
-        "the 14 real EnMAP tiles with their nodata. `fuse` with "
+        "the 14 real EnMAP tiles (their 6 bad bands stored as nodata). `fuse` with "
         f"{name} on the CPU, {args.threads} torch threads, tile 64 LR px, overlap 8, halo {r['halo']}, batch "
         f"{args.batch}, int16 ZSTD output ({out_mb:.0f} MB), shift estimate on.",
         "",

@@ -28,11 +28,13 @@ Memory and writing
 Peak memory is set by the tile size, the batch size, the column-block width
 and the band count, not by the raster size (:mod:`csakd_qgis.pipeline`).
 The pipeline writes whole, block-aligned strips, so GDAL never holds a
-partly written block.  The whole run, shift estimate and radiometry sample
-included, gives GDAL's process-wide block cache a small fixed size
+partly written block.  The shift estimate and radiometry sample run with
+GDAL's process-wide block cache at a small fixed size
 (:func:`csakd_qgis.raster_io.gdal_block_cache`,
-:data:`~csakd_qgis.raster_io.BLOCK_CACHE_MB`) instead of its default of 5 %
-of the RAM, and restores the previous size afterwards: under the default,
+:data:`~csakd_qgis.raster_io.BLOCK_CACHE_MB`), the tiles with one sized for
+the input blocks a row of tiles touches (:meth:`FusionPlan.block_cache_mb`),
+instead of GDAL's default of 5 % of the RAM; the previous size is restored
+afterwards.  Under the default,
 the sample windows alone left hundreds of MB of decoded input blocks, more
 on a larger raster (``docs/pipeline.md``).
 
@@ -81,6 +83,13 @@ DTYPES = ("float32", "int16", "uint16", "same")
 
 #: Smallest tile (LR pixels) the out-of-memory policy goes down to.
 MIN_TILE = 8
+
+#: Smallest reliable shift (LR pixels, on either axis) that is corrected.  Correcting reads every LR
+#: tile through a shifted, resampling warp; the estimates' spread on aligned pairs is about 0.02 px.
+MIN_SHIFT_CORRECTION = 0.05
+
+#: Largest GDAL block cache (MB) :meth:`FusionPlan.block_cache_mb` asks for.
+MAX_BLOCK_CACHE_MB = 1024
 
 #: Largest tile core (LR pixels) and batch (tiles) a run accepts: the QGIS algorithm's limits.
 MAX_TILE, MAX_BATCH = 4096, 256
@@ -294,7 +303,11 @@ class FusionPlan:
         The inputs' sizes and band metadata (the output takes the LR-HSI's bands).
     shift:
         LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads (0, 0
-        when not estimated, not reliable or correction is off).
+        when not estimated, not reliable, below :data:`MIN_SHIFT_CORRECTION`
+        or correction is off).
+    shift_measured:
+        The reliable estimate ``(dx, dy)`` (0, 0 when not reliable), reported
+        whether or not it was applied.
     shift_reliable, shift_message:
         Whether the estimate was reliable, and what it said.
     radiometry:
@@ -317,6 +330,7 @@ class FusionPlan:
     lr_info: RasterInfo
     msi_info: RasterInfo
     shift: Tuple[float, float]
+    shift_measured: Tuple[float, float]
     shift_reliable: bool
     shift_message: str
     radiometry: Radiometry
@@ -337,6 +351,29 @@ class FusionPlan:
         return plan_tiles(self.grids.lr.width, self.grids.lr.height, tile=tile, overlap=min(overlap, tile // 4),
                           halo=self.halo, scale=self.grids.scale)
 
+    def block_cache_mb(self, tiles: TilePlan, block_width: int) -> int:
+        """GDAL block cache (MB) for running ``tiles`` in column blocks of ``block_width`` output pixels.
+
+        :data:`~csakd_qgis.raster_io.BLOCK_CACHE_MB` plus, for each input,
+        the decoded blocks (all bands) that one row of tiles of a column
+        block can touch: a column block and a tile read on either side
+        across, one tile read down, plus a block each way
+        (:meth:`~csakd_qgis.raster_io.RasterInfo.block_row_bytes`; the MSI
+        in output pixels).  With less, every tile decodes again the input
+        blocks its neighbour just decoded: a 1000-pixel-wide, 224-band
+        EnMAP scene in 256-pixel ZSTD blocks (115 MB per block row) spent
+        minutes per column block decompressing under the 64 MB cache.
+        The size depends on the widths, the bands and the tile, not on the
+        raster's height or length, so memory stays flat; it is capped at
+        :data:`MAX_BLOCK_CACHE_MB`.
+        """
+        s = self.grids.scale
+        read_h, read_w = tiles.read_shape
+        span = block_width // s + 2 * read_w
+        needed = (self.lr_info.block_row_bytes(span, read_h)
+                  + self.msi_info.block_row_bytes(span * s, read_h * s))
+        return min(BLOCK_CACHE_MB + -(-needed // 2**20), MAX_BLOCK_CACHE_MB)
+
     def writer(self, path: str, *, window: Optional[Window] = None, compress: Optional[str] = "zstd",
                blocksize: int = OUTPUT_BLOCK, cog: bool = False, overwrite: bool = False) -> RasterWriter:
         """An atomic GeoTIFF writer for the output grid or one HR ``window`` of it, with the output's metadata."""
@@ -353,7 +390,7 @@ class FusionPlan:
         grid, t = self.grids.output, result.timings
         return FuseReport(
             output=str(output), grid=Grid(grid.crs.to_wkt(), tuple(grid.transform)[:6], grid.width, grid.height),
-            scale=self.grids.scale, shift=self.shift, shift_corrected=self.shift != (0.0, 0.0),
+            scale=self.grids.scale, shift=self.shift_measured, shift_corrected=self.shift != (0.0, 0.0),
             shift_reliable=self.shift_reliable, shift_message=self.shift_message,
             tiles_total=result.tiles, tiles_skipped=result.skipped, tiles_recomputed=result.recomputed,
             tile_size=tile, halo=self.halo, batch_size=result.batch_size, device=device, method=self.method_name,
@@ -393,7 +430,11 @@ def prepare(lr_hsi: str, hr_msi: str, *, model=None, method: Union[str, FusionMe
     if shift_correction:
         reporter.update(0.0, "estimating the shift between the inputs")
         shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, grids)
-    applied = shift if reliable else (0.0, 0.0)
+    measured = shift if reliable else (0.0, 0.0)
+    applied = measured if max(abs(measured[0]), abs(measured[1])) >= MIN_SHIFT_CORRECTION else (0.0, 0.0)
+    if reliable and applied == (0.0, 0.0):
+        message += f" Below {MIN_SHIFT_CORRECTION} LR px on both axes: left uncorrected (a warped read of every " \
+                   "tile would change the output less than the estimate's own uncertainty)."
     read_start = time.perf_counter()
     with open_aligned(lr_hsi, hr_msi, grids, applied) as pair:
         lr_sample, msi_sample = sample_scene(pair)
@@ -411,7 +452,8 @@ def prepare(lr_hsi: str, hr_msi: str, *, model=None, method: Union[str, FusionMe
         fusion.fit(lr_sample / radiometry.lr_level, msi_sample / radiometry.msi_level,
                    [b.good for b in lr_info.bands])
     plan = FusionPlan(lr_hsi=str(lr_hsi), hr_msi=str(hr_msi), grids=grids, lr_info=lr_info, msi_info=msi_info,
-                      shift=applied, shift_reliable=reliable, shift_message=message, radiometry=radiometry,
+                      shift=applied, shift_measured=measured, shift_reliable=reliable, shift_message=message,
+                      radiometry=radiometry,
                       halo=tile_halo(fusion, halo), dtype=out_dtype, output_scale=out_scale,
                       method_name=fusion.name, model_name=getattr(fusion, "model_name", ""),
                       notes=tuple(grids.notes), sample_seconds=sample_seconds)
@@ -508,31 +550,32 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
     check_tile_size(tile, overlap)
     torch_device = resolve_device(device)
     set_threads(threads)
-    # every read and write of the run under a small block cache: GDAL's default (5 % of the RAM) keeps
-    # each input block the shift and radiometry samples touch, which grows with the raster
+    # the shift and radiometry samples under a small block cache: GDAL's default (5 % of the RAM) keeps
+    # each input block they touch, which grows with the raster; the tiles then under one sized for them
     with gdal_block_cache(BLOCK_CACHE_MB):
         plan, fusion = prepare(lr_hsi, hr_msi, model=model, method=method, device=torch_device,
                                shift_correction=shift_correction, dtype=dtype, scale=scale,
                                output_scale=output_scale, halo=halo, backend=backend, reporter=reporter)
-        notes: List[str] = list(plan.notes)
+    notes: List[str] = list(plan.notes)
 
-        def notify(text: str) -> None:
-            notes.append(text)
-            reporter.update(0.02, text)
+    def notify(text: str) -> None:
+        notes.append(text)
+        reporter.update(0.02, text)
 
-        while True:
-            try:
-                with plan.writer(output, compress=compress, blocksize=output_block, cog=cog,
-                                 overwrite=overwrite) as writer:
-                    result = run_pipeline(plan.open_pair, fusion, plan.tiles(tile, overlap), writer,
-                                          plan.radiometry, batch_size=batch_size, block_width=block_width,
-                                          out_block=output_block, reporter=reporter.phase(0.02, 1.0),
-                                          notify=notify)
-                break
-            except TileTooLarge:
-                if tile // 2 < MIN_TILE:
-                    raise
-                tile //= 2
-                notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
+    while True:
+        tiles = plan.tiles(tile, overlap)
+        try:
+            with gdal_block_cache(plan.block_cache_mb(tiles, block_width)), \
+                    plan.writer(output, compress=compress, blocksize=output_block, cog=cog,
+                                overwrite=overwrite) as writer:
+                result = run_pipeline(plan.open_pair, fusion, tiles, writer, plan.radiometry,
+                                      batch_size=batch_size, block_width=block_width, out_block=output_block,
+                                      reporter=reporter.phase(0.02, 1.0), notify=notify)
+            break
+        except TileTooLarge:
+            if tile // 2 < MIN_TILE:
+                raise
+            tile //= 2
+            notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
     return plan.report(output, result, tile=tile, device=str(torch_device),
                        seconds=time.perf_counter() - started, notes=tuple(notes))

@@ -111,6 +111,8 @@ class RasterInfo:
     ``count`` excludes an alpha band; ``bands``, ``scales`` and ``offsets``
     have ``count`` entries.  ``transform`` maps pixel (col, row) to map
     coordinates in ``crs``; ``crs`` is None for rasters without one.
+    ``block`` is the first band's storage block ``(rows, cols)`` in pixels
+    (a strip of ``(rows, width)`` for an untiled file).
     """
 
     path: str
@@ -124,6 +126,18 @@ class RasterInfo:
     bands: Tuple[BandInfo, ...]
     scales: Tuple[float, ...]
     offsets: Tuple[float, ...]
+    block: Tuple[int, int] = (256, 256)
+
+    def block_row_bytes(self, width: int, height: int) -> int:
+        """Decoded bytes of every block, all bands, that a ``width x height`` pixel window can touch.
+
+        The window touches at most ``ceil(width / cols) + 1`` blocks across
+        and ``ceil(height / rows) + 1`` down, whatever its position.
+        """
+        rows, cols = self.block
+        across = -(-min(width, self.width) // cols) + 1
+        down = -(-min(height, self.height) // rows) + 1
+        return across * down * rows * cols * self.count * np.dtype(self.dtype).itemsize
 
     @property
     def res(self) -> Tuple[float, float]:
@@ -278,6 +292,7 @@ def _info_from_dataset(ds: DatasetReaderBase, path: str) -> RasterInfo:
         bands=_band_metadata(ds, indexes),
         scales=scales,
         offsets=offsets,
+        block=tuple(int(v) for v in ds.block_shapes[indexes[0] - 1]),
     )
 
 

@@ -381,3 +381,24 @@ def test_tile_halo_default_exact_and_explicit():
     for bad in (-1, "wide", 2.5):
         with pytest.raises(InputError, match="halo"):
             tile_halo(net, bad)
+
+
+def test_tiles_run_under_a_block_cache_sized_for_a_row_of_tiles(pair, tmp_path, monkeypatch):
+    import csakd_qgis.engine as engine
+    from csakd_qgis.raster_io import BLOCK_CACHE_MB
+
+    lr_path, msi_path, _lr, _msi = pair
+    asked = []
+    real = engine.gdal_block_cache
+
+    def recording(megabytes):
+        asked.append(megabytes)
+        return real(megabytes)
+
+    monkeypatch.setattr(engine, "gdal_block_cache", recording)
+    fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, block_width=64,
+         device="cpu", shift_correction=False)
+    # a tile reads 10 + 2 (2 + 2) = 18 LR px; a column block of 64 HR px spans 64 // 3 + 2 x 18 = 57 LR px
+    lr_info, msi_info = read_info(lr_path), read_info(msi_path)
+    needed = lr_info.block_row_bytes(57, 18) + msi_info.block_row_bytes(171, 54)
+    assert asked == [BLOCK_CACHE_MB, BLOCK_CACHE_MB + -(-needed // 2**20)]

@@ -255,3 +255,16 @@ def test_float_encode_with_scale_and_nodata(tmp_path):
     read, valid = read_window(str(path))
     np.testing.assert_array_equal(valid, [[True, False], [True, True]])
     np.testing.assert_allclose(read[0][valid], [0.5, 1.25, -2.0])
+
+
+def test_block_shape_and_the_blocks_a_window_can_touch(tmp_path):
+    path = tmp_path / "b.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=600, height=300, count=3, dtype="int16", tiled=True,
+                       blockxsize=128, blockysize=64) as ds:
+        ds.write(np.zeros((3, 300, 600), np.int16))
+    info = read_info(str(path))
+    assert info.block == (64, 128)
+    # 200 px across: ceil(200 / 128) + 1 = 3 blocks; 70 px down: ceil(70 / 64) + 1 = 3; 3 bands of int16
+    assert info.block_row_bytes(200, 70) == 3 * 3 * 64 * 128 * 3 * 2
+    # a window wider than the raster touches no more than the raster: 600 px -> 5 + 1 blocks
+    assert info.block_row_bytes(10_000, 1) == 6 * 2 * 64 * 128 * 3 * 2

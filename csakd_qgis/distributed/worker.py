@@ -38,7 +38,7 @@ from ..engine import FusionPlan
 from ..methods import FusionMethod, make_method
 from ..pipeline import PipelineResult, run_pipeline
 from ..progress import Reporter
-from ..raster_io import BLOCK_CACHE_MB, gdal_block_cache
+from ..raster_io import gdal_block_cache
 from ..tiling import TilePlan
 from .regions import region_file
 
@@ -215,7 +215,7 @@ def fuse_region(job: RegionJob, index: int, region: Window) -> RegionResult:
     method, device = worker_method(job.method, job.plan)
     notes = []
     path = region_file(job.folder, region)
-    with gdal_block_cache(BLOCK_CACHE_MB):
+    with gdal_block_cache(job.plan.block_cache_mb(job.tiles, job.block_width)):
         with job.plan.writer(path, window=region, compress=job.compress, blocksize=job.output_block,
                              overwrite=True) as writer:
             result = run_pipeline(job.plan.open_pair, method, job.tiles, writer, job.plan.radiometry,
