@@ -251,6 +251,18 @@ def check_state(state: Mapping[str, torch.Tensor], model: torch.nn.Module, sourc
         )
 
 
+def card_config(card: ModelCard, source: str):
+    """The card's :class:`~csakd_qgis.models.ModelConfig`; :class:`CheckpointError` naming ``source`` when invalid."""
+    from .models import ModelConfig
+
+    try:
+        return ModelConfig.from_dict(card.config)
+    except (TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: the model card's config is not valid ({exc})") from exc
+
+
 def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu"
                     ) -> Tuple[torch.nn.Module, ModelCard]:
     """Build the network from the card's config and load its weights strictly.
@@ -274,15 +286,9 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu"
         key/shape mismatch.
     """
     state, card = read_state(path)
-    from .models import ModelConfig, build_model
+    from .models import build_model
 
-    try:
-        config = ModelConfig.from_dict(card.config)
-    except (TypeError, ValueError, KeyError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"{path}: the model card's config is not valid ({exc})") from exc
-    model = build_model(config)
+    model = build_model(card_config(card, str(path)))
     check_state(state, model, str(path))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), card

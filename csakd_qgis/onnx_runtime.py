@@ -36,7 +36,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .checkpoint import CARD_KEY
+from .checkpoint import CARD_KEY, card_config
 from .errors import CheckpointError, DependencyError, InputError
 from .model_card import ModelCard
 
@@ -155,14 +155,7 @@ def parse_onnx(data: bytes, source: str = "the ONNX model") -> ModelCard:
 
 def _card_config(card: ModelCard, source: str):
     """The card's :class:`~csakd_qgis.models.ModelConfig`, checked against the card's bands and scale."""
-    from .models import ModelConfig
-
-    try:
-        cfg = ModelConfig.from_dict(card.config)
-    except (TypeError, ValueError, KeyError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"{source}: the model card's config is not valid ({exc})") from exc
+    cfg = card_config(card, source)
     if (cfg.bands, cfg.msi_bands, cfg.scale) != (card.lr_bands.count, card.msi.count, card.scale):
         raise CheckpointError(
             f"{source}: the model card contradicts itself: its config has {cfg.bands} HSI bands, "

@@ -1,6 +1,17 @@
-"""In-memory stand-ins for the pipeline's input pair and output sink, shared by the pipeline tests."""
+"""Inputs for the engine tests: small GeoTIFFs on disk, and in-memory stand-ins for the pipeline's pair and sink."""
 
 import numpy as np
+import rasterio
+
+
+def write_geotiff(path, data, transform, nodata=None, tags=()):
+    """Write ``data`` ``(C, H, W)`` as a GeoTIFF in EPSG:32633 with per-band ``tags``; returns the path as str."""
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype.name, crs="EPSG:32633", transform=transform, nodata=nodata) as ds:
+        ds.write(data)
+        for i, t in enumerate(tags, start=1):
+            ds.update_tags(i, **t)
+    return str(path)
 
 
 class ArraySource:

@@ -13,7 +13,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
-from pipeline_fakes import ArraySource, RecordingSink
+from pipeline_fakes import ArraySource, RecordingSink, write_geotiff
 from rasterio.windows import Window
 
 from csakd_qgis.distributed import plan_regions
@@ -121,15 +121,6 @@ def client():
         yield c
 
 
-def _write(path, data, transform, nodata=None, tags=()):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype.name, crs="EPSG:32633", transform=transform, nodata=nodata) as ds:
-        ds.write(data)
-        for i, t in enumerate(tags, start=1):
-            ds.update_tags(i, **t)
-    return str(path)
-
-
 @pytest.fixture
 def pair(tmp_path):
     """36 x 36 LR (4 bands, wavelengths, a 12 x 12 nodata corner) and 108 x 108 MSI (3 bands), scale 3."""
@@ -140,8 +131,8 @@ def pair(tmp_path):
     lr[:, :12, :12] = -1.0  # covers the first tile's window (core 9 + overlap 2 LR px): that tile is skipped
     msi = (0.3 + 0.2 * rng.random((3, 108, 108))).astype(np.float32)
     tags = [{"wavelength": str(450.0 + 50 * k), "wavelength_units": "Nanometers", "fwhm": "10"} for k in range(4)]
-    return (_write(tmp_path / "lr.tif", lr, LR_T, nodata=-1.0, tags=tags),
-            _write(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S)))
+    return (write_geotiff(tmp_path / "lr.tif", lr, LR_T, nodata=-1.0, tags=tags),
+            write_geotiff(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S)))
 
 
 #: Small tiles, blocks and regions so a 108 px output has 2 x 2 regions that cut through tiles.

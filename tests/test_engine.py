@@ -5,7 +5,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
-from pipeline_fakes import ArraySource, RecordingSink
+from pipeline_fakes import ArraySource, RecordingSink, write_geotiff
 from rasterio.windows import Window
 
 from csakd_qgis.engine import fuse
@@ -19,15 +19,6 @@ S = 3
 LR_T = Affine(30.0, 0.0, 366000.0, 0.0, -30.0, 5810000.0)
 
 
-def _write(path, data, transform, nodata=None, tags=()):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype.name, crs="EPSG:32633", transform=transform, nodata=nodata) as ds:
-        ds.write(data)
-        for i, t in enumerate(tags, start=1):
-            ds.update_tags(i, **t)
-    return str(path)
-
-
 @pytest.fixture
 def pair(tmp_path):
     """48 x 48 LR (5 bands, wavelengths) and 144 x 144 MSI (3 bands) with smooth content, scale 3."""
@@ -37,8 +28,8 @@ def pair(tmp_path):
     lr = (lr + 0.01 * rng.random(lr.shape)).astype(np.float32)
     msi = (0.3 + 0.2 * rng.random((3, 144, 144))).astype(np.float32)
     tags = [{"wavelength": str(450.0 + 50 * k), "wavelength_units": "Nanometers", "fwhm": "10"} for k in range(5)]
-    lr_path = _write(tmp_path / "lr.tif", lr, LR_T, tags=tags)
-    msi_path = _write(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S))
+    lr_path = write_geotiff(tmp_path / "lr.tif", lr, LR_T, tags=tags)
+    msi_path = write_geotiff(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S))
     return lr_path, msi_path, lr, msi
 
 
@@ -87,8 +78,8 @@ def test_nodata_stays_nodata_and_empty_tiles_are_skipped(tmp_path):
     lr[:, 40, 40] = -9999.0
     msi = np.full((2, 144, 144), 50.0, np.float32)
     msi[:, 100:103, 7] = -1.0
-    lr_path = _write(tmp_path / "lr.tif", lr, LR_T, nodata=-9999.0)
-    msi_path = _write(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S), nodata=-1.0)
+    lr_path = write_geotiff(tmp_path / "lr.tif", lr, LR_T, nodata=-9999.0)
+    msi_path = write_geotiff(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S), nodata=-1.0)
     report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=8, overlap=2, device="cpu")
     # cores of 8 LR px, windows grown by 2: the tiles of cores (0..1, 0..1) lie inside the 24 x 24 hole
     assert (report.tiles_total, report.tiles_skipped) == (36, 4)
@@ -204,8 +195,8 @@ def shifted_pair(tmp_path):
         moved = ndimage.shift(hr, (0, S * shift[1], S * shift[0]), order=3, mode="reflect")
         lr = _block_mean(moved, S).astype(np.float32)
         msi = np.stack([hr[0:2].mean(0), hr[2:4].mean(0), hr[4:6].mean(0)]).astype(np.float32)
-        return (_write(tmp_path / "lr.tif", lr, LR_T), _write(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S)),
-                hr)
+        return (write_geotiff(tmp_path / "lr.tif", lr, LR_T),
+                write_geotiff(tmp_path / "msi.tif", msi, LR_T * Affine.scale(1 / S)), hr)
     return make
 
 
@@ -238,8 +229,8 @@ def test_report_names_method_counts_and_summary(pair, tmp_path):
 def test_empty_ghost_tiles_are_counted_once(tmp_path):
     lr = np.full((1, 40, 40), 100.0, np.float32)
     lr[:, :, :20] = -9999.0  # left half empty: tile column 0 (LR windows 0..12) holds no valid pixel
-    lr_path = _write(tmp_path / "lr.tif", lr, LR_T, nodata=-9999.0)
-    msi_path = _write(tmp_path / "msi.tif", np.ones((1, 120, 120), np.float32), LR_T * Affine.scale(1 / S))
+    lr_path = write_geotiff(tmp_path / "lr.tif", lr, LR_T, nodata=-9999.0)
+    msi_path = write_geotiff(tmp_path / "msi.tif", np.ones((1, 120, 120), np.float32), LR_T * Affine.scale(1 / S))
     # HR windows of the tile columns: 0..36, 24..66, 54..96, 84..120; blocks of 32 px visit columns
     # (0, 1), (0, 1, 2), (1, 2, 3), (3): 9 of 4 per row; empty column 0 is visited twice, skipped once
     report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, device="cpu",
@@ -299,7 +290,7 @@ def test_geographic_lr_input(shifted_pair, tmp_path):
 def test_non_integer_ratio_gives_scale_3_and_a_note(pair, tmp_path):
     lr_path, _msi_path, _lr, _msi = pair
     msi = np.random.default_rng(4).random((3, 160, 160)).astype(np.float32) + 0.2
-    msi_9m = _write(tmp_path / "msi9.tif", msi, Affine(9.0, 0, 366000.0, 0, -9.0, 5810000.0))
+    msi_9m = write_geotiff(tmp_path / "msi9.tif", msi, Affine(9.0, 0, 366000.0, 0, -9.0, 5810000.0))
     report = fuse(lr_path, msi_9m, str(tmp_path / "o.tif"), method="gsa", device="cpu", shift_correction=False)
     assert report.scale == 3 and report.grid.transform[0] == pytest.approx(10.0)
     assert any("using scale 3" in n for n in report.notes)
