@@ -121,9 +121,10 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         lr_path, msi_path = folder / "lr_hsi.tif", folder / "hr_msi.tif"
+        built = "reused from --keep"
         if not (lr_path.exists() and msi_path.exists()):
             lr_path, msi_path = build_inputs(folder, args.lr_size)
-        built = time.perf_counter() - start
+            built = f"built in {time.perf_counter() - start:.0f} s"
         kw = {"method": "network", "bands": bands, "scale": scale, "tile": 64, "overlap": 8, "batch": args.batch,
               "threads": args.threads}
         out = folder / "hr_hsi.tif"
@@ -136,7 +137,7 @@ def main() -> None:
     body = "\n".join([
         f"Machine: {machine()}.",
         "",
-        f"Inputs (built in {built:.0f} s by `bench/headline.py`): LR-HSI {args.lr_size} x {args.lr_size} x {bands} "
+        f"Inputs ({built}; made by `bench/headline.py`): LR-HSI {args.lr_size} x {args.lr_size} x {bands} "
         f"int16 at 30 m, HR-MSI {hr} x {hr} x 4 int16 at 10 m (Sentinel-2 B2, B3, B4, B8), a mirrored mosaic of "
         "the 14 real EnMAP tiles (their 6 bad bands stored as nodata). `fuse` with "
         f"{name} on the CPU, {args.threads} torch threads, tile 64 LR px, overlap 8, halo {r['halo']}, batch "
