@@ -5,4 +5,4 @@ The engine imports no QGIS module: it is usable from plain Python, from the
 that ships it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
