@@ -11,6 +11,9 @@ line prints them on one line without a traceback.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class CsakdError(Exception):
     """Root of every error the engine raises on purpose."""
@@ -50,3 +53,16 @@ class DependencyError(CsakdError, ImportError):
 
 class Cancelled(CsakdError):
     """The run was cancelled by the user; nothing was written."""
+
+
+def import_optional(module: str, purpose: str, install: str) -> ModuleType:
+    """Import an optional package; :class:`DependencyError` saying what needs it and ``install`` when missing.
+
+    ``install`` is the command (or commands) that installs it, quoted as is
+    in the message.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DependencyError(f"{purpose} needs the {module!r} package: install it with  {install}  ({exc})") from exc
+

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CARD_KEY, card_config
-from .errors import CheckpointError, DependencyError, InputError
+from .errors import CheckpointError, DependencyError, InputError, import_optional
 from .model_card import ModelCard
 
 #: File-name suffix of exported networks.
@@ -61,22 +61,13 @@ def is_onnx(model) -> bool:
 
 def import_onnx():
     """The ``onnx`` package; :class:`DependencyError` with the install command when it is missing."""
-    try:
-        import onnx
-    except ImportError as exc:
-        raise DependencyError(f"reading or writing .onnx models needs the 'onnx' package; install it with: {_PIP}"
-                              ) from exc
-    return onnx
+    return import_optional("onnx", "reading or writing .onnx models", _PIP)
 
 
 def import_onnxruntime():
     """The ``onnxruntime`` package; :class:`DependencyError` with the install command when it is missing."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise DependencyError("the onnxruntime backend needs the 'onnxruntime' package; install it with: "
-                              f"{_PIP}; for NVIDIA GPUs use onnxruntime-gpu instead of onnxruntime") from exc
-    return onnxruntime
+    return import_optional("onnxruntime", "the onnxruntime backend",
+                           f"{_PIP}; for NVIDIA GPUs use onnxruntime-gpu instead of onnxruntime")
 
 
 def _static_dim(value_info, axis: int) -> Optional[int]:

@@ -467,10 +467,14 @@ def gdal_block_cache(megabytes: int = BLOCK_CACHE_MB) -> Iterator[None]:
         yield
 
 
-def partial_path(path: str) -> str:
-    """Return the temporary name a writer uses beside ``path`` until it is complete."""
+#: What every temporary file of an unfinished output has in its name.
+PARTIAL_MARKER = "csakd-partial"
+
+
+def partial_path(path: str, suffix: str = ".tif") -> str:
+    """Return the temporary name (``.NAME.csakd-partial-PID`` + ``suffix``) a writer uses beside ``path``."""
     folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.csakd-partial-{os.getpid()}.tif")
+    return os.path.join(folder, f".{name}.{PARTIAL_MARKER}-{os.getpid()}{suffix}")
 
 
 def _write_failure(path: str, detail: str, error: Optional[BaseException] = None) -> RasterWriteError:

@@ -30,6 +30,7 @@ from rasterio.windows import Window
 
 from ..engine import FusionPlan
 from ..errors import RasterWriteError
+from ..raster_io import partial_path
 
 #: GDAL data type names of the stored types an output may have.
 GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
@@ -106,7 +107,7 @@ def write_vrt(path: str, width: int, height: int, regions: Sequence[Tuple[Window
                 ET.SubElement(source, "DstRect", xOff=str(int(window.col_off)), yOff=str(int(window.row_off)),
                               **size)
     ET.indent(root)
-    temp = os.path.join(folder, f".{os.path.basename(path)}.csakd-partial-{os.getpid()}.vrt")
+    temp = partial_path(path, ".vrt")
     try:
         ET.ElementTree(root).write(temp, encoding="utf-8", xml_declaration=False)
         os.replace(temp, path)

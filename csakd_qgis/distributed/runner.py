@@ -30,12 +30,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 from rasterio.windows import Window
 
 from ..engine import OUTPUT_BLOCK, FuseReport, check_batch_size, check_output, check_tile_size, prepare
-from ..errors import DependencyError, InputError
+from ..errors import InputError, import_optional
 from ..methods import AUTO, FusionMethod, NetworkMethod
 from ..onnx_runtime import OnnxNetworkMethod
 from ..pipeline import BLOCK_WIDTH, PipelineResult, Timings
 from ..progress import SILENT, Reporter
-from ..raster_io import BLOCK_CACHE_MB, gdal_block_cache
+from ..raster_io import BLOCK_CACHE_MB, PARTIAL_MARKER, gdal_block_cache
 from .assemble import copy_to_geotiff, write_vrt
 from .regions import REGION_SIZE, plan_regions, region_file, region_side, regions_folder, staging_folder
 from .worker import MethodSpec, RegionJob, RegionResult, fuse_region
@@ -58,14 +58,9 @@ LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHO
 
 def require_distributed():
     """The ``distributed`` module, or :class:`DependencyError` saying how to install it."""
-    try:
-        import distributed
-    except ImportError as error:
-        raise DependencyError(
-            f"the distributed mode needs Dask: install it with  python -m pip install \"{PIP_REQUIREMENT}\"  "
-            f"(the Python that runs csakd, and on every worker) ({error})"
-        ) from None
-    return distributed
+    return import_optional("distributed", "the distributed mode (Dask)",
+                           f'python -m pip install "{PIP_REQUIREMENT}" (in the Python that runs csakd, '
+                           'and on every worker)')
 
 
 @contextmanager
@@ -280,7 +275,7 @@ class SceneRun:
     def finish(self, client) -> DistributedReport:
         """Assemble the region files into the output and report; removes the staging folder."""
         start = time.perf_counter()
-        for stray in glob.glob(os.path.join(self.folder, ".*csakd-partial*")):
+        for stray in glob.glob(os.path.join(self.folder, f".*{PARTIAL_MARKER}*")):
             os.remove(stray)  # a worker that died while writing left its temporary file
         options, grid = self.options, self.plan.grids.output
         if self.is_vrt:
