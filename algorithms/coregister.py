@@ -36,7 +36,7 @@ class CoregisterAlgorithm(CsakdAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run the engine's ``coregister`` and return the aligned raster and the shift."""
         self.engine()
-        from csakd_qgis.coregister import coregister
+        from csakd_qgis.geo.coregister import coregister
 
         output = raster_destination(self, parameters, context)
         scale = self.parameterAsInt(parameters, self.SCALE, context)

@@ -63,7 +63,7 @@ class EvaluateAlgorithm(CsakdAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run the engine's ``evaluate_rasters`` and return the numbers and the report."""
         self.engine()
-        from csakd_qgis.evaluation import evaluate_rasters
+        from csakd_qgis.quality.evaluation import evaluate_rasters
 
         report = self.parameterAsFileOutput(parameters, self.REPORT, context) or None
         result = self.run_engine(

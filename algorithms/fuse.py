@@ -70,8 +70,8 @@ class FuseAlgorithm(CsakdAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run the engine's ``fuse`` and return the outputs keyed by the output constants."""
         self.engine()
-        from csakd_qgis.engine import fuse
-        from csakd_qgis.report import write_fuse_report
+        from csakd_qgis.fusion.engine import fuse
+        from csakd_qgis.quality.report import write_fuse_report
 
         output = raster_destination(self, parameters, context)
         inputs = (layer_source(self, parameters, self.LR_HSI, context),

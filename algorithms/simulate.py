@@ -56,7 +56,7 @@ class SimulateAlgorithm(CsakdAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run the engine's ``simulate_rasters``."""
         self.engine()
-        from csakd_qgis.simulation import simulate_rasters
+        from csakd_qgis.simulation.simulate import simulate_rasters
 
         outputs = {name: raster_destination(self, parameters, context, name)
                    for name in (self.LR_HSI, self.HR_MSI, self.REFERENCE_OUT)}

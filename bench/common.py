@@ -72,7 +72,7 @@ def write_synthetic(path: Path, bands: int, size: int, transform: Affine, seed: 
 def network_spec(bands: int = 128, scale: int = 3) -> Tuple[str, int, int]:
     """``(description, bands, scale)`` of :func:`load_network`'s network (the given ones for the random one)."""
     if BUNDLED.exists():
-        from csakd_qgis.checkpoint import read_card
+        from csakd_qgis.models.checkpoint import read_card
 
         card = read_card(BUNDLED)
         return f"bundled {card.name}", int(card.config["bands"]), int(card.scale)
@@ -83,10 +83,10 @@ def load_network(bands: int = 128, scale: int = 3):
     """The bundled model as a ``NetworkMethod`` when present, else a random ``project_student`` (seed 0)."""
     import torch
 
-    from csakd_qgis.methods import NetworkMethod
+    from csakd_qgis.fusion.methods import NetworkMethod
 
     if BUNDLED.exists():
-        from csakd_qgis.checkpoint import load_checkpoint
+        from csakd_qgis.models.checkpoint import load_checkpoint
 
         model, card = load_checkpoint(BUNDLED)
         return NetworkMethod(model, scale=card.scale, name="student", model_name=card.name)

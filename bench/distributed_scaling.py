@@ -1,7 +1,7 @@
 """Throughput of the distributed mode on a LocalCluster of 1 and 2 workers against the single process.
 
 For each method (bicubic on a larger synthetic scene, the bundled student on
-a smaller one), the same pair is fused by :func:`csakd_qgis.engine.fuse`
+a smaller one), the same pair is fused by :func:`csakd_qgis.fusion.engine.fuse`
 (one process, 1 torch thread) and by
 :func:`csakd_qgis.distributed.fuse_distributed` on a ``LocalCluster`` of 1
 and 2 worker processes (1 thread each), into a GeoTIFF (regions assembled
@@ -66,7 +66,7 @@ def run_case(name: str, pair: tuple, options: dict, region_size: int, folder: Pa
     Returns the fixed costs measured on the 2-worker cluster (:func:`fixed_costs`).
     """
     from csakd_qgis.distributed import ClusterOptions, fuse_distributed, open_client
-    from csakd_qgis.engine import fuse
+    from csakd_qgis.fusion.engine import fuse
 
     start = time.perf_counter()
     single = fuse(*pair, str(folder / f"{name}_single.tif"), threads=1, overwrite=True, **options)

@@ -1,4 +1,4 @@
-"""Peak memory, throughput, write speed and tile halo of ``csakd_qgis.engine.fuse``.
+"""Peak memory, throughput, write speed and tile halo of ``csakd_qgis.fusion.engine.fuse``.
 
 Three parts, each written to its own subsection of "Engine memory and
 throughput" in ``docs/benchmarks.md`` (other sections are kept):
@@ -48,8 +48,8 @@ import json, sys, time, numpy as np, torch
 lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 torch.set_num_threads(kw.get("threads", 1))
 from common import load_network, peak_rss_mb
-from csakd_qgis.engine import fuse
-from csakd_qgis.methods import BicubicMethod
+from csakd_qgis.fusion.engine import fuse
+from csakd_qgis.fusion.methods import BicubicMethod
 method = BicubicMethod(kw["scale"]) if kw["method"] == "bicubic" else load_network(kw["bands"], kw["scale"])
 rss_start = peak_rss_mb()
 start = time.perf_counter()
@@ -78,9 +78,9 @@ from contextlib import nullcontext
 from common import peak_rss_mb
 from affine import Affine
 from rasterio.windows import Window
-from csakd_qgis.pipeline import Blender, ColumnBlocks, schedule
-from csakd_qgis.raster_io import RasterWriter
-from csakd_qgis.tiling import plan_tiles
+from csakd_qgis.fusion.pipeline import Blender, ColumnBlocks, schedule
+from csakd_qgis.io.raster import RasterWriter
+from csakd_qgis.fusion.tiling import plan_tiles
 size, bands, mode, cache_bytes, interleave, out = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                                   int(sys.argv[4]), sys.argv[5], sys.argv[6])
 plan = plan_tiles(size // 3, size // 3, tile=64, overlap=8, halo=2, scale=3)
@@ -201,9 +201,9 @@ def write_part(folder: Path, quick: bool) -> str:
 def halo_part(quick: bool) -> str:
     import torch
 
-    from csakd_qgis.methods import network_halo
-    from csakd_qgis.pipeline import Radiometry, run_pipeline
-    from csakd_qgis.tiling import plan_tiles
+    from csakd_qgis.fusion.methods import network_halo
+    from csakd_qgis.fusion.pipeline import Radiometry, run_pipeline
+    from csakd_qgis.fusion.tiling import plan_tiles
 
     torch.set_num_threads(os.cpu_count() or 1)
     name, bands, scale = network_spec()
@@ -258,7 +258,7 @@ def halo_part(quick: bool) -> str:
         rows.append(f"| {halo} | {read} | {(read / TILE) ** 2:.2f} | {psnr:.1f} | {np.abs(err).max():.1e} | "
                     f"{seconds:.1f} |")
         print(rows[-1], flush=True)
-    from csakd_qgis.engine import NETWORK_HALO
+    from csakd_qgis.fusion.engine import NETWORK_HALO
 
     tile_rows = []
     for tile in (64, 96, 128):

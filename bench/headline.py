@@ -10,7 +10,7 @@ bad bands as nodata) and the
 HR-MSI its Sentinel-2 B2, B3, B4, B8 response (10 m, int16).  Both are tiled
 ZSTD GeoTIFFs written in strips, so building them never holds the mosaic.
 
-Then ``csakd_qgis.engine.fuse`` runs with the bundled default student on all
+Then ``csakd_qgis.fusion.engine.fuse`` runs with the bundled default student on all
 cores (int16 output, the engine's defaults otherwise) in a fresh process
 whose peak RSS is read, followed in the same process by the raw model on
 in-memory tiles of the engine's read size and batch (see
@@ -36,8 +36,8 @@ from common import BUNDLED, ROOT, machine, network_spec, replace_section
 from engine_memory import FUSE_CHILD, run_child
 from rasterio.windows import Window
 
-from csakd_qgis.raster_io import BandInfo, RasterWriter, read_info, read_window
-from csakd_qgis.srf import spectral_response_matrix
+from csakd_qgis.io.raster import BandInfo, RasterWriter, read_info, read_window
+from csakd_qgis.simulation.srf import spectral_response_matrix
 
 DATA = ROOT.parent / "shared" / "data" / "enmap_potsdam"
 HEADING = "## Headline scenario: one EnMAP scene with Sentinel-2 (issue 7)"

@@ -9,7 +9,7 @@ and reports the median over ``--runs`` runs in output (HR) pixels per
 second; both backends run in this one process, alternating call by call, with
 the same thread count (``torch.set_num_threads`` and onnxruntime's intra-op
 threads).  The onnxruntime model is the in-memory export of
-:func:`csakd_qgis.onnx_export.onnx_bytes`, which is what ``csakd
+:func:`csakd_qgis.models.onnx_export.onnx_bytes`, which is what ``csakd
 export-onnx`` writes.
 
 Usage: ``python bench/onnx_speed.py [--runs 5] [--threads 1 2] [--batches 4 1] [--random] [--write]``
@@ -30,13 +30,13 @@ import onnxruntime
 import torch
 from common import BUNDLED, machine, replace_section
 
-from csakd_qgis.checkpoint import load_checkpoint, read_card
-from csakd_qgis.methods import NetworkMethod
-from csakd_qgis.model_card import ModelCard, MsiInfo, SpectralBands
+from csakd_qgis.fusion.methods import NetworkMethod
 from csakd_qgis.models import build_model
+from csakd_qgis.models.card import ModelCard, MsiInfo, SpectralBands
+from csakd_qgis.models.checkpoint import load_checkpoint, read_card
 from csakd_qgis.models.config import preset
-from csakd_qgis.onnx_export import onnx_bytes
-from csakd_qgis.onnx_runtime import OnnxNetworkMethod
+from csakd_qgis.models.onnx_export import onnx_bytes
+from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod
 
 LR_TILE = 64 + 2 * 4
 HEADING = "## ONNX Runtime backend"

@@ -11,7 +11,7 @@ Protocol (documented in docs/benchmarks.md with the table this script writes):
 * Methods: bicubic, GSA, the bundled KD student and its teacher, and any extra
   model files given with ``--model NAME=PATH`` (e.g. a student trained without
   distillation, a scene-adaptive student).
-* Metrics against the reference (csakd_qgis.metrics, bad bands and nodata
+* Metrics against the reference (csakd_qgis.quality.metrics, bad bands and nodata
   left out): PSNR (peak = data range of the reference), SAM (degrees),
   ERGAS (ratio 3), SSIM.
 * Cost: parameters; multiply-adds per 255x255 output tile (85x85 LR pixels,
@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from common import ROOT, machine, replace_section
 
-from csakd_qgis.checkpoint import load_checkpoint
-from csakd_qgis.engine import fuse
-from csakd_qgis.evaluation import evaluate_rasters
+from csakd_qgis.fusion.engine import fuse
+from csakd_qgis.models.checkpoint import load_checkpoint
 from csakd_qgis.models.complexity import count_macs, count_parameters
-from csakd_qgis.training import teacher_path_for
+from csakd_qgis.quality.evaluation import evaluate_rasters
+from csakd_qgis.training.train import teacher_path_for
 
 SAMPLE = ROOT / "resources" / "sample"
 DEFAULT_MODEL = ROOT / "resources" / "models" / "enmap_s2_x3.safetensors"

@@ -8,7 +8,7 @@ Protocol (also written into docs/benchmarks.md with the tables this script produ
   reflectance).  Not georeferenced: it is given a synthetic 20 m grid in UTM
   16N for the GeoTIFFs the engine reads.  Sentinel-2A B2, B3, B4, B8 at scale 4
   (the HSI FWHMs are unknown, so each HSI band is a delta at its centre in the
-  spectral responses, see :mod:`csakd_qgis.srf`).  Rows 0-95 train, rows
+  spectral responses, see :mod:`csakd_qgis.simulation.srf`).  Rows 0-95 train, rows
   96-111 validate (choose the checkpoint), rows 112-143 test, all 144 columns.
 * AVIRIS-NG (``../shared/data/aviris_ng``, radiance, 425 bands): the headers
   carry no bad-band list and no band holds non-finite or zero values, so a
@@ -29,9 +29,9 @@ Protocol (also written into docs/benchmarks.md with the tables this script produ
   Gaussian PSF with MTF 0.3 at Nyquist, decimation by the scale, Sentinel-2A
   measured responses (pyrsr), 40 dB SNR on both images (seeded per region).
   The test region is written as GeoTIFFs (reference, LR-HSI, HR-MSI) with
-  ``csakd_qgis.simulation.simulate_rasters`` and every method is run on them
-  through ``csakd_qgis.engine.fuse`` (no shift correction, CPU).
-* Networks (project presets, ``csakd_qgis.training.train``; torch 1 thread,
+  ``csakd_qgis.simulation.simulate.simulate_rasters`` and every method is run on them
+  through ``csakd_qgis.fusion.engine.fuse`` (no shift correction, CPU).
+* Networks (project presets, ``csakd_qgis.training.train.train``; torch 1 thread,
   seed 0, AdamW with a cosine over the same number of steps for every
   network, batch 8, peak learning rate 1e-3, patch 24 on Indian Pines and as
   large as ``fit_patch`` allows on AVIRIS-NG (10), validation every eighth of
@@ -40,11 +40,11 @@ Protocol (also written into docs/benchmarks.md with the tables this script produ
   - teacher and KD student: one online co-training run, mode ``kd``;
   - student without distillation: mode ``student``, the same steps;
   - scene-adaptive student: mode ``student``, the same steps, on
-    ``csakd_qgis.training_io.scene_data`` (Wald's protocol) of the test
+    ``csakd_qgis.training.data.scene_data`` (Wald's protocol) of the test
     region's own LR-HSI and HR-MSI GeoTIFFs, without validation (the last
     weights): it never sees a reference.
 
-* Metrics (``csakd_qgis.evaluation.evaluate_rasters`` against the test
+* Metrics (``csakd_qgis.quality.evaluation.evaluate_rasters`` against the test
   reference, bad bands and nodata left out): PSNR (dB, peak = the reference's
   maximum over all bands, ``peak='range'``), SAM (degrees), ERGAS (ratio =
   the scale), SSIM.  Cost (``bench/quality.py``'s ``cost``): parameters,
@@ -78,12 +78,12 @@ from affine import Affine
 from common import ROOT, machine, replace_section
 from quality import cost, tile_side
 
-from csakd_qgis.engine import fuse
-from csakd_qgis.evaluation import evaluate_rasters
-from csakd_qgis.raster_io import BandInfo, read_whole, write_raster
-from csakd_qgis.simulation import simulate_rasters
-from csakd_qgis.training import TrainConfig, TrainingData, train
-from csakd_qgis.training_io import scene_data
+from csakd_qgis.fusion.engine import fuse
+from csakd_qgis.io.raster import BandInfo, read_whole, write_raster
+from csakd_qgis.quality.evaluation import evaluate_rasters
+from csakd_qgis.simulation.simulate import simulate_rasters
+from csakd_qgis.training.data import scene_data
+from csakd_qgis.training.train import TrainConfig, TrainingData, train
 
 DATA = ROOT.parent / "shared" / "data"
 HEADING = "## Quality on Indian Pines and AVIRIS-NG"
@@ -403,8 +403,8 @@ def section(results: Dict[str, Tuple[BenchScene, Dict[str, Row]]], steps: int, h
         "Protocol in short: each region (training, validation, test) is cut from the reference and simulated "
         "on its own (Gaussian PSF, MTF 0.3 at Nyquist, decimation by the scale, Sentinel-2A measured "
         "responses, 40 dB SNR), so train, validation and test never share a pixel or a PSF footprint; every "
-        "row is scored on the test region through `csakd_qgis.engine.fuse` and "
-        "`csakd_qgis.evaluation.evaluate_rasters` (PSNR peak = the reference's maximum, SAM in degrees, ERGAS "
+        "row is scored on the test region through `csakd_qgis.fusion.engine.fuse` and "
+        "`csakd_qgis.quality.evaluation.evaluate_rasters` (PSNR peak = the reference's maximum, SAM in degrees, ERGAS "
         "with the scale, SSIM; bad bands left out). Networks: project presets, "
         f"{steps} steps each, batch 8, peak learning rate 1e-3 (cosine), seed 0, torch 1 thread, checkpoint "
         "chosen on the validation region (PSNR with per-band peak). The teacher and the KD student come from "

@@ -13,8 +13,8 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-from . import __version__
-from .errors import Cancelled, CsakdError
+from csakd_qgis import __version__
+from csakd_qgis.errors import Cancelled, CsakdError
 
 #: Sub-command modules under ``csakd_qgis.commands``, in the order ``--help`` lists them.
 COMMANDS = (

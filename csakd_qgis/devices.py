@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .errors import CsakdError, InputError
+from csakd_qgis.errors import CsakdError, InputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 

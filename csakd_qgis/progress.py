@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .errors import Cancelled
+from csakd_qgis.errors import Cancelled
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from csakd_qgis.degradation import simulate_pair
-from csakd_qgis.raster_io import BandInfo, read_info, read_window, write_raster
+from csakd_qgis.io.raster import BandInfo, read_info, read_window, write_raster
+from csakd_qgis.simulation.degradation import simulate_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 TILES = ("enmap_potsdam_tile_160_128.tif", "enmap_potsdam_tile_192_128.tif",

@@ -160,7 +160,8 @@ def test_dialog_choices_match_the_engine(processing):
     # the dialogs list these without importing the engine (torch); they must not drift from it
     from algorithms.simulate import SENSORS
     from algorithms.train import PRESET_FAMILIES
-    from csakd_qgis import srf, training
+    from csakd_qgis.simulation import srf
+    from csakd_qgis.training import train as training
 
     assert PRESET_FAMILIES == training.PRESET_FAMILIES
     assert set(SENSORS) <= set(srf.PYRSR_SENSORS)

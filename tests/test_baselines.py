@@ -5,10 +5,10 @@ import pytest
 import torch
 from scipy import ndimage
 
-from csakd_qgis.baselines import GSA, bicubic_upsample, gsa_fuse
-from csakd_qgis.degradation import blur_decimate, gaussian_psf, simulate_pair
+from csakd_qgis.classical.baselines import GSA, bicubic_upsample, gsa_fuse
 from csakd_qgis.errors import InputError
-from csakd_qgis.metrics import psnr, sam
+from csakd_qgis.quality.metrics import psnr, sam
+from csakd_qgis.simulation.degradation import blur_decimate, gaussian_psf, simulate_pair
 
 
 def test_bicubic_of_constant_and_grid_alignment():

@@ -6,10 +6,10 @@ import struct
 import pytest
 import torch
 
-from csakd_qgis import checkpoint
-from csakd_qgis.checkpoint import CARD_KEY, load_checkpoint, read_card, save_checkpoint, weights_digest
 from csakd_qgis.errors import CheckpointError
-from csakd_qgis.model_card import FORMAT_VERSION, ModelCard, MsiInfo, SpectralBands
+from csakd_qgis.models import checkpoint
+from csakd_qgis.models.card import FORMAT_VERSION, ModelCard, MsiInfo, SpectralBands
+from csakd_qgis.models.checkpoint import CARD_KEY, load_checkpoint, read_card, save_checkpoint, weights_digest
 
 
 def _card(config=None, bands=3):

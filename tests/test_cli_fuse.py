@@ -63,7 +63,7 @@ def test_fuse_refuses_output_equal_to_an_input(pair, capsys):
 @pytest.fixture
 def no_compute(monkeypatch):
     """Make any read of the inputs fail, to prove the output is checked first."""
-    import csakd_qgis.engine as engine
+    import csakd_qgis.fusion.engine as engine
 
     def fail(*args, **kwargs):
         raise AssertionError("inputs were read before the output was checked")
@@ -72,8 +72,8 @@ def no_compute(monkeypatch):
 
 
 def test_fuse_refuses_missing_folder_before_compute(pair, tmp_path, capsys, no_compute):
-    from csakd_qgis.engine import fuse
     from csakd_qgis.errors import RasterWriteError
+    from csakd_qgis.fusion.engine import fuse
 
     lr_path, msi_path, _lr = pair
     missing = str(tmp_path / "no" / "such" / "out.tif")

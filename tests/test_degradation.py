@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from csakd_qgis import degradation as D
 from csakd_qgis.errors import InputError
+from csakd_qgis.simulation import degradation as D
 
 
 def test_psf_sigma_from_mtf():

@@ -18,9 +18,9 @@ from rasterio.windows import Window
 
 from csakd_qgis.distributed import plan_regions
 from csakd_qgis.errors import Cancelled, DependencyError, InputError
-from csakd_qgis.methods import BicubicMethod
-from csakd_qgis.pipeline import Radiometry, run_pipeline
-from csakd_qgis.tiling import plan_tiles
+from csakd_qgis.fusion.methods import BicubicMethod
+from csakd_qgis.fusion.pipeline import Radiometry, run_pipeline
+from csakd_qgis.fusion.tiling import plan_tiles
 
 torch.set_num_threads(1)
 S = 3
@@ -155,7 +155,7 @@ def _leftovers(folder):
 @pytest.mark.parametrize("method,dtype,ext", [("bicubic", "float32", ".tif"), ("gsa", "int16", ".vrt")])
 def test_cluster_output_equals_single_process(client, pair, tmp_path, method, dtype, ext):
     from csakd_qgis.distributed import ClusterOptions, fuse_distributed
-    from csakd_qgis.engine import fuse
+    from csakd_qgis.fusion.engine import fuse
     lr_path, msi_path = pair
     kwargs = dict(method=method, device="cpu", dtype=dtype, output_scale=1e-4 if dtype == "int16" else None,
                   shift_correction=False, **SMALL)
@@ -200,7 +200,7 @@ class KillOnce(BicubicMethod):
 
 def test_a_killed_worker_is_survived(client, pair, tmp_path):
     from csakd_qgis.distributed import ClusterOptions, fuse_distributed
-    from csakd_qgis.engine import fuse
+    from csakd_qgis.fusion.engine import fuse
     lr_path, msi_path = pair
     options = dict(device="cpu", shift_correction=False, **SMALL)
     out = str(tmp_path / "out.tif")
@@ -262,7 +262,7 @@ def test_batch_reports_each_pair_and_survives_a_bad_one(client, pair, tmp_path):
 @pytest.mark.slow
 def test_student_on_the_sample_equals_single_process(client, tmp_path):
     from csakd_qgis.distributed import ClusterOptions, fuse_distributed
-    from csakd_qgis.engine import fuse
+    from csakd_qgis.fusion.engine import fuse
     if not MODEL.is_file():
         pytest.skip("bundled model missing")
     lr_path, msi_path = str(SAMPLE / "enmap_lr_hsi.tif"), str(SAMPLE / "s2_hr_msi.tif")

@@ -8,8 +8,8 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from csakd_qgis.errors import GridError
-from csakd_qgis.grid import Grid, plan_grids
-from csakd_qgis.raster_io import RasterInfo
+from csakd_qgis.geo.grid import Grid, plan_grids
+from csakd_qgis.io.raster import RasterInfo
 
 
 def info(path, crs, transform, width, height):

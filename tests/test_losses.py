@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from csakd_qgis.losses import FeatureAdapter, bandwise_error, sam_loss, student_loss, teacher_loss
+from csakd_qgis.training.losses import FeatureAdapter, bandwise_error, sam_loss, student_loss, teacher_loss
 
 
 def _img(values):

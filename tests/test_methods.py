@@ -4,7 +4,7 @@ import torch
 
 from csakd_qgis.devices import OomBackoff, TileTooLarge, is_out_of_memory, resolve_device
 from csakd_qgis.errors import InputError
-from csakd_qgis.methods import BicubicMethod, GSAMethod, NetworkMethod, make_method, network_halo
+from csakd_qgis.fusion.methods import BicubicMethod, GSAMethod, NetworkMethod, make_method, network_halo
 from csakd_qgis.models import ModelConfig, build_model
 
 torch.set_num_threads(1)
@@ -27,7 +27,7 @@ def _block_mean(x, s):
 
 
 def test_gsa_method_is_baselines_gsa_applied_to_the_bicubic_upsampling():
-    from csakd_qgis.baselines import GSA, bicubic_upsample
+    from csakd_qgis.classical.baselines import GSA, bicubic_upsample
 
     rng = np.random.default_rng(1)
     s, m = 2, 3

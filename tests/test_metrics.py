@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from csakd_qgis import metrics as M
 from csakd_qgis.errors import InputError
+from csakd_qgis.quality import metrics as M
 
 
 def _pair(seed=0, shape=(4, 40, 40)):
@@ -149,7 +149,7 @@ def test_evaluate_report_round_trip():
 
 
 def test_consistency_of_a_perfect_fusion():
-    from csakd_qgis.degradation import blur_decimate, gaussian_psf
+    from csakd_qgis.simulation.degradation import blur_decimate, gaussian_psf
 
     rng = np.random.default_rng(5)
     truth = ndimage.gaussian_filter(rng.random((6, 32, 32)), (0, 1, 1)) + 0.5

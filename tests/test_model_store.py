@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from csakd_qgis import model_store
-from csakd_qgis.checkpoint import save_checkpoint
 from csakd_qgis.errors import CheckpointError, ModelMismatchError
-from csakd_qgis.model_card import ModelCard, MsiInfo, Provenance, SpectralBands
-from csakd_qgis.raster_io import BandInfo
+from csakd_qgis.io.raster import BandInfo
+from csakd_qgis.models import store as model_store
+from csakd_qgis.models.card import ModelCard, MsiInfo, Provenance, SpectralBands
+from csakd_qgis.models.checkpoint import save_checkpoint
 
 
 def _card(name, bands=(500.0, 600.0, 700.0), msi=4, scale=4, role="student"):

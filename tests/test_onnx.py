@@ -13,17 +13,21 @@ pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
 
-from csakd_qgis import onnx_runtime  # noqa: E402
-from csakd_qgis.checkpoint import CARD_KEY, load_checkpoint, read_card  # noqa: E402
 from csakd_qgis.cli import main  # noqa: E402
 from csakd_qgis.errors import CheckpointError, DependencyError, InputError, ModelMismatchError  # noqa: E402
-from csakd_qgis.methods import NETWORK_METHODS, NetworkMethod, make_method, model_scales, network_halo  # noqa: E402
-from csakd_qgis.model_card import ModelCard, MsiInfo, SpectralBands  # noqa: E402
-from csakd_qgis.models import FUSIONS, ModelConfig, build_model  # noqa: E402
-from csakd_qgis.normalisation import robust_level  # noqa: E402
-from csakd_qgis.onnx_export import export_onnx, onnx_bytes  # noqa: E402
-from csakd_qgis.onnx_runtime import OnnxNetworkMethod, providers, read_onnx_card  # noqa: E402
-from csakd_qgis.raster_io import read_info  # noqa: E402
+from csakd_qgis.fusion.methods import NETWORK_METHODS, NetworkMethod, make_method, model_scales, network_halo  # noqa: E402
+from csakd_qgis.fusion.radiometry import robust_level  # noqa: E402
+from csakd_qgis.io.raster import read_info  # noqa: E402
+from csakd_qgis.models import (  # noqa: E402
+    FUSIONS,
+    ModelConfig,
+    build_model,
+    onnx_runtime,  # noqa: E402
+)
+from csakd_qgis.models.card import ModelCard, MsiInfo, SpectralBands  # noqa: E402
+from csakd_qgis.models.checkpoint import CARD_KEY, load_checkpoint, read_card  # noqa: E402
+from csakd_qgis.models.onnx_export import export_onnx, onnx_bytes  # noqa: E402
+from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod, providers, read_onnx_card  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -287,7 +291,7 @@ def test_providers_never_fall_back_silently():
 
 
 def test_engine_fuse_with_the_onnx_export_matches_torch(exported, tmp_path):
-    from csakd_qgis.engine import fuse
+    from csakd_qgis.fusion.engine import fuse
 
     _, path = exported
     lr, msi = str(SAMPLE / "enmap_lr_hsi.tif"), str(SAMPLE / "s2_hr_msi.tif")

@@ -22,7 +22,7 @@ def test_zip_holds_the_plugin_and_no_development_files(plugin_zip):
     names = zipfile.ZipFile(plugin_zip).namelist()
     assert all(name.startswith("csakd_fusion/") for name in names)
     for needed in ("metadata.txt", "__init__.py", "plugin.py", "LICENSE", "algorithms/provider.py",
-                   "csakd_qgis/engine.py", "resources/icon.png", "resources/help.yaml"):
+                   "csakd_qgis/fusion/engine.py", "resources/icon.png", "resources/help.yaml"):
         assert f"csakd_fusion/{needed}" in names
     assert not [n for n in names if n.startswith(("csakd_fusion/tests/", "csakd_fusion/.venv/",
                                                    "csakd_fusion/bench/")) or "__pycache__" in n]

@@ -6,9 +6,9 @@ import zlib
 import numpy as np
 import pytest
 
-from csakd_qgis.quicklook import encode_png, rgb_band_indexes, stretch
-from csakd_qgis.raster_io import BandInfo
-from csakd_qgis.report import heat_png, svg_line_chart, table, write_page
+from csakd_qgis.io.raster import BandInfo
+from csakd_qgis.quality.quicklook import encode_png, rgb_band_indexes, stretch
+from csakd_qgis.quality.report import heat_png, svg_line_chart, table, write_page
 
 
 def decode_png(data):
@@ -75,7 +75,7 @@ def test_chart_and_page(tmp_path):
 def test_quicklook_of_the_sample_reference(tmp_path, max_size):
     from pathlib import Path
 
-    from csakd_qgis.quicklook import true_colour_png
+    from csakd_qgis.quality.quicklook import true_colour_png
 
     sample = Path(__file__).resolve().parents[1] / "resources" / "sample" / "reference_hr_hsi.tif"
     pixels = decode_png(true_colour_png(str(sample), str(tmp_path / "q.png"), max_size=max_size))

@@ -27,9 +27,7 @@ from hypothesis import strategies as st
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from csakd_qgis import raster_io
 from csakd_qgis.cli import main
-from csakd_qgis.engine import fuse
 from csakd_qgis.errors import (
     GridError,
     InputError,
@@ -37,8 +35,10 @@ from csakd_qgis.errors import (
     RasterReadError,
     RasterWriteError,
 )
-from csakd_qgis.grid import plan_grids
-from csakd_qgis.raster_io import RasterInfo, missing_blocks, read_window
+from csakd_qgis.fusion.engine import fuse
+from csakd_qgis.geo.grid import plan_grids
+from csakd_qgis.io import raster as raster_io
+from csakd_qgis.io.raster import RasterInfo, missing_blocks, read_window
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -379,7 +379,7 @@ def test_zero_tile_size_on_the_command_line_is_one_line(pair, tmp_path, capsys):
 
 
 def test_tile_larger_than_the_raster_reads_only_the_raster(pair, tmp_path):
-    from csakd_qgis.tiling import plan_tiles
+    from csakd_qgis.fusion.tiling import plan_tiles
 
     plan = plan_tiles(12, 12, tile=10**6, overlap=8, halo=2, scale=3)
     assert len(plan) == 1 and plan.read_shape == (12 + 2 * (8 + 2), 12 + 2 * (8 + 2))
@@ -393,7 +393,7 @@ def test_tile_larger_than_the_raster_reads_only_the_raster(pair, tmp_path):
     ("batch_size", 10**6, "batch size must be between 1 and 256"),
 ])
 def test_absurd_sizes_are_refused_before_anything_is_read(pair, tmp_path, monkeypatch, option, value, message):
-    import csakd_qgis.engine as engine
+    import csakd_qgis.fusion.engine as engine
 
     def never(*args, **kwargs):
         raise AssertionError("inputs were read before the sizes were checked")
@@ -503,7 +503,7 @@ def test_keyboard_interrupt_mid_run_exits_130_and_writes_nothing(pair, tmp_path,
 #: ``csakd`` with bicubic slowed to 0.2 s per batch, so a signal arrives mid-run.
 SLOW_CSAKD = """
 import sys, time
-from csakd_qgis import methods
+from csakd_qgis.fusion import methods
 predict = methods.BicubicMethod.predict
 def slow(self, lr, msi):
     time.sleep(1.0)  # long enough that a loaded machine cannot finish the run before the signal arrives

@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage
 
 from csakd_qgis.errors import InputError
-from csakd_qgis.shift import estimate_shift, fit_band_mixing
+from csakd_qgis.geo.shift import estimate_shift, fit_band_mixing
 
 
 def block_mean(cube, s):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from csakd_qgis import srf as S
 from csakd_qgis.errors import InputError
+from csakd_qgis.simulation import srf as S
 
 WL = np.arange(400.0, 1001.0, 10.0)   # 61 bands, 10 nm apart
 

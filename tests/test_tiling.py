@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from csakd_qgis.errors import TilingError
-from csakd_qgis.tiling import plan_tiles, ramp, reflect_indices, reflect_pad
+from csakd_qgis.fusion.tiling import plan_tiles, ramp, reflect_indices, reflect_pad
 
 sizes = st.integers(1, 70)
 plans = st.tuples(sizes, sizes, st.integers(1, 24), st.integers(0, 6), st.integers(0, 5), st.integers(1, 4),

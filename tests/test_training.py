@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from csakd_qgis import cli
-from csakd_qgis.checkpoint import load_checkpoint, read_card
 from csakd_qgis.errors import InputError, ModelMismatchError
-from csakd_qgis.model_card import MsiInfo, SpectralBands
-from csakd_qgis.patches import PatchSampler, Scene, augment, valid_origins
-from csakd_qgis.scene_adaptive import wald_scene
-from csakd_qgis.training import (
+from csakd_qgis.models.card import MsiInfo, SpectralBands
+from csakd_qgis.models.checkpoint import load_checkpoint, read_card
+from csakd_qgis.training.patches import PatchSampler, Scene, augment, valid_origins
+from csakd_qgis.training.scene_adaptive import wald_scene
+from csakd_qgis.training.train import (
     TrainConfig,
     TrainingData,
     optimizer_path_for,
@@ -175,7 +175,7 @@ def test_offline_distillation_needs_a_fitting_teacher(tmp_path):
 def test_train_and_models_commands(tmp_path, capsys):
     from affine import Affine
 
-    from csakd_qgis.raster_io import BandInfo, write_raster
+    from csakd_qgis.io.raster import BandInfo, write_raster
 
     rng = np.random.default_rng(0)
     wl = np.linspace(420, 880, 12)
@@ -205,10 +205,10 @@ def test_kd_on_indian_pines_beats_bicubic_on_held_out_rows(tmp_path):
     folder = DATA / "indian_pines"
     if not folder.is_dir():
         pytest.skip("shared Indian Pines data not present")
-    from csakd_qgis.degradation import simulate_pair
-    from csakd_qgis.methods import bicubic_upsample
-    from csakd_qgis.metrics import evaluate
-    from csakd_qgis.normalisation import robust_level
+    from csakd_qgis.fusion.methods import bicubic_upsample
+    from csakd_qgis.fusion.radiometry import robust_level
+    from csakd_qgis.quality.metrics import evaluate
+    from csakd_qgis.simulation.degradation import simulate_pair
 
     torch.set_num_threads(1)
     cube = np.load(folder / "Indian_pines_corrected.npy").astype(np.float64).transpose(2, 0, 1)

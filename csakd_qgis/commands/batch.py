@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..progress import Reporter
-from .fuse import add_cluster_options, add_fusion_options, cluster_options, print_report, progress_bar
+from csakd_qgis.commands.fuse import (
+    add_cluster_options,
+    add_fusion_options,
+    cluster_options,
+    print_report,
+    progress_bar,
+)
+from csakd_qgis.progress import Reporter
 
 NAME = "batch"
 HELP = "Fuse many LR-HSI / HR-MSI pairs (a CSV or JSON list) as one job on a Dask cluster."
@@ -23,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fuse every pair (a local cluster of one worker unless --scheduler/--workers); 1 when a pair failed."""
-    from ..distributed import fuse_batch, open_client, read_pair_list
+    from csakd_qgis.distributed import fuse_batch, open_client, read_pair_list
 
     pairs = read_pair_list(args.pairs)
     workers = 1 if args.scheduler is None and args.workers is None else args.workers

@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..checkpoint import save_checkpoint
-from ..errors import InputError
-from ..model_card import ModelCard, MsiInfo, Provenance, SpectralBands
+from csakd_qgis.errors import InputError
+from csakd_qgis.models.card import ModelCard, MsiInfo, Provenance, SpectralBands
+from csakd_qgis.models.checkpoint import save_checkpoint
 
 NAME = "convert-original"
 HELP = "Convert an original CSAKD PyTorch checkpoint (.pth) into a csakd .safetensors model with a card."
@@ -49,7 +49,7 @@ def convert(source: Path, out: Path, *, wavelengths_from: Optional[str] = None, 
         When ``out`` exists without ``overwrite``, or the wavelength raster
         has another band count.
     """
-    from ..models import load_original
+    from csakd_qgis.models import load_original
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -60,7 +60,7 @@ def convert(source: Path, out: Path, *, wavelengths_from: Optional[str] = None, 
         raise InputError(f"the original network works at scale {cfg.scale}, not {scale}")
     lr_bands = SpectralBands((None,) * cfg.bands)
     if wavelengths_from:
-        from ..raster_io import read_info
+        from csakd_qgis.io.raster import read_info
 
         info = read_info(wavelengths_from)
         if info.count != cfg.bands:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..coregister import coregister
+from csakd_qgis.geo.coregister import coregister
 
 NAME = "coregister"
 HELP = ("Resample an LR-HSI onto the low-resolution grid aligned with an HR-MSI (exactly SCALE times "

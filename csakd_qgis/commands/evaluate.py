@@ -1,11 +1,11 @@
 """``csakd evaluate``: quality of a fused raster, against a reference and/or its own inputs.
 
 With a reference (``csakd evaluate REFERENCE FUSED``) every full-reference
-metric of :mod:`csakd_qgis.metrics` is reported; with ``--lr-hsi`` and
+metric of :mod:`csakd_qgis.quality.metrics` is reported; with ``--lr-hsi`` and
 ``--hr-msi`` the no-reference consistency (the fused image degraded back and
 compared with both inputs, and the QNR-style index) too; ``csakd evaluate
 FUSED --lr-hsi LR --hr-msi MSI`` gives the latter alone.  See
-:func:`csakd_qgis.evaluation.evaluate_rasters`.
+:func:`csakd_qgis.quality.evaluation.evaluate_rasters`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import json
 
 import numpy as np
 
-from ..degradation import DEFAULT_MTF_NYQUIST
-from ..errors import InputError
-from ..evaluation import evaluate_rasters
+from csakd_qgis.errors import InputError
+from csakd_qgis.quality.evaluation import evaluate_rasters
+from csakd_qgis.simulation.degradation import DEFAULT_MTF_NYQUIST
 
 NAME = "evaluate"
 HELP = "Quality metrics of a fused raster against a reference (PSNR, SAM, ERGAS, SSIM, Q2n, ...) or its inputs."

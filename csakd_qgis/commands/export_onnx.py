@@ -2,7 +2,7 @@
 
 The export has dynamic batch and tile size, carries the model card in its
 metadata and is compared with torch at two other tile sizes before it is
-written (:func:`csakd_qgis.onnx_export.export_onnx`).  Run it with
+written (:func:`csakd_qgis.models.onnx_export.export_onnx`).  Run it with
 ``csakd fuse --model FILE.onnx``.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..onnx_export import DEFAULT_OPSET, export_onnx
+from csakd_qgis.models.onnx_export import DEFAULT_OPSET, export_onnx
 
 NAME = "export-onnx"
 HELP = "Export a csakd model (.safetensors or installed name) to ONNX for the onnxruntime backend."

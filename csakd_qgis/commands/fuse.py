@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 
-from ..devices import DEVICE_CHOICES
-from ..distributed.regions import REGION_SIZE
-from ..engine import DTYPES, fuse
-from ..errors import InputError
-from ..methods import BACKENDS, METHODS
-from ..progress import Reporter
+from csakd_qgis.devices import DEVICE_CHOICES
+from csakd_qgis.distributed.regions import REGION_SIZE
+from csakd_qgis.errors import InputError
+from csakd_qgis.fusion.engine import DTYPES, fuse
+from csakd_qgis.fusion.methods import BACKENDS, METHODS
+from csakd_qgis.progress import Reporter
 
 NAME = "fuse"
 HELP = "Fuse a low-resolution hyperspectral image with a high-resolution multispectral image."
@@ -90,7 +90,7 @@ def progress_bar(fraction: float, message: str) -> None:
 
 def cluster_options(args: argparse.Namespace):
     """The :class:`~csakd_qgis.distributed.ClusterOptions` the parsed fusion options ask for."""
-    from ..distributed import ClusterOptions
+    from csakd_qgis.distributed import ClusterOptions
 
     return ClusterOptions(model=args.model, method=args.method, tile=args.tile_size, overlap=args.overlap,
                           batch_size=args.batch_size, device=args.device, threads=args.threads,
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the fusion; print a progress bar on stderr and the report on stdout."""
     reporter = Reporter(progress=progress_bar)
     if args.scheduler is not None or args.workers is not None:
-        from ..distributed import fuse_distributed, open_client
+        from csakd_qgis.distributed import fuse_distributed, open_client
 
         if args.backend != "auto":
             raise InputError("--backend applies to fusion on this machine; the workers of a cluster run "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..checkpoint import read_card
-from ..model_store import bundled_dir, describe, list_models, user_dir
+from csakd_qgis.models.checkpoint import read_card
+from csakd_qgis.models.store import bundled_dir, describe, list_models, user_dir
 
 NAME = "models"
 HELP = "List the bundled and installed models and what each expects, or print a model's card."

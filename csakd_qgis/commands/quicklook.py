@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..quicklook import true_colour_png
+from csakd_qgis.quality.quicklook import true_colour_png
 
 NAME = "quicklook"
 HELP = "Write a true-colour PNG (bands nearest 640/550/470 nm, 2-98 % stretch) of a raster."

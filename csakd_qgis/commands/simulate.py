@@ -1,6 +1,6 @@
 """``csakd simulate``: an LR-HSI / HR-MSI pair from a reference hyperspectral raster (Wald's protocol).
 
-See :func:`csakd_qgis.simulation.simulate_rasters`.
+See :func:`csakd_qgis.simulation.simulate.simulate_rasters`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import json
 import os
 from typing import Tuple
 
-from ..degradation import DEFAULT_MTF_NYQUIST
-from ..simulation import simulate_rasters
+from csakd_qgis.simulation.degradation import DEFAULT_MTF_NYQUIST
+from csakd_qgis.simulation.simulate import simulate_rasters
 
 NAME = "simulate"
 HELP = ("Simulate a low-resolution HSI and a high-resolution MSI from a reference HSI "

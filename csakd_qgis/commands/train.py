@@ -8,7 +8,7 @@ Two data sources:
 * ``--scene LR_HSI.tif HR_MSI.tif``: a real, co-registered pair, trained by
   Wald's protocol (scene-adaptive).
 
-Rasters are read whole (see :mod:`csakd_qgis.training_io`).
+Rasters are read whole (see :mod:`csakd_qgis.training.data`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..progress import Reporter
-from ..training import MODES, PRESET_FAMILIES, TrainConfig, TrainingData, train
-from ..training_io import reference_data, scene_data
+from csakd_qgis.errors import InputError
+from csakd_qgis.progress import Reporter
+from csakd_qgis.training.data import reference_data, scene_data
+from csakd_qgis.training.train import MODES, PRESET_FAMILIES, TrainConfig, TrainingData, train
 
 NAME = "train"
 HELP = "Train a CSAKD model (KD co-training, offline distillation, student or teacher alone)."

@@ -1,7 +1,7 @@
 """The fusion engine on a Dask cluster (``dask.distributed``): large scenes and many scenes.
 
 One scene (:func:`fuse_distributed`): the client runs
-:func:`csakd_qgis.engine.prepare` once (grids, shift, radiometry, GSA
+:func:`csakd_qgis.fusion.engine.prepare` once (grids, shift, radiometry, GSA
 coefficients), keeps the scene's *global* tile plan and cuts the output
 into regions aligned to LR pixels and to the output's GeoTIFF blocks
 (:mod:`.regions`).  Each region is one task (:mod:`.worker`): the worker
@@ -12,7 +12,7 @@ by the region (a retried task overwrites it).  The client assembles the
 regions into a VRT with the output's georeferencing and band metadata,
 optionally copied into one GeoTIFF or COG (:mod:`.assemble`).  Tiles on a
 region border are predicted by each region they reach, so the output
-equals the single-process :func:`csakd_qgis.engine.fuse` to float rounding,
+equals the single-process :func:`csakd_qgis.fusion.engine.fuse` to float rounding,
 region borders included.
 
 Many scenes (:func:`fuse_batch`): pairs from a CSV or JSON list run as one
@@ -24,9 +24,15 @@ Dask is optional: nothing here imports it until a function needs it
 :class:`~csakd_qgis.errors.DependencyError` with the pip command).
 """
 
-from .batch import BatchReport, PairResult, ScenePair, fuse_batch, read_pair_list
-from .regions import REGION_SIZE, plan_regions
-from .runner import ClusterOptions, DistributedReport, fuse_distributed, open_client, require_distributed
+from csakd_qgis.distributed.batch import BatchReport, PairResult, ScenePair, fuse_batch, read_pair_list
+from csakd_qgis.distributed.regions import REGION_SIZE, plan_regions
+from csakd_qgis.distributed.runner import (
+    ClusterOptions,
+    DistributedReport,
+    fuse_distributed,
+    open_client,
+    require_distributed,
+)
 
 __all__ = [
     "REGION_SIZE",

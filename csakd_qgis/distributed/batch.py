@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..errors import Cancelled, InputError
-from ..progress import SILENT, Reporter
-from .runner import ClusterOptions, ClusterRun, DistributedReport, SceneRun
+from csakd_qgis.distributed.runner import ClusterOptions, ClusterRun, DistributedReport, SceneRun
+from csakd_qgis.errors import Cancelled, InputError
+from csakd_qgis.progress import SILENT, Reporter
 
 #: Columns (CSV) or keys (JSON) of a pair list.
 PAIR_FIELDS = ("lr_hsi", "hr_msi", "output")

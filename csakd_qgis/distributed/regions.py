@@ -19,7 +19,7 @@ from typing import Tuple
 
 from rasterio.windows import Window
 
-from ..errors import InputError
+from csakd_qgis.errors import InputError
 
 #: Default side of a region in HR pixels (rounded up to a multiple of ``lcm(scale, block)``).
 REGION_SIZE = 2048

@@ -1,7 +1,7 @@
 """The client side: prepare a scene once, send its regions to the workers, assemble the result.
 
 :class:`SceneRun` holds one scene: :meth:`SceneRun.prepare` runs
-:func:`csakd_qgis.engine.prepare` on the client (grids, shift, radiometry,
+:func:`csakd_qgis.fusion.engine.prepare` on the client (grids, shift, radiometry,
 GSA coefficients: computed once for the whole scene, so every region is
 normalised alike) and plans the global tiles and the regions;
 :meth:`SceneRun.submit` sends one :func:`.worker.fuse_region` task per
@@ -29,16 +29,23 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 from rasterio.windows import Window
 
-from ..engine import OUTPUT_BLOCK, FuseReport, check_batch_size, check_output, check_tile_size, prepare
-from ..errors import InputError, import_optional
-from ..methods import AUTO, FusionMethod, NetworkMethod
-from ..onnx_runtime import OnnxNetworkMethod
-from ..pipeline import BLOCK_WIDTH, PipelineResult, Timings
-from ..progress import SILENT, Reporter
-from ..raster_io import BLOCK_CACHE_MB, PARTIAL_MARKER, gdal_block_cache
-from .assemble import copy_to_geotiff, write_vrt
-from .regions import REGION_SIZE, plan_regions, region_file, region_side, regions_folder, staging_folder
-from .worker import MethodSpec, RegionJob, RegionResult, fuse_region
+from csakd_qgis.distributed.assemble import copy_to_geotiff, write_vrt
+from csakd_qgis.distributed.regions import (
+    REGION_SIZE,
+    plan_regions,
+    region_file,
+    region_side,
+    regions_folder,
+    staging_folder,
+)
+from csakd_qgis.distributed.worker import MethodSpec, RegionJob, RegionResult, fuse_region
+from csakd_qgis.errors import InputError, import_optional
+from csakd_qgis.fusion.engine import OUTPUT_BLOCK, FuseReport, check_batch_size, check_output, check_tile_size, prepare
+from csakd_qgis.fusion.methods import AUTO, FusionMethod, NetworkMethod
+from csakd_qgis.fusion.pipeline import BLOCK_WIDTH, PipelineResult, Timings
+from csakd_qgis.io.raster import BLOCK_CACHE_MB, PARTIAL_MARKER, gdal_block_cache
+from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod
+from csakd_qgis.progress import SILENT, Reporter
 
 #: The pip requirement that provides Dask's distributed scheduler.
 PIP_REQUIREMENT = "dask[distributed]"
@@ -114,7 +121,7 @@ class ClusterOptions:
     """How each scene is fused and cut into regions.
 
     ``model`` … ``output_block`` are the parameters of
-    :func:`csakd_qgis.engine.fuse` of the same names (``device`` and
+    :func:`csakd_qgis.fusion.engine.fuse` of the same names (``device`` and
     ``threads`` apply on each worker; a model must be a name or a path
     readable on every worker to be loaded once per worker, see
     :class:`.worker.MethodSpec`).  ``region_size`` is the requested region
@@ -194,7 +201,7 @@ def method_spec(fusion: FusionMethod, options: ClusterOptions) -> MethodSpec:
                          "give a cluster the .safetensors model")
     named = isinstance(options.method, str) and (options.model in AUTO or isinstance(options.model, (str, os.PathLike)))
     if isinstance(fusion, NetworkMethod) and named:
-        from ..model_store import resolve_model
+        from csakd_qgis.models.store import resolve_model
 
         name = fusion.model_name if options.model in AUTO else str(options.model)
         path = str(resolve_model(name)[0].resolve())
@@ -213,7 +220,7 @@ class SceneRun:
     Parameters
     ----------
     lr_hsi, hr_msi, output:
-        As for :func:`csakd_qgis.engine.fuse`; ``output`` ending in ``.vrt``
+        As for :func:`csakd_qgis.fusion.engine.fuse`; ``output`` ending in ``.vrt``
         keeps the region files in ``NAME_regions/`` beside it and writes a
         VRT, any other name one GeoTIFF (COG with ``options.cog``).
     options:
@@ -410,7 +417,7 @@ class ClusterRun:
 
 def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client, options: Optional[ClusterOptions] = None,
                      reporter: Optional[Reporter] = None) -> DistributedReport:
-    """Fuse one scene on a Dask cluster; the output equals :func:`csakd_qgis.engine.fuse`'s.
+    """Fuse one scene on a Dask cluster; the output equals :func:`csakd_qgis.fusion.engine.fuse`'s.
 
     Parameters
     ----------
@@ -424,7 +431,7 @@ def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client, options: 
     client:
         A ``distributed.Client`` (:func:`open_client`).
     options:
-        :class:`ClusterOptions` (defaults: those of :func:`~csakd_qgis.engine.fuse`).
+        :class:`ClusterOptions` (defaults: those of :func:`~csakd_qgis.fusion.engine.fuse`).
     reporter:
         Progress (prepare 0-5 %, regions 5-95 %, assembly) and cancellation.
 
@@ -435,7 +442,7 @@ def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client, options: 
     Raises
     ------
     InputError, GridError, RasterReadError, RasterWriteError, CheckpointError, ModelMismatchError
-        As :func:`~csakd_qgis.engine.fuse`, from the client or re-raised from a worker.
+        As :func:`~csakd_qgis.fusion.engine.fuse`, from the client or re-raised from a worker.
     Cancelled
         Nothing is left at ``output`` nor in the staging folder.
     """

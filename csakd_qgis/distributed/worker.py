@@ -1,12 +1,12 @@
 """What runs on a Dask worker: one region of one scene per task.
 
 A task (:func:`fuse_region`) gets a :class:`RegionJob` (the scene's
-:class:`~csakd_qgis.engine.FusionPlan`, the global tile plan and how to get
+:class:`~csakd_qgis.fusion.engine.FusionPlan`, the global tile plan and how to get
 the method) and one region.  It opens the inputs itself through GDAL (no
 pixel travels through the client or the scheduler), runs the engine's
-pipeline restricted to the region (:func:`csakd_qgis.pipeline.run_pipeline`
+pipeline restricted to the region (:func:`csakd_qgis.fusion.pipeline.run_pipeline`
 with ``region=``) and writes the region as its own tiled GeoTIFF, atomically
-(:class:`~csakd_qgis.raster_io.RasterWriter`: a temporary name, renamed when
+(:class:`~csakd_qgis.io.raster.RasterWriter`: a temporary name, renamed when
 complete), under a name fixed by the region (:func:`.regions.region_file`).
 It returns only counts and timings.
 
@@ -33,14 +33,14 @@ from typing import Dict, Optional, Tuple
 import torch
 from rasterio.windows import Window
 
-from ..devices import resolve_device, set_threads
-from ..engine import FusionPlan
-from ..methods import FusionMethod, make_method
-from ..pipeline import PipelineResult, run_pipeline
-from ..progress import Reporter
-from ..raster_io import gdal_block_cache
-from ..tiling import TilePlan
-from .regions import region_file
+from csakd_qgis.devices import resolve_device, set_threads
+from csakd_qgis.distributed.regions import region_file
+from csakd_qgis.fusion.engine import FusionPlan
+from csakd_qgis.fusion.methods import FusionMethod, make_method
+from csakd_qgis.fusion.pipeline import PipelineResult, run_pipeline
+from csakd_qgis.fusion.tiling import TilePlan
+from csakd_qgis.io.raster import gdal_block_cache
+from csakd_qgis.progress import Reporter
 
 #: Seconds between two progress events, and between two cancel checks, of one task.
 SIGNAL_INTERVAL = 0.5
@@ -92,7 +92,7 @@ class RegionJob:
     folder:
         Staging folder the region files go to.
     batch_size, block_width, output_block, compress:
-        As for :func:`csakd_qgis.engine.fuse`.
+        As for :func:`csakd_qgis.fusion.engine.fuse`.
     cancel_event, topic:
         Names of the job's ``distributed.Event`` (set = cancel) and event topic (progress).
     """
@@ -203,7 +203,7 @@ def fuse_region(job: RegionJob, index: int, region: Window) -> RegionResult:
     Cancelled
         The job's cancel event was set (the region file is not written).
     CsakdError
-        As :func:`csakd_qgis.pipeline.run_pipeline` and the method raise them.
+        As :func:`csakd_qgis.fusion.pipeline.run_pipeline` and the method raise them.
     """
     from distributed import get_worker
 

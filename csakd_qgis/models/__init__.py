@@ -6,10 +6,10 @@ Every network is called as ``model(lr_hsi, hr_msi) -> (hr_hsi, fused_feature)``
 with ``lr_hsi`` ``(B, C, h, w)`` and ``hr_msi`` ``(B, m, h*s, w*s)`` float32.
 """
 
-from .complexity import count_macs, count_parameters
-from .config import FUSIONS, PRESETS, ModelConfig, preset
-from .dts import DTSNet
-from .original import infer_config, load_original
+from csakd_qgis.models.complexity import count_macs, count_parameters
+from csakd_qgis.models.config import FUSIONS, PRESETS, ModelConfig, preset
+from csakd_qgis.models.dts import DTSNet
+from csakd_qgis.models.original import infer_config, load_original
 
 
 def build_model(cfg: ModelConfig) -> DTSNet:

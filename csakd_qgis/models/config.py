@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Tuple
 
-from ..errors import CheckpointError, InputError
+from csakd_qgis.errors import CheckpointError, InputError
 
 #: Fusions of the original code, by name, with their ``adaptive_fuse`` number.
 ORIGINAL_FUSIONS = {"sum": 0, "sigmoid": 1, "mhca": 2, "csa": 3, "concat": 4}

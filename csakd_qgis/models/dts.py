@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .blocks import LEAKY_SLOPE, LightHead, clra_stack
-from .config import ModelConfig
-from .fusion import build_fusion
+from csakd_qgis.errors import InputError
+from csakd_qgis.models.blocks import LEAKY_SLOPE, LightHead, clra_stack
+from csakd_qgis.models.config import ModelConfig
+from csakd_qgis.models.fusion import build_fusion
 
 
 def upsample(x: torch.Tensor, scale: int, mode: str) -> torch.Tensor:

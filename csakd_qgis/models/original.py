@@ -15,9 +15,9 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from ..errors import CheckpointError
-from .config import ModelConfig
-from .dts import DTSNet
+from csakd_qgis.errors import CheckpointError
+from csakd_qgis.models.config import ModelConfig
+from csakd_qgis.models.dts import DTSNet
 
 #: Prefixes added by ``torch.compile`` and ``nn.DataParallel``.
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")

@@ -1,0 +1,1 @@
+"""Classical fusion methods (no training): interpolation and detail injection fitted per scene."""

@@ -1,0 +1,1 @@
+"""The tiled fusion engine: planning, radiometry, tiling, the reader/compute/writer pipeline, methods."""

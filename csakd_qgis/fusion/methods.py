@@ -1,0 +1,394 @@
+"""Fusion methods behind one interface, so the tiled engine is written once.
+
+Every method takes normalised, NaN-free batches (the engine divides each
+input by its robust level, fills invalid pixels and restores nodata
+afterwards) and returns the fused HR-HSI batch:
+
+``predict(lr (B, C, h, w) float32, msi (B, m, h*s, w*s) float32) -> (B, C, h*s, w*s) float32``
+
+``halo`` is the LR context (pixels per side) a method needs so that a tile's
+output does not depend on where the tile was cut; the engine reads it around
+every tile and crops it away afterwards.
+
+Methods
+-------
+* :class:`BicubicMethod`: :func:`csakd_qgis.classical.baselines.bicubic_upsample` of
+  the LR-HSI; ignores the MSI.  Needs 2 LR pixels of context.
+* :class:`GSAMethod`: the project's multiband GSA
+  (:class:`csakd_qgis.classical.baselines.GSA`), fitted once on a sample of the whole
+  scene (:meth:`GSAMethod.fit`) and applied per tile, so tiles cannot seam.
+* :class:`NetworkMethod`: a torch model whose ``forward(lr, msi)`` returns
+  ``(hr, fused_feature)`` (the CSAKD teacher or student); its halo is the
+  receptive field of its configuration (:func:`network_halo`).
+* :class:`csakd_qgis.models.onnx_runtime.OnnxNetworkMethod`: the same network
+  exported to ONNX (:func:`csakd_qgis.models.onnx_export.export_onnx`) and run by
+  onnxruntime (optional dependency).
+
+Backends
+--------
+:func:`make_method` runs networks with torch or onnxruntime (``backend``):
+``"auto"`` is onnxruntime for an ``.onnx`` model file and torch otherwise;
+``"onnxruntime"`` with a ``.safetensors`` checkpoint (or an auto-selected
+model) exports it to ONNX in memory first.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Protocol, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from csakd_qgis.classical.baselines import GSA, bicubic_upsample
+from csakd_qgis.errors import InputError, ModelMismatchError
+from csakd_qgis.io.raster import BandInfo
+from csakd_qgis.models.card import ModelCard
+from csakd_qgis.models.fusion import ATTENTION_STATISTICS, attention_radius
+from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod, is_onnx, read_onnx, read_onnx_card
+
+METHODS = ("csakd", "student", "teacher", "bicubic", "gsa")
+
+#: Inference backends of networks; ``"auto"``: onnxruntime for ``.onnx`` files, else torch.
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+#: LR pixels of context for a network given as a bare module without a ``cfg`` (no config to derive it from).
+DEFAULT_NETWORK_HALO = 8
+
+#: LR pixels of context of bicubic interpolation (its 4-tap kernel reaches 2 LR pixels).
+BICUBIC_HALO = 2
+
+#: Chained 3x3 convolutions along the deepest path of one CLRA block (3 dense units x 5 convs).
+CONVS_PER_CLRA = 15
+
+#: Names ``model`` may take to ask for automatic selection.
+AUTO = (None, "", "auto")
+
+
+class FusionMethod(Protocol):
+    """What the tiled engine needs from a fusion method."""
+
+    name: str
+    scale: int
+    halo: int
+
+    def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
+        """Fuse ``lr (B, C, h, w)`` and ``msi (B, m, h*s, w*s)`` into ``(B, C, h*s, w*s)``, float32."""
+
+
+def _upsample(lr: np.ndarray, scale: int) -> torch.Tensor:
+    """Bicubic upsampling of a float32 ``(B, C, h, w)`` batch, kept float32."""
+    return bicubic_upsample(torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)), scale)
+
+
+def network_halo(cfg) -> int:
+    """Receptive-field radius, in LR pixels, of a DTS network (a conservative bound).
+
+    Counted from the configuration (:class:`csakd_qgis.models.ModelConfig`):
+
+    * LR streams (``mh``, ``h``): the entry 3x3 convolution plus
+      :data:`CONVS_PER_CLRA` chained 3x3 convolutions per CLRA block, in LR
+      pixels, plus 2 LR pixels for the upsampling of their features and 1
+      for the MSI downsampled into ``mh``;
+    * HR streams (``m``, and ``hm`` for the teacher): the same count in HR
+      pixels, plus 2 LR pixels for the upsampled LR-HSI they see;
+    * then the fusion (:func:`csakd_qgis.models.fusion.attention_radius` HR
+      pixels for ``csa_invariant`` and ``csa_pooled``;
+      the paper's ``csa``/``csa_global`` attend over the whole tile and are
+      bounded here only by their convolutions) and the head (two 3x3 convs
+      for ``paper``, one for ``light``), in HR pixels.
+
+    Returns ``ceil`` of the deepest path converted to LR pixels.
+    """
+    s = cfg.scale
+    lr_path = 1 + CONVS_PER_CLRA * max(cfg.blocks[1], cfg.blocks[2]) + 3
+    hm_blocks = cfg.blocks[0] if cfg.runs_hm_blocks else 0
+    hr_path = 1 + CONVS_PER_CLRA * max(cfg.blocks[3], hm_blocks) + 2 * s
+    statistics = ATTENTION_STATISTICS.get(cfg.fusion, "")
+    fusion = attention_radius(statistics, cfg.attn_window, s)
+    head = 2 if cfg.head == "paper" else 1
+    return math.ceil((max(lr_path * s, hr_path) + fusion + head) / s)
+
+
+class BicubicMethod:
+    """Bicubic upsampling of the LR-HSI; the MSI is not used."""
+
+    name = "bicubic"
+    halo = BICUBIC_HALO
+
+    def __init__(self, scale: int) -> None:
+        self.scale = int(scale)
+
+    def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
+        """See :class:`FusionMethod`."""
+        return _upsample(lr, self.scale).numpy()
+
+
+class GSAMethod:
+    """Multiband GSA (:class:`csakd_qgis.classical.baselines.GSA`) with scene-wide coefficients.
+
+    :meth:`fit` estimates the coefficients once on a sample of the scene;
+    :meth:`predict` applies them to the bicubic upsampling of each tile.
+    """
+
+    name = "gsa"
+    halo = BICUBIC_HALO
+
+    def __init__(self, scale: int) -> None:
+        self.scale = int(scale)
+        self.model: Optional[GSA] = None
+
+    def fit(self, lr: np.ndarray, msi_lr: np.ndarray, good: Optional[Sequence[bool]] = None) -> GSAMethod:
+        """Fit on a scene sample (see :meth:`csakd_qgis.classical.baselines.GSA.fit`).
+
+        Parameters
+        ----------
+        lr:
+            ``(C, h, w)`` LR-HSI sample (normalised), NaN = invalid.
+        msi_lr:
+            ``(m, h, w)`` HR-MSI averaged over each LR pixel's footprint, same pixels.
+        good:
+            ``(C,)`` good-band flags; None: all good.
+        """
+        self.model = GSA.fit(lr, msi_lr, good)
+        return self
+
+    def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
+        """See :class:`FusionMethod`; :meth:`fit` must have been called."""
+        if self.model is None:
+            raise InputError("GSAMethod.predict called before fit(); fit it on a scene sample first")
+        fused = self.model.apply(_upsample(lr, self.scale), torch.from_numpy(np.ascontiguousarray(msi)))
+        return fused.numpy()
+
+
+class NetworkMethod:
+    """A torch fusion network run in batches on one device.
+
+    Parameters
+    ----------
+    model:
+        ``forward(lr (B, C, h, w), msi (B, m, h*s, w*s)) -> (hr (B, C, h*s, w*s), feature)``.
+    scale:
+        The integer HR/LR ratio the model was built for.
+    device:
+        Where to run; the model is moved there and set to eval mode.
+    amp:
+        On CUDA, run under autocast with ``amp_dtype`` (bfloat16 by default);
+        ignored elsewhere.
+    channels_last:
+        Use the channels-last memory format (often faster on GPUs).
+    halo:
+        LR context per side; None derives it from ``model.cfg``
+        (:func:`network_halo`), or :data:`DEFAULT_NETWORK_HALO` for a module
+        without one.
+    name:
+        Reported method: ``"student"`` or ``"teacher"`` (None: the config's role).
+    model_name:
+        Reported model (checkpoint name; empty for an unnamed module).
+    """
+
+    def __init__(self, model: torch.nn.Module, *, scale: int, device: Union[str, torch.device] = "cpu",
+                 amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16, channels_last: bool = False,
+                 halo: Optional[int] = None, name: Optional[str] = None, model_name: str = "") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.scale = int(scale)
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.amp_dtype = amp_dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        cfg = getattr(model, "cfg", None)
+        if halo is not None:
+            self.halo = int(halo)
+        else:
+            self.halo = network_halo(cfg) if cfg is not None else DEFAULT_NETWORK_HALO
+        self.name = name or getattr(cfg, "role", "csakd")
+        self.model_name = model_name
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
+        """See :class:`FusionMethod`."""
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            hr = self.model(self._tensor(lr), self._tensor(msi))[0]
+        return hr.float().cpu().numpy()
+
+
+#: Method classes that run a trained network (torch or onnxruntime), e.g. for the engine's halo cap.
+NETWORK_METHODS = (NetworkMethod, OnnxNetworkMethod)
+
+
+def _auto_model(role: str, lr_bands: Sequence[BandInfo], msi_bands: int,
+                msi_wavelengths: Optional[Sequence[Optional[float]]], scale: int) -> Path:
+    """Installed model of ``role`` that fits; a teacher may also be the one saved beside a fitting student."""
+    from csakd_qgis.models.store import auto_select
+    from csakd_qgis.training.train import teacher_path_for
+
+    if role == "student":
+        return auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "student")[0]
+    try:
+        return auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "teacher")[0]
+    except ModelMismatchError as no_teacher:
+        try:
+            student = auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "student")[0]
+        except ModelMismatchError:
+            raise no_teacher from None
+        beside = teacher_path_for(student)
+        if not beside.is_file():
+            raise no_teacher from None
+        return beside
+
+
+def _check_card(card: ModelCard, method: str, lr_bands: Sequence[BandInfo], msi_bands: int,
+                msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]) -> None:
+    """Raise :class:`ModelMismatchError` unless ``card``'s role fits ``method`` and its bands and scale the inputs."""
+    from csakd_qgis.models.store import mismatches, training_hint
+
+    if method in ("student", "teacher") and card.role != method:
+        raise ModelMismatchError(
+            f"model {card.name!r} is a {card.role}, but method {method!r} was asked for; "
+            "use method 'csakd' or another model"
+        )
+    if scale is not None and lr_bands:
+        why = mismatches(card, [b.wavelength_nm for b in lr_bands], msi_bands, msi_wavelengths, scale)
+        if why:
+            raise ModelMismatchError(
+                f"model {card.name!r} does not fit the inputs: it expects " + "; ".join(why)
+                + ". Pick another model (csakd models) or train one for these sensors. " + training_hint()
+            )
+
+
+def _load_network(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
+                  msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]):
+    """``(module, card or None)`` for a module, a checkpoint path or name, or the auto-selected model."""
+    if isinstance(model, torch.nn.Module):
+        return model, None
+    from csakd_qgis.models.checkpoint import load_checkpoint
+    from csakd_qgis.models.store import resolve_model
+
+    role = "teacher" if method == "teacher" else "student"
+    if model in AUTO:
+        if scale is None or not lr_bands:
+            raise InputError("choosing a model needs the inputs' LR-HSI bands and scale")
+        return load_checkpoint(_auto_model(role, lr_bands, msi_bands, msi_wavelengths, scale), device)
+    path, card = resolve_model(str(model))
+    _check_card(card, method, lr_bands, msi_bands, msi_wavelengths, scale)
+    return load_checkpoint(path, device)
+
+
+def _backend(backend: str, model) -> str:
+    """``"torch"`` or ``"onnxruntime"`` for the requested ``backend`` and ``model``."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if is_onnx(model):
+        if backend == "torch":
+            raise InputError(f"model {str(model)!r} is an ONNX export, which runs with onnxruntime only; "
+                             "use backend 'onnxruntime' or 'auto', or pass the .safetensors checkpoint")
+        return "onnxruntime"
+    return "torch" if backend == "auto" else backend
+
+
+def _onnx_method(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
+                 msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int],
+                 halo: Optional[int]) -> OnnxNetworkMethod:
+    """An :class:`OnnxNetworkMethod` from an ``.onnx`` file, or from a checkpoint exported in memory."""
+    name = None if method == "csakd" else method
+    if is_onnx(model):
+        data, card = read_onnx(model)
+        _check_card(card, method, lr_bands, msi_bands, msi_wavelengths, scale)
+        return OnnxNetworkMethod(data, device=device, halo=halo, name=name)
+    if isinstance(model, torch.nn.Module):
+        raise InputError("backend 'onnxruntime' needs a model with a card: a .safetensors checkpoint, a model "
+                         "name or an .onnx export (csakd export-onnx), not a bare torch module")
+    from csakd_qgis.models.onnx_export import onnx_bytes
+
+    network, card = _load_network(model, method, torch.device("cpu"), lr_bands, msi_bands, msi_wavelengths, scale)
+    return OnnxNetworkMethod(onnx_bytes(network, card), device=device, halo=halo, name=name)
+
+
+def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
+    """Scales the method can fuse at: a network's card or config scale; None for any integer or auto-selection."""
+    if method in ("bicubic", "gsa") or model in AUTO:
+        return None
+    if is_onnx(model):
+        return (int(read_onnx_card(model).scale),)
+    if isinstance(model, torch.nn.Module):
+        cfg = getattr(model, "cfg", None)
+        return (int(cfg.scale),) if cfg is not None else None
+    from csakd_qgis.models.store import resolve_model
+
+    return (int(resolve_model(str(model))[1].scale),)
+
+
+def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.device] = "cpu",
+                scale: Optional[int] = None, lr_bands: Sequence[BandInfo] = (), msi_bands: int = 0,
+                msi_wavelengths: Optional[Sequence[Optional[float]]] = None, amp: bool = False,
+                channels_last: bool = False, halo: Optional[int] = None, backend: str = "auto") -> FusionMethod:
+    """Build the fusion method a user asked for.
+
+    Parameters
+    ----------
+    method:
+        ``"csakd"`` (a network: the given model, or the installed student that
+        fits), ``"student"``, ``"teacher"``, ``"bicubic"`` or ``"gsa"``.
+    model:
+        For networks: a ``torch.nn.Module``, a checkpoint path, an ``.onnx``
+        export path, a model name (resolved by
+        :func:`csakd_qgis.models.store.resolve_model`), or None / ``"auto"``
+        to pick an installed model that fits the inputs
+        (:func:`csakd_qgis.models.store.auto_select`; for ``"teacher"`` also
+        the ``<name>.teacher.safetensors`` saved beside a fitting student).
+    device, amp, channels_last, halo:
+        See :class:`NetworkMethod` (``amp`` and ``channels_last`` are
+        torch-only; the onnxruntime backend takes its CPU threads from torch's
+        setting, see :class:`~csakd_qgis.models.onnx_runtime.OnnxNetworkMethod`).
+    scale:
+        HR/LR ratio of the inputs; required for bicubic/GSA and for a bare
+        module; checked against a checkpoint's card.
+    lr_bands, msi_bands, msi_wavelengths:
+        The LR-HSI's band metadata, the MSI band count and the MSI centre
+        wavelengths (nm), used to select and check a model.
+    backend:
+        For networks: ``"torch"``, ``"onnxruntime"`` or ``"auto"``
+        (onnxruntime for an ``.onnx`` model, else torch); see the module
+        docstring.  Bicubic and GSA run with numpy/torch only.
+
+    Raises
+    ------
+    InputError
+        Unknown method or backend, missing scale, an ``.onnx`` model with
+        backend ``"torch"``, onnxruntime asked for bicubic/GSA or a bare module.
+    CheckpointError, ModelMismatchError
+        The model cannot be found or loaded, or its role, bands or scale do
+        not fit the inputs (the model store's message when nothing fits).
+    DependencyError
+        The onnxruntime backend is needed but onnx/onnxruntime are not installed.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    runner = _backend(backend, model)
+    if method in ("bicubic", "gsa"):
+        if runner == "onnxruntime":
+            raise InputError(f"method {method!r} is not a network and runs with torch/numpy only; "
+                             "use backend 'auto' or 'torch'")
+        if scale is None:
+            raise InputError(f"method {method!r} needs the scale (HR/LR pixel-size ratio)")
+        return BicubicMethod(scale) if method == "bicubic" else GSAMethod(scale)
+    device = torch.device(device)
+    if runner == "onnxruntime":
+        return _onnx_method(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale, halo)
+    network, card = _load_network(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale)
+    if card is None:
+        cfg = getattr(network, "cfg", None)
+        scale = int(cfg.scale) if cfg is not None else scale
+        if scale is None:
+            raise InputError("a model given as a torch module needs the scale (HR/LR pixel-size ratio)")
+        return NetworkMethod(network, scale=scale, device=device, amp=amp, channels_last=channels_last,
+                             halo=halo, name=None if method == "csakd" else method,
+                             model_name=type(network).__name__)
+    return NetworkMethod(network, scale=card.scale, device=device, amp=amp, channels_last=channels_last,
+                         halo=halo, name=card.role, model_name=card.name)

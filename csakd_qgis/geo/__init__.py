@@ -1,0 +1,1 @@
+"""Geometry of the inputs: output and LR grids, co-registration, sub-pixel shift estimation."""

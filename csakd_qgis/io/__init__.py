@@ -1,0 +1,1 @@
+"""Raster input and output: band metadata, windowed reads, atomic GeoTIFF writing."""

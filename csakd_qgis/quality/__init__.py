@@ -1,0 +1,1 @@
+"""Quality: metrics, evaluation of rasters, HTML reports and quicklooks."""

@@ -1,0 +1,1 @@
+"""Simulated pairs: sensor spectral responses and the spatial/spectral degradation model."""

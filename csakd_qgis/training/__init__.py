@@ -1,0 +1,1 @@
+"""Training: KD co-training, losses, patch sampling, scene-adaptive training and its data."""
