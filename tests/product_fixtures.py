@@ -82,9 +82,9 @@ S2_NAMESPACE = "https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xs
 S2_XML_CENTRAL = {"B2": 492.3, "B3": 559.1, "B4": 665.2, "B8": 833.1}
 
 
-def s2_metadata(spectral_information: bool) -> str:
+def s2_metadata(spectral_information: bool, add_offset: bool = True) -> str:
     ids = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
-    offsets = "".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13))
+    offsets = "".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13) if add_offset)
     spectral = ""
     if spectral_information:
         spectral = "<Spectral_Information_List>" + "".join(
@@ -100,11 +100,12 @@ def s2_metadata(spectral_information: bool) -> str:
         "<SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX></Special_Values>"
         "<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit=\"none\">10000</BOA_QUANTIFICATION_VALUE>"
         "<AOT_QUANTIFICATION_VALUE>1000.0</AOT_QUANTIFICATION_VALUE></QUANTIFICATION_VALUES_LIST>"
-        f"<BOA_ADD_OFFSET_VALUES_LIST>{offsets}</BOA_ADD_OFFSET_VALUES_LIST>{spectral}"
+        + (f"<BOA_ADD_OFFSET_VALUES_LIST>{offsets}</BOA_ADD_OFFSET_VALUES_LIST>" if add_offset else "")
+        + f"{spectral}"
         "</Product_Image_Characteristics></n1:General_Info></n1:Level-2A_User_Product>\n")
 
 
-def s2_product(root: Path, spectral_information: bool = True) -> Dict[str, object]:
+def s2_product(root: Path, spectral_information: bool = True, add_offset: bool = True) -> Dict[str, object]:
     safe = root / S2_SAFE
     granule = safe / "GRANULE" / "L2A_T32UQD_A032000_20230601T101600" / "IMG_DATA"
     (granule / "R10m").mkdir(parents=True)
@@ -121,7 +122,7 @@ def s2_product(root: Path, spectral_information: bool = True) -> Dict[str, objec
     tif(granule / "R20m" / "T32UQD_20230601T101559_SCL_20m.jp2", scl,
         Affine(20.0, 0.0, 600000.0, 0.0, -20.0, 5300040.0), crs="EPSG:32632", driver="JP2OpenJPEG",
         QUALITY=100, REVERSIBLE="YES")
-    (safe / "MTD_MSIL2A.xml").write_text(s2_metadata(spectral_information))
+    (safe / "MTD_MSIL2A.xml").write_text(s2_metadata(spectral_information, add_offset))
     return {"safe": safe, "bands": bands, "scl": scl}
 
 

@@ -126,6 +126,15 @@ def test_sentinel2_band_table_by_spacecraft_without_xml_wavelengths(tmp_path):
     assert any("S2B table" in line for line in resolved.log)
 
 
+def test_sentinel2_before_baseline_04_has_no_add_offset(tmp_path):
+    product = s2_product(tmp_path, add_offset=False)
+    resolved = resolve_input(str(product["safe"]), cache_dir=str(tmp_path / "cache"))
+    info = read_info(resolved.path)
+    assert info.scales == (1e-4,) * 4 and info.offsets == (0.0,) * 4
+    data, valid = read_window(resolved.path)
+    np.testing.assert_allclose(data[0][valid], product["bands"]["B02"][valid] / 10000, rtol=1e-6)
+
+
 def test_sentinel2_missing_scl(tmp_path):
     safe = s2_product(tmp_path)["safe"]
     for scl in safe.glob("GRANULE/*/IMG_DATA/R20m/*_SCL_20m.jp2"):
