@@ -222,7 +222,7 @@ PRISMA_VNIR_WAVES = (980.0, 0.0, 410.0)
 PRISMA_SWIR_WAVES = (2400.0, 950.0, 1200.0)
 
 
-def prisma_product(root: Path) -> Dict[str, object]:
+def prisma_product(root: Path, dead_band: bool = False) -> Dict[str, object]:
     gdal = _gdal()
     path = root / PRISMA_NAME
     rng = np.random.default_rng(4)
@@ -231,6 +231,8 @@ def prisma_product(root: Path) -> Dict[str, object]:
     vnir[0, :, 0] = 0  # fill pixel (row 0, col 0) in every band
     swir[0, :, 0] = 0
     vnir[1, 0, 1] = 0  # a real zero inside the scene
+    if dead_band:
+        swir[:, 1, :] = 0  # the 950 nm band holds nothing
     ds = gdal.GetDriverByName("netCDF").CreateMultiDimensional(str(path), [], ["FORMAT=NC4"])
     top = ds.GetRootGroup()
     for name, value in (("List_Cw_Vnir", PRISMA_VNIR_WAVES), ("List_Fwhm_Vnir", (12.0, 0.0, 11.0)),

@@ -203,6 +203,13 @@ def test_prisma_l2d(tmp_path):
     assert again.path == resolved.path and "reused" in again.log[-1]
 
 
+def test_prisma_band_without_data_is_flagged_bad(tmp_path):
+    product = prisma_product(tmp_path, dead_band=True)
+    resolved = resolve_input(str(product["path"]), cache_dir=str(tmp_path / "cache"))
+    assert [b.good for b in read_info(resolved.path).bands] == [True, False, True, True, True]
+    assert "bands [2]" in resolved.log[-1]
+
+
 # ----------------------------------------------------------------------------- EMIT
 
 

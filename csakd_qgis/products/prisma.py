@@ -125,8 +125,9 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
     out = cache / (Path(path).stem + ".tif")
     note = "reused"
     if not out.exists():
-        note = "written"
-        publish(out, lambda temp: _convert(temp, grid, cubes, order, bands))
+        bad: List[int] = []
+        publish(out, lambda temp: bad.extend(_convert(temp, grid, cubes, order, bands)))
+        note = f"written; bands {bad} hold only 0 and are flagged bad" if bad else "written"
     del dataset
     return ResolvedInput(path=str(out), product=NAME, log=(
         f"{NAME}: {path}",
@@ -137,11 +138,12 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
     ))
 
 
-def _convert(temp: str, grid: Grid, cubes, order: List[int], bands: List[SourceBand]) -> None:
-    """Copy the kept bands of both cubes, strip by strip, into the GeoTIFF ``temp``.
+def _convert(temp: str, grid: Grid, cubes, order: List[int], bands: List[SourceBand]) -> List[int]:
+    """Copy the kept bands of both cubes, strip by strip, into the GeoTIFF ``temp``; return the bad band numbers.
 
     ``order[t]`` is the index, among the kept VNIR then SWIR bands, of
-    output band ``t``.
+    output band ``t``.  Bands with no nonzero DN in the scene are flagged
+    bad (``bbl = 0``).
     """
     seen = np.zeros(len(order), dtype=bool)
     with open_cube_writer(temp, grid, "uint16", 0.0, bands) as ds:
@@ -156,5 +158,7 @@ def _convert(temp: str, grid: Grid, cubes, order: List[int], bands: List[SourceB
             seen |= np.any(data[:, inside] != 0, axis=1)
             data[:, inside] = np.maximum(data[:, inside], 1)
             ds.write(data, window=Window(0, row, grid.width, count))
-        for number in np.flatnonzero(~seen) + 1:
-            ds.update_tags(int(number), bbl="0")
+        bad = [int(number) for number in np.flatnonzero(~seen) + 1]
+        for number in bad:
+            ds.update_tags(number, bbl="0")
+    return bad
