@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -119,7 +120,17 @@ class _Product:
         return Path(self.prefix + member).read_bytes()
 
 
-def _metadata(text: bytes, where: str) -> Dict[str, object]:
+@dataclass(frozen=True)
+class _Metadata:
+    """What MTD_MSIL2A.xml says: spacecraft name, quantification, add offsets and centre wavelengths by band."""
+
+    spacecraft: str
+    quantification: float
+    offsets: Dict[str, float]
+    central: Dict[str, float]
+
+
+def _metadata(text: bytes, where: str) -> _Metadata:
     """Spacecraft, quantification, per-band add offsets and XML wavelengths from MTD_MSIL2A.xml."""
     root = parse_xml(where, text)
     spacecraft = ""
@@ -141,7 +152,7 @@ def _metadata(text: bytes, where: str) -> Dict[str, object]:
             band = element.get("physicalBand", "")
             if value and band:
                 central[band] = float(value)
-    return {"spacecraft": spacecraft, "quantification": quantification, "offsets": offsets, "central": central}
+    return _Metadata(spacecraft, quantification, offsets, central)
 
 
 def _table(spacecraft: str) -> Tuple[str, Dict[str, Tuple[float, float]]]:
@@ -161,10 +172,8 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
     product = _Product(path)
     member = product.find(f"*{_METADATA}", _METADATA)
     meta = _metadata(product.read(member), product.gdal_name(member))
-    q = float(meta["quantification"])  # type: ignore[arg-type]
-    offsets: Dict[str, float] = meta["offsets"]  # type: ignore[assignment]
-    central: Dict[str, float] = meta["central"]  # type: ignore[assignment]
-    table_key, table = _table(str(meta["spacecraft"]))
+    q, offsets, central = meta.quantification, meta.offsets, meta.central
+    table_key, table = _table(meta.spacecraft)
     files = {band: product.gdal_name(product.find(f"*/IMG_DATA/R10m/*_B{band[1:]:0>2}_10m.jp2", f"band {band}"))
              for band in BANDS}
     scl = product.gdal_name(product.find("*/IMG_DATA/R20m/*_SCL_20m.jp2", "the scene classification (SCL)"))
@@ -193,7 +202,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
                           description="SCL mask (1 = exclude)")])
     source = "XML Spectral_Information" if all(b in central for b in BANDS) else f"{table_key} table"
     return ResolvedInput(path=str(vrt), mask=str(mask), product=NAME, log=(
-        f"{NAME}: {product.where} ({meta['spacecraft'] or 'spacecraft unknown'})",
+        f"{NAME}: {product.where} ({meta.spacecraft or 'spacecraft unknown'})",
         f"{NAME}: {', '.join(BANDS)} at 10 m, {band_summary(bands)} (wavelengths from {source}); "
         f"{scale_summary(bands)} (quantification {q:g}, add offsets "
         f"{', '.join(f'{offsets.get(b, 0.0):g}' for b in BANDS)}); nodata 0",
