@@ -22,8 +22,8 @@ from product_fixtures import (
 )
 
 from csakd_qgis.errors import InputError
+from csakd_qgis.io.raster import read_info, read_window
 from csakd_qgis.products import detect, resolve_input
-from csakd_qgis.raster_io import read_info, read_window
 
 
 def _mask(path):

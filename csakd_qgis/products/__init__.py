@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional, Sequence, Tuple
 
-from . import emit, enmap, landsat, prisma, sentinel2
-from .common import ResolvedInput, default_cache_root
+from csakd_qgis.products import emit, enmap, landsat, prisma, sentinel2
+from csakd_qgis.products.common import ResolvedInput, default_cache_root
 
 __all__ = ["ResolvedInput", "default_cache_root", "detect", "resolve_input", "READERS"]
 

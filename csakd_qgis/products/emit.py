@@ -32,8 +32,8 @@ import affine
 import numpy as np
 import rasterio
 
-from ..errors import InputError
-from .common import (
+from csakd_qgis.errors import InputError
+from csakd_qgis.products.common import (
     Grid,
     ResolvedInput,
     SourceBand,

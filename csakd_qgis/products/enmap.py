@@ -22,9 +22,9 @@ from typing import Dict, List, Optional
 import numpy as np
 from rasterio.enums import Resampling
 
-from ..errors import InputError
-from ..raster_io import open_raster
-from .common import (
+from csakd_qgis.errors import InputError
+from csakd_qgis.io.raster import open_raster
+from csakd_qgis.products.common import (
     GDAL_TYPES,
     Grid,
     ResolvedInput,

@@ -32,8 +32,8 @@ import numpy as np
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from ..errors import InputError
-from .common import (
+from csakd_qgis.errors import InputError
+from csakd_qgis.products.common import (
     Grid,
     ResolvedInput,
     SourceBand,

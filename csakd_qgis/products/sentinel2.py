@@ -26,8 +26,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError
-from .common import (
+from csakd_qgis.errors import InputError
+from csakd_qgis.products.common import (
     Grid,
     ResolvedInput,
     SourceBand,
