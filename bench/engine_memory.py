@@ -78,8 +78,8 @@ from contextlib import nullcontext
 from common import peak_rss_mb
 from affine import Affine
 from rasterio.windows import Window
-from csakd_qgis.fusion.pipeline import Blender, ColumnBlocks, schedule
-from csakd_qgis.io.raster import RasterWriter
+from csakd_qgis.fusion.blend import Blender, ColumnBlocks, schedule
+from csakd_qgis.io.write import RasterWriter
 from csakd_qgis.fusion.tiling import plan_tiles
 size, bands, mode, cache_bytes, interleave, out = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                                   int(sys.argv[4]), sys.argv[5], sys.argv[6])
@@ -202,7 +202,8 @@ def halo_part(quick: bool) -> str:
     import torch
 
     from csakd_qgis.fusion.methods import network_halo
-    from csakd_qgis.fusion.pipeline import Radiometry, run_pipeline
+    from csakd_qgis.fusion.pipeline import run_pipeline
+    from csakd_qgis.fusion.radiometry import Radiometry
     from csakd_qgis.fusion.tiling import plan_tiles
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -258,7 +259,7 @@ def halo_part(quick: bool) -> str:
         rows.append(f"| {halo} | {read} | {(read / TILE) ** 2:.2f} | {psnr:.1f} | {np.abs(err).max():.1e} | "
                     f"{seconds:.1f} |")
         print(rows[-1], flush=True)
-    from csakd_qgis.fusion.engine import NETWORK_HALO
+    from csakd_qgis.fusion.plan import NETWORK_HALO
 
     tile_rows = []
     for tile in (64, 96, 128):

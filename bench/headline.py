@@ -36,7 +36,9 @@ from common import BUNDLED, ROOT, machine, network_spec, replace_section
 from engine_memory import FUSE_CHILD, run_child
 from rasterio.windows import Window
 
-from csakd_qgis.io.raster import BandInfo, RasterWriter, read_info, read_window
+from csakd_qgis.io.bands import BandInfo
+from csakd_qgis.io.read import read_info, read_window
+from csakd_qgis.io.write import RasterWriter
 from csakd_qgis.simulation.srf import spectral_response_matrix
 
 DATA = ROOT.parent / "shared" / "data" / "enmap_potsdam"

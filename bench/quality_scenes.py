@@ -79,7 +79,9 @@ from common import ROOT, machine, replace_section
 from quality import cost, tile_side
 
 from csakd_qgis.fusion.engine import fuse
-from csakd_qgis.io.raster import BandInfo, read_whole, write_raster
+from csakd_qgis.io.bands import BandInfo
+from csakd_qgis.io.read import read_whole
+from csakd_qgis.io.write import write_raster
 from csakd_qgis.quality.evaluation import evaluate_rasters
 from csakd_qgis.simulation.simulate import simulate_rasters
 from csakd_qgis.training.data import scene_data

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from csakd_qgis.io.raster import BandInfo, read_info, read_window, write_raster
+from csakd_qgis.io.bands import BandInfo
+from csakd_qgis.io.read import read_info, read_window
+from csakd_qgis.io.write import write_raster
 from csakd_qgis.simulation.degradation import simulate_pair
 
 ROOT = Path(__file__).resolve().parents[1]

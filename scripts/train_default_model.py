@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from csakd_qgis.fusion.engine import fuse
-from csakd_qgis.io.raster import read_info, read_window
+from csakd_qgis.io.read import read_info, read_window
 from csakd_qgis.models.checkpoint import load_checkpoint, save_checkpoint
 from csakd_qgis.progress import Reporter
 from csakd_qgis.quality.evaluation import evaluate_rasters

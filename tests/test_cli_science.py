@@ -6,7 +6,7 @@ import rasterio
 from conftest import UTM33_30M, write_geotiff
 
 from csakd_qgis.cli import main
-from csakd_qgis.io.raster import read_info, read_window
+from csakd_qgis.io.read import read_info, read_window
 
 
 def _synthetic(tmp_path, size=16, bands=40):

@@ -11,7 +11,7 @@ from scipy import ndimage
 from csakd_qgis.cli import main
 from csakd_qgis.geo.coregister import coregister, open_aligned
 from csakd_qgis.geo.grid import plan_grids
-from csakd_qgis.io.raster import read_info, read_window
+from csakd_qgis.io.read import read_info, read_window
 
 LR_T = Affine(30, 0, 366000, 0, -30, 5810000)
 MSI_T = Affine(10, 0, 366000, 0, -10, 5810000)

@@ -19,7 +19,8 @@ from rasterio.windows import Window
 from csakd_qgis.distributed import plan_regions
 from csakd_qgis.errors import Cancelled, DependencyError, InputError
 from csakd_qgis.fusion.methods import BicubicMethod
-from csakd_qgis.fusion.pipeline import Radiometry, run_pipeline
+from csakd_qgis.fusion.pipeline import run_pipeline
+from csakd_qgis.fusion.radiometry import Radiometry
 from csakd_qgis.fusion.tiling import plan_tiles
 
 torch.set_num_threads(1)

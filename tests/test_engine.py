@@ -11,7 +11,7 @@ from rasterio.windows import Window
 from csakd_qgis.errors import Cancelled
 from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.fusion.methods import BicubicMethod
-from csakd_qgis.io.raster import read_info, read_window
+from csakd_qgis.io.read import read_info, read_window
 from csakd_qgis.progress import Reporter
 
 torch.set_num_threads(1)
@@ -298,7 +298,7 @@ def test_non_integer_ratio_gives_scale_3_and_a_note(pair, tmp_path):
 
 
 def test_column_blocks_are_aligned_and_list_every_reaching_tile():
-    from csakd_qgis.fusion.pipeline import ColumnBlocks, schedule
+    from csakd_qgis.fusion.blend import ColumnBlocks, schedule
     from csakd_qgis.fusion.tiling import plan_tiles
     plan = plan_tiles(48, 48, tile=10, overlap=2, scale=S)  # HR tile windows 0-36, 24-66, 54-96, 84-123, 111-144
     blocks = ColumnBlocks.build(plan, block_width=64, out_block=32)
@@ -314,7 +314,8 @@ def test_column_blocks_are_aligned_and_list_every_reaching_tile():
 def test_pipeline_writes_each_block_aligned_strip_once(pair):
     from contextlib import nullcontext
 
-    from csakd_qgis.fusion.pipeline import Radiometry, run_pipeline
+    from csakd_qgis.fusion.pipeline import run_pipeline
+    from csakd_qgis.fusion.radiometry import Radiometry
     from csakd_qgis.fusion.tiling import plan_tiles, reflect_pad
     _p, _q, lr, msi = pair
     plan = plan_tiles(48, 48, tile=10, overlap=2, halo=2, scale=S)
@@ -337,7 +338,7 @@ def test_run_gets_a_small_gdal_cache_for_sampling_a_sized_one_for_tiles_and_rest
                                                                                           monkeypatch):
     gdal = pytest.importorskip("osgeo.gdal")
     from csakd_qgis.fusion import engine
-    from csakd_qgis.io.raster import BLOCK_CACHE_MB
+    from csakd_qgis.io.read import BLOCK_CACHE_MB
     lr_path, msi_path, _lr, _msi = pair
     seen = {"shift": [], "sample": [], "predict": []}
 
@@ -365,8 +366,8 @@ def test_run_gets_a_small_gdal_cache_for_sampling_a_sized_one_for_tiles_and_rest
 
 def test_tile_halo_default_exact_and_explicit():
     from csakd_qgis.errors import InputError
-    from csakd_qgis.fusion.engine import NETWORK_HALO, tile_halo
     from csakd_qgis.fusion.methods import NetworkMethod
+    from csakd_qgis.fusion.plan import NETWORK_HALO, tile_halo
     net = NetworkMethod(torch.nn.Identity(), scale=S, halo=36)
     assert tile_halo(net, None) == min(36, NETWORK_HALO) and tile_halo(net, "exact") == 36
     assert tile_halo(NetworkMethod(torch.nn.Identity(), scale=S, halo=3), None) == 3  # bound below the default
@@ -378,7 +379,7 @@ def test_tile_halo_default_exact_and_explicit():
 
 def test_tiles_run_under_a_block_cache_sized_for_a_row_of_tiles(pair, tmp_path, monkeypatch):
     import csakd_qgis.fusion.engine as engine
-    from csakd_qgis.io.raster import BLOCK_CACHE_MB
+    from csakd_qgis.io.read import BLOCK_CACHE_MB
 
     lr_path, msi_path, _lr, _msi = pair
     asked = []

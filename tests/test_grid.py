@@ -9,7 +9,7 @@ from rasterio.windows import Window
 
 from csakd_qgis.errors import GridError
 from csakd_qgis.geo.grid import Grid, plan_grids
-from csakd_qgis.io.raster import RasterInfo
+from csakd_qgis.io.bands import RasterInfo
 
 
 def info(path, crs, transform, width, height):

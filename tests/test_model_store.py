@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from csakd_qgis.errors import CheckpointError, ModelMismatchError
-from csakd_qgis.io.raster import BandInfo
+from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.models import store as model_store
 from csakd_qgis.models.card import ModelCard, MsiInfo, Provenance, SpectralBands
 from csakd_qgis.models.checkpoint import save_checkpoint

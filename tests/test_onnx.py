@@ -17,7 +17,7 @@ from csakd_qgis.cli import main  # noqa: E402
 from csakd_qgis.errors import CheckpointError, DependencyError, InputError, ModelMismatchError  # noqa: E402
 from csakd_qgis.fusion.methods import NETWORK_METHODS, NetworkMethod, make_method, model_scales, network_halo  # noqa: E402
 from csakd_qgis.fusion.radiometry import robust_level  # noqa: E402
-from csakd_qgis.io.raster import read_info  # noqa: E402
+from csakd_qgis.io.read import read_info  # noqa: E402
 from csakd_qgis.models import (  # noqa: E402
     FUSIONS,
     ModelConfig,

@@ -22,7 +22,7 @@ from product_fixtures import (
 )
 
 from csakd_qgis.errors import InputError
-from csakd_qgis.io.raster import read_info, read_window
+from csakd_qgis.io.read import read_info, read_window
 from csakd_qgis.products import detect, resolve_input
 
 

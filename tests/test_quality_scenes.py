@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import quality_scenes as qs  # noqa: E402
 
-from csakd_qgis.io.raster import read_info  # noqa: E402
+from csakd_qgis.io.read import read_info  # noqa: E402
 
 needs_data = pytest.mark.skipif(not (DATA / "indian_pines").exists() or not (DATA / "aviris_ng").exists(),
                                 reason="shared real data (../shared/data) not present")

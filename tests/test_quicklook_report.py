@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from csakd_qgis.io.raster import BandInfo
+from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.quality.quicklook import encode_png, rgb_band_indexes, stretch
 from csakd_qgis.quality.report import heat_png, svg_line_chart, table, write_page
 

@@ -7,7 +7,9 @@ from affine import Affine
 from rasterio.windows import Window
 
 from csakd_qgis.errors import Cancelled, RasterReadError, RasterWriteError
-from csakd_qgis.io.raster import BandInfo, RasterWriter, read_info, read_window, write_raster
+from csakd_qgis.io.bands import BandInfo
+from csakd_qgis.io.read import read_info, read_window
+from csakd_qgis.io.write import RasterWriter, write_raster
 
 TRANSFORM = Affine(30.0, 0.0, 366000.0, 0.0, -30.0, 5810000.0)
 
@@ -225,7 +227,7 @@ def test_windowed_writes_and_cog(tmp_path):
 
 
 def test_encode_in_band_chunks_matches_float64_reference(tmp_path, monkeypatch):
-    import csakd_qgis.io.raster as rio
+    import csakd_qgis.io.write as rio
     rng = np.random.default_rng(2)
     data = rng.uniform(-4.0, 4.0, (7, 3, 5)).astype(np.float32)
     data[2, 1, 1], data[5, 0, 4], data[0, 2, 2] = np.nan, np.inf, -3.2768  # -32768 stored -> moved to -32767

@@ -37,8 +37,10 @@ from csakd_qgis.errors import (
 )
 from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.geo.grid import plan_grids
-from csakd_qgis.io import raster as raster_io
-from csakd_qgis.io.raster import RasterInfo, missing_blocks, read_window
+from csakd_qgis.io import write as raster_io
+from csakd_qgis.io.bands import RasterInfo
+from csakd_qgis.io.read import read_window
+from csakd_qgis.io.write import missing_blocks
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

@@ -175,7 +175,8 @@ def test_offline_distillation_needs_a_fitting_teacher(tmp_path):
 def test_train_and_models_commands(tmp_path, capsys):
     from affine import Affine
 
-    from csakd_qgis.io.raster import BandInfo, write_raster
+    from csakd_qgis.io.bands import BandInfo
+    from csakd_qgis.io.write import write_raster
 
     rng = np.random.default_rng(0)
     wl = np.linspace(420, 880, 12)

@@ -60,7 +60,7 @@ def convert(source: Path, out: Path, *, wavelengths_from: Optional[str] = None, 
         raise InputError(f"the original network works at scale {cfg.scale}, not {scale}")
     lr_bands = SpectralBands((None,) * cfg.bands)
     if wavelengths_from:
-        from csakd_qgis.io.raster import read_info
+        from csakd_qgis.io.read import read_info
 
         info = read_info(wavelengths_from)
         if info.count != cfg.bands:

@@ -9,8 +9,9 @@ import sys
 from csakd_qgis.devices import DEVICE_CHOICES
 from csakd_qgis.distributed.regions import REGION_SIZE
 from csakd_qgis.errors import InputError
-from csakd_qgis.fusion.engine import DTYPES, fuse
+from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.fusion.methods import BACKENDS, METHODS
+from csakd_qgis.fusion.plan import DTYPES
 from csakd_qgis.progress import Reporter
 
 NAME = "fuse"

@@ -3,13 +3,13 @@
 The VRT (:func:`write_vrt`) places each region file at its HR offset
 (``SimpleSource``: regions partition the output, so no source overlaps
 another) and copies, from the first region file, everything
-:class:`~csakd_qgis.io.raster.RasterWriter` wrote there: CRS, transform,
+:class:`~csakd_qgis.io.write.RasterWriter` wrote there: CRS, transform,
 nodata, per-band scale/offset, descriptions and ``wavelength``/``fwhm``/
 ``bbl`` items, and the dataset's default and ENVI metadata.  The output
 grid's transform is the first region's, moved to the output's corner.
 
 :func:`copy_to_geotiff` streams the VRT into a
-:class:`~csakd_qgis.io.raster.RasterWriter` made by the scene's plan, in
+:class:`~csakd_qgis.io.write.RasterWriter` made by the scene's plan, in
 block-aligned strips of stored values, so the GeoTIFF has the same
 creation options and metadata as the single-process :func:`~csakd_qgis.fusion.engine.fuse`
 writes, and is published atomically.  That copy reads every pixel on the
@@ -29,8 +29,8 @@ from affine import Affine
 from rasterio.windows import Window
 
 from csakd_qgis.errors import RasterWriteError
-from csakd_qgis.fusion.engine import FusionPlan
-from csakd_qgis.io.raster import partial_path
+from csakd_qgis.fusion.plan import FusionPlan
+from csakd_qgis.io.write import partial_path
 
 #: GDAL data type names of the stored types an output may have.
 GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",

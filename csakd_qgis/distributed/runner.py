@@ -40,10 +40,14 @@ from csakd_qgis.distributed.regions import (
 )
 from csakd_qgis.distributed.worker import MethodSpec, RegionJob, RegionResult, fuse_region
 from csakd_qgis.errors import InputError, import_optional
-from csakd_qgis.fusion.engine import OUTPUT_BLOCK, FuseReport, check_batch_size, check_output, check_tile_size, prepare
+from csakd_qgis.fusion.blend import BLOCK_WIDTH, Timings
+from csakd_qgis.fusion.engine import check_batch_size, check_output, check_tile_size
 from csakd_qgis.fusion.methods import AUTO, FusionMethod, NetworkMethod
-from csakd_qgis.fusion.pipeline import BLOCK_WIDTH, PipelineResult, Timings
-from csakd_qgis.io.raster import BLOCK_CACHE_MB, PARTIAL_MARKER, gdal_block_cache
+from csakd_qgis.fusion.pipeline import PipelineResult
+from csakd_qgis.fusion.plan import OUTPUT_BLOCK, prepare
+from csakd_qgis.fusion.report import FuseReport
+from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
+from csakd_qgis.io.write import PARTIAL_MARKER
 from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod
 from csakd_qgis.progress import SILENT, Reporter
 

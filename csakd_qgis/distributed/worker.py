@@ -6,7 +6,7 @@ the method) and one region.  It opens the inputs itself through GDAL (no
 pixel travels through the client or the scheduler), runs the engine's
 pipeline restricted to the region (:func:`csakd_qgis.fusion.pipeline.run_pipeline`
 with ``region=``) and writes the region as its own tiled GeoTIFF, atomically
-(:class:`~csakd_qgis.io.raster.RasterWriter`: a temporary name, renamed when
+(:class:`~csakd_qgis.io.write.RasterWriter`: a temporary name, renamed when
 complete), under a name fixed by the region (:func:`.regions.region_file`).
 It returns only counts and timings.
 
@@ -35,11 +35,11 @@ from rasterio.windows import Window
 
 from csakd_qgis.devices import resolve_device, set_threads
 from csakd_qgis.distributed.regions import region_file
-from csakd_qgis.fusion.engine import FusionPlan
 from csakd_qgis.fusion.methods import FusionMethod, make_method
 from csakd_qgis.fusion.pipeline import PipelineResult, run_pipeline
+from csakd_qgis.fusion.plan import FusionPlan
 from csakd_qgis.fusion.tiling import TilePlan
-from csakd_qgis.io.raster import gdal_block_cache
+from csakd_qgis.io.read import gdal_block_cache
 from csakd_qgis.progress import Reporter
 
 #: Seconds between two progress events, and between two cancel checks, of one task.

@@ -43,7 +43,7 @@ import torch
 
 from csakd_qgis.classical.baselines import GSA, bicubic_upsample
 from csakd_qgis.errors import InputError, ModelMismatchError
-from csakd_qgis.io.raster import BandInfo
+from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.models.card import ModelCard
 from csakd_qgis.models.fusion import ATTENTION_STATISTICS, attention_radius
 from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod, is_onnx, read_onnx, read_onnx_card

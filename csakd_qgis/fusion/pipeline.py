@@ -60,22 +60,18 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, ContextManager, List, Optional, Protocol, Tuple
 
 import numpy as np
 from rasterio.windows import Window
 
 from csakd_qgis.devices import OomBackoff
 from csakd_qgis.errors import TilingError
+from csakd_qgis.fusion.blend import BLOCK_WIDTH, OUT_BLOCK, Blender, ColumnBlocks, Sink, Timings, schedule
 from csakd_qgis.fusion.methods import FusionMethod
-from csakd_qgis.fusion.tiling import Tile, TilePlan, reflect_indices
+from csakd_qgis.fusion.radiometry import Radiometry
+from csakd_qgis.fusion.tiling import TilePlan, reflect_indices
 from csakd_qgis.progress import SILENT, Reporter
-
-#: Default width (HR pixels) of a column block; see the module docstring.
-BLOCK_WIDTH = 1024
-
-#: Default side (HR pixels) of the output's blocks, to which strips and column blocks are aligned.
-OUT_BLOCK = 256
 
 
 class PairSource(Protocol):
@@ -86,36 +82,6 @@ class PairSource(Protocol):
 
     def read_msi(self, window: Window) -> Tuple[np.ndarray, np.ndarray]:
         """``(data float32 (m, H, W), valid bool (H, W))`` for a window inside the HR grid."""
-
-
-class Sink(Protocol):
-    """Where the blended output goes (a :class:`~csakd_qgis.io.raster.RasterWriter`)."""
-
-    def encode(self, data: np.ndarray) -> np.ndarray:
-        """``(C, h, w)`` float32 physical values (NaN = nodata) to stored values of the output dtype."""
-
-    def write_stored(self, stored: np.ndarray, window: Window) -> None:
-        """Write encoded ``(C, h, w)`` values into the HR ``window``."""
-
-
-@dataclass(frozen=True)
-class Radiometry:
-    """Scene-wide normalisation: robust levels and per-band fill values in physical units."""
-
-    lr_level: float
-    msi_level: float
-    lr_fill: np.ndarray  # (C,) float32
-    msi_fill: np.ndarray  # (m,) float32
-
-
-@dataclass
-class Timings:
-    """Seconds spent per stage (reader, compute and writer threads overlap)."""
-
-    read: float = 0.0
-    infer: float = 0.0
-    blend: float = 0.0
-    write: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,190 +110,6 @@ def _read_mirrored(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], wind
     r0, c0 = int(rows.min()), int(cols.min())
     data, valid = read(Window(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0))
     return data[:, rows - r0][:, :, cols - c0], valid[rows - r0][:, cols - c0]
-
-
-@dataclass(frozen=True)
-class ColumnBlocks:
-    """The output's column blocks and the tile columns each one predicts.
-
-    Attributes
-    ----------
-    spans:
-        HR column range ``(start, stop)`` of each block; starts are multiples
-        of ``out_block``.
-    columns:
-        Per block, the tile columns whose HR output window reaches into its span.
-    owner:
-        Per tile column, the first block that predicts it (-1: none reaches
-        into the blocks' columns).
-    """
-
-    spans: Tuple[Tuple[int, int], ...]
-    columns: Tuple[Tuple[int, ...], ...]
-    owner: Tuple[int, ...]
-
-    @classmethod
-    def build(cls, plan: TilePlan, block_width: int = BLOCK_WIDTH, out_block: int = OUT_BLOCK,
-              span: Optional[Tuple[int, int]] = None) -> ColumnBlocks:
-        """Cut HR columns ``span`` (default: the whole output) into blocks of ``block_width`` HR pixels.
-
-        The width is rounded down to a multiple of ``out_block``; blocks start at ``span[0]``.
-        """
-        width = max(out_block, block_width // out_block * out_block)
-        start, stop = span if span is not None else (0, plan.out_width)
-        spans = tuple((x, min(x + width, stop)) for x in range(start, stop, width))
-        s = plan.scale
-        columns = tuple(tuple(c for c, (a, b) in enumerate(plan.cols.windows) if a * s < x1 and b * s > x0)
-                        for x0, x1 in spans)
-        owner = tuple(next((k for k, cols in enumerate(columns) if c in cols), -1) for c in range(plan.shape[1]))
-        return cls(spans, columns, owner)
-
-
-def schedule(plan: TilePlan, blocks: ColumnBlocks,
-             rows: Optional[Tuple[int, int]] = None) -> Iterator[Tuple[Tile, int]]:
-    """Visit order of the tiles: ``(tile, block)`` pairs, block by block, row-major inside a block.
-
-    Tiles that straddle a block boundary appear once per block they reach
-    into.  ``rows`` (HR ``(start, stop)``, default all) keeps the tile rows
-    whose output window reaches into those rows.
-    """
-    y0, y1 = rows if rows is not None else (0, plan.out_height)
-    s = plan.scale
-    tile_rows = [r for r, (a, b) in enumerate(plan.rows.windows) if a * s < y1 and b * s > y0]
-    for block, columns in enumerate(blocks.columns):
-        for r in tile_rows:
-            for c in columns:
-                yield plan.tile_at(r, c), block
-
-
-class StripWriter:
-    """Collects encoded output pieces into block-aligned strips and writes each strip when complete.
-
-    Parameters
-    ----------
-    sink:
-        Receives each complete strip (``write_stored``).
-    spans:
-        HR column range of each column block (:attr:`ColumnBlocks.spans`).
-    rows:
-        Strip height in HR rows (the output's block height).
-    height:
-        Last HR row (exclusive) of the strips (the last strip is shorter).
-    origin:
-        HR ``(row, col)`` of the sink's top-left pixel: strips start at that
-        row, and the windows handed to the sink are relative to it.
-
-    Pieces must partition the output: a strip is written when the pieces it
-    received cover it, counted in pixels.
-    """
-
-    def __init__(self, sink: Sink, spans: Tuple[Tuple[int, int], ...], rows: int, height: int,
-                 origin: Tuple[int, int] = (0, 0)) -> None:
-        self.sink = sink
-        self.spans = spans
-        self.rows = rows
-        self.height = height
-        self.origin = origin
-        self.open: Dict[Tuple[int, int], List] = {}
-        self.seconds = 0.0  # spent in sink.write_stored
-
-    def put(self, stored: np.ndarray, row: int, col: int, block: int) -> None:
-        """Place ``stored`` ``(C, h, w)`` (output dtype) at HR ``(row, col)`` inside column block ``block``."""
-        x0, x1 = self.spans[block]
-        h, w = stored.shape[1:]
-        first, left = self.origin
-        for strip in range((row - first) // self.rows, (row + h - 1 - first) // self.rows + 1):
-            top = first + strip * self.rows
-            strip_h = min(self.rows, self.height - top)
-            entry = self.open.get((block, strip))
-            if entry is None:
-                buffer = np.empty((stored.shape[0], strip_h, x1 - x0), dtype=stored.dtype)
-                self.open[(block, strip)] = entry = [buffer, 0]
-            r0, r1 = max(row, top), min(row + h, top + strip_h)
-            entry[0][:, r0 - top:r1 - top, col - x0:col - x0 + w] = stored[:, r0 - row:r1 - row]
-            entry[1] += (r1 - r0) * w
-            if entry[1] == entry[0][0].size:
-                start = time.perf_counter()
-                window = Window(x0 - left, top - first, x1 - x0, strip_h)
-                self.sink.write_stored(self.open.pop((block, strip))[0], window)
-                self.seconds += time.perf_counter() - start
-
-
-class Blender:
-    """Accumulates weighted tile predictions per cell and hands completed cells to a :class:`StripWriter`.
-
-    Parameters
-    ----------
-    plan:
-        The tile plan.
-    sink:
-        Encodes cells and receives complete strips.
-    blocks:
-        Column blocks (:class:`ColumnBlocks`); a cell straddling a block
-        boundary is blended separately on each side.
-    rows:
-        Strip height in HR rows (the output's block height).
-    region:
-        HR window to blend and write (default: the whole output); the sink
-        receives windows relative to its top-left corner.
-    """
-
-    def __init__(self, plan: TilePlan, sink: Sink, blocks: ColumnBlocks, rows: int = OUT_BLOCK,
-                 region: Optional[Window] = None) -> None:
-        self.plan = plan
-        self.sink = sink
-        self.blocks = blocks
-        region = region or Window(0, 0, plan.out_width, plan.out_height)
-        self.row_span = (int(region.row_off), int(region.row_off + region.height))
-        self.strips = StripWriter(sink, blocks.spans, rows, self.row_span[1],
-                                  (self.row_span[0], int(region.col_off)))
-        self.pending: Dict[Tuple[int, int, int], List] = {}
-        self.timings = Timings()
-
-    def add(self, tile: Tile, block: int, prediction: Optional[np.ndarray], bands: int) -> None:
-        """Blend ``prediction`` ``(C, h, w)`` over ``tile.out`` (None = all nodata) into its cells in ``block``."""
-        plan = self.plan
-        x0, x1 = self.blocks.spans[block]
-        y_first, y_last = self.row_span
-        for yi, ys in enumerate(plan.rows.segments):
-            r0, r1 = max(ys.start, y_first), min(ys.stop, y_last)
-            if tile.row not in ys.tiles or r1 <= r0:
-                continue
-            for xi, xs in enumerate(plan.cols.segments):
-                c0, c1 = max(xs.start, x0), min(xs.stop, x1)
-                if tile.col not in xs.tiles or c1 <= c0:
-                    continue
-                start = time.perf_counter()
-                shape = (bands, r1 - r0, c1 - c0)
-                if prediction is None:
-                    part = np.full(shape, np.nan, dtype=np.float32)
-                else:
-                    y0, xo = r0 - tile.out.row_off, c0 - tile.out.col_off
-                    part = prediction[:, y0:y0 + shape[1], xo:xo + shape[2]]
-                expected = len(ys.tiles) * len(xs.tiles)
-                if expected > 1:
-                    x_weight = xs.weight(tile.col, plan.ramp)[c0 - xs.start:c1 - xs.start]
-                    y_weight = ys.weight(tile.row, plan.ramp)[r0 - ys.start:r1 - ys.start]
-                    part = part * np.outer(y_weight, x_weight).astype(np.float32)
-                    entry = self.pending.get((block, yi, xi))
-                    if entry is None:
-                        self.pending[(block, yi, xi)] = entry = [part, 0]
-                    else:
-                        entry[0] += part
-                    entry[1] += 1
-                    if entry[1] < expected:
-                        self.timings.blend += time.perf_counter() - start
-                        continue
-                    part = self.pending.pop((block, yi, xi))[0]
-                self.timings.blend += time.perf_counter() - start
-                start = time.perf_counter()
-                stored = self.sink.encode(part)
-                self.timings.write += time.perf_counter() - start
-                written, start = self.strips.seconds, time.perf_counter()
-                self.strips.put(stored, r0, c0, block)
-                written = self.strips.seconds - written
-                self.timings.blend += time.perf_counter() - start - written
-                self.timings.write += written
 
 
 _DONE = object()

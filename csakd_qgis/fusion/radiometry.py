@@ -13,6 +13,7 @@ function, so the convention cannot drift.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -62,3 +63,13 @@ def robust_level(values: np.ndarray, valid: Optional[np.ndarray] = None, *, name
         f"the {name} has no valid positive values (all nodata, zero or NaN); "
         "check its nodata value and that it covers the area"
     )
+
+
+@dataclass(frozen=True)
+class Radiometry:
+    """Scene-wide normalisation: robust levels and per-band fill values in physical units."""
+
+    lr_level: float
+    msi_level: float
+    lr_fill: np.ndarray  # (C,) float32
+    msi_fill: np.ndarray  # (m,) float32

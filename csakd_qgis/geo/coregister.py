@@ -36,14 +36,9 @@ from rasterio.windows import Window
 from csakd_qgis.errors import InputError
 from csakd_qgis.geo.grid import Grid, GridPlan, plan_grids
 from csakd_qgis.geo.shift import ShiftEstimate, estimate_shift, fit_band_mixing
-from csakd_qgis.io.raster import (
-    RasterInfo,
-    RasterWriter,
-    data_band_indexes,
-    open_raster,
-    read_dataset_window,
-    read_info,
-)
+from csakd_qgis.io.bands import RasterInfo, data_band_indexes
+from csakd_qgis.io.read import open_raster, read_dataset_window, read_info
+from csakd_qgis.io.write import RasterWriter
 from csakd_qgis.progress import SILENT, Reporter
 
 #: Largest side, in LR pixels, of the central sample the shift is estimated on.

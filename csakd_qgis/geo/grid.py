@@ -28,7 +28,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from csakd_qgis.errors import GridError
-from csakd_qgis.io.raster import RasterInfo
+from csakd_qgis.io.bands import RasterInfo
 
 Bounds = Tuple[float, float, float, float]
 
@@ -250,7 +250,7 @@ def plan_grids(
     Parameters
     ----------
     lr_info, msi_info:
-        The LR-HSI and HR-MSI rasters (see :func:`~csakd_qgis.io.raster.read_info`).
+        The LR-HSI and HR-MSI rasters (see :func:`~csakd_qgis.io.read.read_info`).
     scale:
         Integer resolution ratio to use; None derives it from the rasters.
     resolution:

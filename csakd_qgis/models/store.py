@@ -23,7 +23,7 @@ from csakd_qgis.models.card import ModelCard
 from csakd_qgis.models.checkpoint import read_card
 
 if TYPE_CHECKING:
-    from csakd_qgis.io.raster import BandInfo
+    from csakd_qgis.io.bands import BandInfo
 
 #: Largest centre-wavelength difference (nm) for two bands to count as the same.
 WAVELENGTH_TOLERANCE_NM = 5.0

@@ -5,7 +5,7 @@ full band metadata (a VRT over the product's own files, or a GeoTIFF where
 a VRT cannot express the layout) plus an optional mask raster.  Both go into
 a *cache folder* (:func:`cache_folder`); nothing is written into the product.
 
-Band metadata is written where :func:`csakd_qgis.io.raster.read_info` looks
+Band metadata is written where :func:`csakd_qgis.io.read.read_info` looks
 first: per-band default-domain items ``wavelength``, ``wavelength_units``
 (``Nanometers``), ``fwhm`` and ``bbl``, with GDAL's per-band scale, offset
 and nodata, so ``physical = stored * scale + offset``.
@@ -26,7 +26,8 @@ import rasterio
 from rasterio.windows import Window
 
 from csakd_qgis.errors import InputError, RasterReadError, RasterWriteError, import_optional
-from csakd_qgis.io.raster import ZSTD_LEVEL, open_raster, partial_path
+from csakd_qgis.io.read import open_raster
+from csakd_qgis.io.write import ZSTD_LEVEL, partial_path
 
 #: Bump when a reader changes what it writes, so older cache entries are not reused.
 CACHE_VERSION = 1
@@ -291,7 +292,7 @@ def parse_xml(path: str, text: Optional[bytes] = None) -> ET.Element:
 
 
 def band_tags(band: SourceBand) -> Dict[str, str]:
-    """Default-domain metadata items of one band (what :func:`csakd_qgis.io.raster.read_info` reads first)."""
+    """Default-domain metadata items of one band (what :func:`csakd_qgis.io.read.read_info` reads first)."""
     tags = {"bbl": "1" if band.good else "0"}
     if band.wavelength_nm is not None:
         tags.update(wavelength=repr(float(band.wavelength_nm)), wavelength_units="Nanometers")

@@ -23,7 +23,7 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from csakd_qgis.errors import InputError
-from csakd_qgis.io.raster import open_raster
+from csakd_qgis.io.read import open_raster
 from csakd_qgis.products.common import (
     GDAL_TYPES,
     Grid,

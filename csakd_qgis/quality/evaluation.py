@@ -2,7 +2,7 @@
 
 One function, :func:`evaluate_rasters`, serves ``csakd evaluate`` and the
 ``csakd:evaluate`` Processing algorithm.  The rasters are read whole
-(:func:`csakd_qgis.io.raster.read_whole`): evaluation is meant for scenes
+(:func:`csakd_qgis.io.read.read_whole`): evaluation is meant for scenes
 that fit in memory (a 1000 x 1000 x 224 float32 pair needs about 2 GB).
 
 Bands flagged bad (ENVI ``bbl = 0``) in any of the rasters are left out of
@@ -17,7 +17,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from csakd_qgis.errors import GridError, InputError
-from csakd_qgis.io.raster import RasterInfo, read_info, read_whole
+from csakd_qgis.io.bands import RasterInfo
+from csakd_qgis.io.read import read_info, read_whole
 from csakd_qgis.progress import SILENT, Reporter
 from csakd_qgis.quality.metrics import consistency, evaluate, psnr_per_band
 from csakd_qgis.simulation.degradation import DEFAULT_MTF_NYQUIST, gaussian_psf

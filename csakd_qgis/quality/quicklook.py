@@ -16,7 +16,8 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from csakd_qgis.io.raster import BandInfo, read_info
+from csakd_qgis.io.bands import BandInfo
+from csakd_qgis.io.read import read_info
 
 #: Target centre wavelengths (nm) of the red, green and blue channels.
 TRUE_COLOUR_NM = (640.0, 550.0, 470.0)

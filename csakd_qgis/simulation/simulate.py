@@ -15,7 +15,9 @@ import numpy as np
 from affine import Affine
 
 from csakd_qgis.errors import InputError
-from csakd_qgis.io.raster import BandInfo, read_whole, write_raster
+from csakd_qgis.io.bands import BandInfo
+from csakd_qgis.io.read import read_whole
+from csakd_qgis.io.write import write_raster
 from csakd_qgis.progress import SILENT, Reporter
 from csakd_qgis.simulation.degradation import DEFAULT_MTF_NYQUIST, simulate_pair
 

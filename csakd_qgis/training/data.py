@@ -1,7 +1,7 @@
 """Training data from rasters: a reference to simulate from, or a real pair (scene-adaptive).
 
 Used by ``csakd train`` and the ``csakd:train`` Processing algorithm.
-Rasters are read whole (:func:`csakd_qgis.io.raster.read_whole`): this is
+Rasters are read whole (:func:`csakd_qgis.io.read.read_whole`): this is
 meant for training-size scenes.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from csakd_qgis.errors import InputError
-from csakd_qgis.io.raster import read_whole
+from csakd_qgis.io.read import read_whole
 from csakd_qgis.models.card import MsiInfo, SpectralBands
 from csakd_qgis.training.train import TrainingData
 

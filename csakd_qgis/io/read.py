@@ -1,0 +1,238 @@
+"""Reading rasters: opening, band information, windowed reads in physical units, whole-raster reads.
+
+Conventions
+-----------
+* Arrays are band-first: ``(C, H, W)``; a window is a
+  :class:`rasterio.windows.Window` in pixels of the raster it is read from.
+* Values returned by :func:`read_window` are ``float32`` in *physical units*:
+  GDAL's per-band scale and offset are applied (``stored * scale + offset``).
+* A pixel is *invalid* when GDAL's mask says so (nodata value, alpha band,
+  per-dataset mask) or when its value is NaN or infinite.  Invalid values are
+  NaN.  The returned ``valid`` mask ``(H, W)`` is True where every *good* band
+  is valid; bands flagged bad (ENVI ``bbl = 0``, e.g. water-vapour bands that
+  EnMAP fills with nodata) do not decide validity but are NaN where they hold
+  nothing.  When every selected band is bad, all of them decide.
+* Band metadata (wavelengths, FWHM, bad bands) is described in
+  :mod:`csakd_qgis.io.bands`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.errors import RasterioIOError
+from rasterio.io import DatasetReaderBase
+from rasterio.windows import Window
+
+from csakd_qgis.errors import InputError, RasterReadError
+from csakd_qgis.io.bands import RasterInfo, band_metadata, data_band_indexes, info_from_dataset
+
+#: GDAL block cache (MB) :func:`gdal_block_cache` gives a fusion run (its reads and its whole-block writes).
+BLOCK_CACHE_MB = 64
+
+
+def open_raster(path: str) -> rasterio.io.DatasetReader:
+    """Open ``path`` read-only, turning GDAL failures into :class:`RasterReadError`."""
+    try:
+        return rasterio.open(path)
+    except (RasterioIOError, OSError) as exc:
+        raise RasterReadError(
+            f"cannot open raster {path!r}: {exc}. Check the path and that GDAL can read the format "
+            "(try 'gdalinfo' on it)."
+        ) from exc
+
+
+def read_info(path: str) -> RasterInfo:
+    """Size, georeferencing, dtype, nodata and band metadata of the raster at ``path``.
+
+    Parameters
+    ----------
+    path:
+        Any GDAL dataset name: a file (GeoTIFF, ENVI, VRT, JP2, ...) or a
+        subdataset name such as ``NETCDF:"file.nc":reflectance``.
+
+    Raises
+    ------
+    RasterReadError
+        When GDAL cannot open ``path`` or it holds only an alpha band.
+    """
+    with open_raster(path) as ds:
+        return info_from_dataset(ds, str(path))
+
+
+def intersect(window: Window, width: int, height: int) -> Optional[Window]:
+    """Part of ``window`` inside a ``width`` x ``height`` raster, or None when empty."""
+    col0, row0 = max(int(window.col_off), 0), max(int(window.row_off), 0)
+    col1 = min(int(window.col_off + window.width), width)
+    row1 = min(int(window.row_off + window.height), height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def read_dataset_window(
+    ds: DatasetReaderBase,
+    window: Optional[Window],
+    gdal_indexes: Sequence[int],
+    *,
+    scales: Sequence[float],
+    offsets: Sequence[float],
+    good: Sequence[bool],
+    boundless: bool = False,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Read bands of an open dataset with explicit scale/offset and good-band flags.
+
+    The building block of :func:`read_window`, for callers that keep a
+    dataset (or a :class:`rasterio.vrt.WarpedVRT`) open and know its band
+    metadata already.  ``gdal_indexes`` are 1-based GDAL band numbers;
+    ``scales``, ``offsets`` and ``good`` have one entry per index.  With
+    ``boundless`` the window may reach outside the raster: those pixels are
+    NaN and invalid.  Returns ``(data float32 (C, h, w), valid bool (h, w))``
+    as described in the module docstring.
+    """
+    if window is None:
+        window = Window(0, 0, ds.width, ds.height)
+    window = Window(int(round(window.col_off)), int(round(window.row_off)),
+                    int(round(window.width)), int(round(window.height)))
+    if window.width <= 0 or window.height <= 0:
+        raise RasterReadError(f"empty window {window} requested from {ds.name!r}.")
+    inner = intersect(window, ds.width, ds.height)
+    if not boundless and (inner is None or inner.width != window.width or inner.height != window.height):
+        raise RasterReadError(
+            f"window {window} reaches outside raster {ds.name!r} ({ds.width} x {ds.height} pixels)."
+        )
+    count = len(gdal_indexes)
+    data = np.full((count, window.height, window.width), np.nan, dtype=np.float32)
+    band_valid = np.zeros((count, window.height, window.width), dtype=bool)
+    if inner is not None:
+        rows = slice(inner.row_off - window.row_off, inner.row_off - window.row_off + inner.height)
+        cols = slice(inner.col_off - window.col_off, inner.col_off - window.col_off + inner.width)
+        try:
+            raw = ds.read(list(gdal_indexes), window=inner, out_dtype=np.float64)
+            masks = ds.read_masks(list(gdal_indexes), window=inner)
+        except (RasterioIOError, OSError) as exc:
+            raise RasterReadError(
+                f"cannot read window {inner} of {ds.name!r}: {exc}. The file is probably truncated or damaged "
+                "(an interrupted copy or download): create or download it again ('gdalinfo -checksum' on it "
+                "shows whether every block can be read)."
+            ) from exc
+        scale = np.asarray(scales, dtype=np.float64)[:, None, None]
+        offset = np.asarray(offsets, dtype=np.float64)[:, None, None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            physical = (raw * scale + offset).astype(np.float32)
+        ok = (masks != 0) & np.isfinite(physical)
+        if ds.nodata is not None and not math.isnan(ds.nodata):
+            ok &= raw != ds.nodata
+        physical[~ok] = np.nan
+        data[:, rows, cols] = physical
+        band_valid[:, rows, cols] = ok
+    deciding = np.asarray(good, dtype=bool)
+    if not deciding.any():
+        deciding = np.ones(count, dtype=bool)
+    valid = band_valid[deciding].all(axis=0)
+    data[:, ~valid] = np.nan
+    return data, valid
+
+
+def read_window(
+    path_or_dataset: Union[str, DatasetReaderBase],
+    window: Optional[Window] = None,
+    bands: Optional[Sequence[int]] = None,
+    boundless: bool = False,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a window of a raster in physical units with its validity mask.
+
+    Parameters
+    ----------
+    path_or_dataset:
+        A GDAL dataset name, or an open rasterio dataset / ``WarpedVRT``
+        (kept open; use one per thread).
+    window:
+        Pixel window of that raster; None reads the whole raster (small
+        rasters only).
+    bands:
+        1-based data band numbers (alpha excluded); None reads every data band.
+    boundless:
+        Allow the window to reach outside the raster; outside pixels are NaN
+        and invalid.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        ``float32 (C, h, w)``, scale/offset applied, NaN where invalid.
+    valid : numpy.ndarray
+        ``bool (h, w)``, True where every good band is valid.
+
+    Raises
+    ------
+    RasterReadError
+        When the raster cannot be opened or read, a band number is out of
+        range, or the window leaves the raster without ``boundless``.
+    """
+    if isinstance(path_or_dataset, (str, os.PathLike)):
+        with open_raster(str(path_or_dataset)) as ds:
+            return read_window(ds, window, bands, boundless)
+    ds = path_or_dataset
+    indexes = data_band_indexes(ds)
+    selected = list(range(1, len(indexes) + 1)) if bands is None else [int(b) for b in bands]
+    bad = [b for b in selected if not 1 <= b <= len(indexes)]
+    if bad or not selected:
+        raise RasterReadError(
+            f"band number(s) {bad or selected} not in 1..{len(indexes)} of raster {ds.name!r}."
+        )
+    gdal_indexes = [indexes[b - 1] for b in selected]
+    meta = band_metadata(ds, gdal_indexes)
+    scales = [float(ds.scales[i - 1]) if ds.scales[i - 1] else 1.0 for i in gdal_indexes]
+    offsets = [float(ds.offsets[i - 1] or 0.0) for i in gdal_indexes]
+    return read_dataset_window(ds, window, gdal_indexes, scales=scales, offsets=offsets,
+                               good=[m.good for m in meta], boundless=boundless)
+
+
+@contextmanager
+def gdal_block_cache(megabytes: int = BLOCK_CACHE_MB) -> Iterator[None]:
+    """Give GDAL's block cache ``megabytes`` MB inside the ``with`` block, then restore the previous size.
+
+    GDAL has one block cache per process, sized once from ``GDAL_CACHEMAX``
+    (default 5 % of the RAM) and shared by every thread, so this changes it
+    for the whole process (other threads' GDAL work included) while the
+    block runs.  A writer of whole blocks needs little cache: a dirty
+    block is compressed and written when evicted and never read back.
+    Readers need little too, but GDAL's default lets reads fill it: every
+    input block a window touches stays decoded (all bands of a
+    band-interleaved raster), so scattered sample windows over a large
+    raster keep hundreds of MB.  Closing a dataset empties its blocks from
+    the cache, but glibc keeps the freed heap, so the process stays that
+    large.
+    ``rasterio.Env(GDAL_CACHEMAX=n)`` calls ``GDALSetCacheMax64(n)``: ``n``
+    is in *bytes* there, not in MB as in the environment variable.
+    """
+    with rasterio.Env(GDAL_CACHEMAX=int(megabytes) * 2**20):
+        yield
+
+
+#: Largest raster (as float32 bytes) that the whole-raster tools (training, simulation, evaluation) read.
+MAX_WHOLE_BYTES = 4 * 1024**3
+
+
+def read_whole(path: str, purpose: str) -> Tuple[RasterInfo, np.ndarray, np.ndarray]:
+    """Read a whole raster for tools that need it in memory: ``(info, data (C, H, W), valid (H, W))``.
+
+    ``purpose`` names the tool in the refusal (e.g. ``"training"``).  Rasters
+    above :data:`MAX_WHOLE_BYTES` as float32 are refused with
+    :class:`~csakd_qgis.errors.InputError` before anything is read.
+    """
+    info = read_info(path)
+    size = 4 * info.count * info.width * info.height
+    if size > MAX_WHOLE_BYTES:
+        raise InputError(
+            f"{path} is {size / 1024 ** 3:.1f} GB as float32; {purpose} reads rasters whole and accepts at most "
+            f"{MAX_WHOLE_BYTES / 1024 ** 3:.0f} GB: crop a representative area first (gdal_translate -srcwin)"
+        )
+    data, valid = read_window(path)
+    return info, data, valid

@@ -1,0 +1,375 @@
+"""Writing GeoTIFFs atomically, with band metadata, nodata, scale and compression.
+
+Outputs are written to a temporary file beside the destination
+(``.NAME.csakd-partial-PID.tif``), checked block by block and renamed over it
+only when complete, so an error, a cancelled run or a full disk leaves any
+previous file untouched (``docs/reliability.md``).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import shutil
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Interleaving
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from csakd_qgis.errors import RasterWriteError
+from csakd_qgis.io.bands import BandInfo, band_tags, envi_tags
+from csakd_qgis.io.read import intersect
+
+#: ZSTD level of written GeoTIFFs (GDAL's default, 9, compresses about 7x slower for about 10 % smaller files).
+ZSTD_LEVEL = 1
+
+
+#: Values encoded at once by :meth:`RasterWriter.encode` (bounds its float64 temporaries to about 64 MB).
+ENCODE_CHUNK = 8 * 2**20
+
+
+#: Free bytes below which a failed write is reported as a full disk.
+DISK_FULL_BYTES = 16 * 2**20
+
+
+#: What every temporary file of an unfinished output has in its name.
+PARTIAL_MARKER = "csakd-partial"
+
+
+def partial_path(path: str, suffix: str = ".tif") -> str:
+    """Return the temporary name (``.NAME.csakd-partial-PID`` + ``suffix``) a writer uses beside ``path``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{PARTIAL_MARKER}-{os.getpid()}{suffix}")
+
+
+def _write_failure(path: str, detail: str, error: Optional[BaseException] = None) -> RasterWriteError:
+    """A :class:`RasterWriteError` for ``path`` that says so when the disk is full.
+
+    The disk counts as full when ``error`` is ``ENOSPC``, ``detail`` says "no
+    space left", or the destination folder has less than
+    :data:`DISK_FULL_BYTES` free (GDAL often reports a failed block write
+    only as a log line, so the free space is the reliable sign).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free: Optional[int] = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    full = (getattr(error, "errno", None) == errno.ENOSPC or "no space left" in detail.lower()
+            or (free is not None and free < DISK_FULL_BYTES))
+    if not full:
+        return RasterWriteError(f"cannot write {path!r}: {detail}")
+    left = "" if free is None else f", {free / 2**20:.1f} MB free"
+    return RasterWriteError(
+        f"cannot write {path!r}: the disk is full (folder {folder!r}{left}). Free some space or choose an output "
+        f"folder on another disk; nothing was written under that name (a previous file there is unchanged). "
+        f"[{detail}]"
+    )
+
+
+def missing_blocks(path: str) -> Tuple[int, int]:
+    """``(missing, total)`` blocks of the GeoTIFF at ``path`` whose bytes are not all in the file.
+
+    A block is missing when GDAL recorded no offset or size for it, or its
+    bytes would reach beyond the end of the file: what a write that failed
+    for lack of disk space leaves, while GDAL (3.6) still closes the file
+    without an error.  Counts per band for band-interleaved files, per pixel
+    block otherwise.  For files written without ``SPARSE_OK`` (GDAL's
+    default, and :class:`RasterWriter`'s), where every block is stored.
+    """
+    size = os.path.getsize(path)
+    with rasterio.open(path) as ds:
+        bands = ds.indexes if ds.interleaving == Interleaving.band else ds.indexes[:1]
+        block_h, block_w = ds.block_shapes[0]
+        rows, cols = math.ceil(ds.height / block_h), math.ceil(ds.width / block_w)
+        missing = 0
+        for band in bands:
+            for row in range(rows):
+                for col in range(cols):
+                    offset = ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+                    length = ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+                    if not offset or not length or int(length) == 0 or int(offset) + int(length) > size:
+                        missing += 1
+    return missing, len(bands) * rows * cols
+
+
+def _default_nodata(dtype: str, nodata: Optional[float]) -> Optional[float]:
+    """Return the nodata to declare: the given one, else NaN (float) or an end of the integer range."""
+    if nodata is not None:
+        return float(nodata)
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return float("nan")
+    info = np.iinfo(np.dtype(dtype))
+    return float(info.min if info.min < 0 else info.max)
+
+
+class RasterWriter:
+    """Context manager that writes a GeoTIFF window by window and publishes it atomically.
+
+    Parameters
+    ----------
+    path:
+        Destination file.  Refused if it exists, unless ``overwrite``.
+    width, height, count:
+        Size in pixels and number of bands.
+    crs, transform:
+        Georeferencing of the output grid.
+    dtype:
+        Stored data type.  For integer types, :meth:`write` stores
+        ``round(value / scale)`` clipped to the type's range, never equal to
+        ``nodata``, and declares ``scale`` as GDAL scale so readers get
+        physical values back.
+    nodata:
+        Value stored for NaN.  None declares NaN for float types and the
+        type's minimum (signed) or maximum (unsigned) for integer types.
+    bands:
+        Spectral metadata, ``count`` entries or empty; written as per-band
+        items (``wavelength``, ``wavelength_units=Nanometers``, ``fwhm``,
+        ``bbl``), band descriptions and ENVI-domain lists.
+    scale:
+        Physical units per stored unit (e.g. ``1e-4`` for reflectance stored
+        as ``int16`` x 10000).
+    compress, predictor, tiled, blocksize, bigtiff:
+        GeoTIFF creation options; ``predictor`` None picks 3 for floats and
+        2 for integers when compressing.  ZSTD is written at level
+        :data:`ZSTD_LEVEL` unless ``zstd_level`` is passed.
+    cog:
+        Convert to a Cloud Optimized GeoTIFF (with overviews) before
+        publishing.
+    overwrite:
+        Replace an existing destination on success.
+
+    Notes
+    -----
+    Data go to ``.NAME.csakd-partial-PID.tif`` in the destination folder.
+    On a clean exit the file is flushed, optionally converted to COG,
+    checked for blocks that did not reach the disk (:func:`missing_blocks`),
+    synced to disk and renamed over ``path``; on any exception (including
+    :class:`~csakd_qgis.errors.Cancelled`) or a failed check it is removed
+    and ``path`` is left as it was.  Failures for lack of disk space say so
+    (:data:`DISK_FULL_BYTES`).  Not thread-safe: write from one thread.
+
+    Speed: GDAL compresses a block when it leaves its block cache.  A window
+    that covers only part of a block leaves that block partly written; if
+    the block is evicted before the rest arrives, GDAL compresses it, and
+    later reads, decompresses and compresses it again.  Writers of large
+    rasters should therefore write whole blocks (:attr:`blocksize`-aligned
+    windows, e.g. strips of ``blocksize`` rows); the tiled engine does
+    (:mod:`csakd_qgis.fusion.pipeline`).
+    """
+
+    def __init__(self, path: str, *, width: int, height: int, count: int, crs, transform,
+                 dtype: str = "float32", nodata: Optional[float] = None, bands: Sequence[BandInfo] = (),
+                 scale: float = 1.0, compress: Optional[str] = "zstd", predictor: Optional[int] = None,
+                 tiled: bool = True, blocksize: int = 256, bigtiff: str = "IF_SAFER", cog: bool = False,
+                 overwrite: bool = False, **creation_options) -> None:
+        self.path = str(path)
+        self.width, self.height, self.count = int(width), int(height), int(count)
+        self.dtype = np.dtype(dtype).name
+        self.scale = float(scale)
+        self.bands = tuple(bands)
+        self.cog = cog
+        if self.width <= 0 or self.height <= 0 or self.count <= 0:
+            raise RasterWriteError(f"cannot write {self.path!r}: size {width} x {height} x {count} is empty.")
+        if self.bands and len(self.bands) != self.count:
+            raise RasterWriteError(
+                f"cannot write {self.path!r}: {len(self.bands)} band descriptions for {self.count} bands."
+            )
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise RasterWriteError(f"cannot write {self.path!r}: scale must be positive, got {scale}.")
+        if os.path.isdir(self.path):
+            raise RasterWriteError(
+                f"output {self.path!r} is a folder; give a file name, e.g. "
+                f"{os.path.join(self.path, 'fused.tif')!r}."
+            )
+        if os.path.exists(self.path) and not overwrite:
+            raise RasterWriteError(
+                f"output {self.path!r} exists; choose another name or allow overwriting (--overwrite)."
+            )
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise RasterWriteError(f"cannot write {self.path!r}: folder {folder!r} does not exist.")
+        self.nodata = _default_nodata(self.dtype, nodata)
+        self._is_int = np.issubdtype(np.dtype(self.dtype), np.integer)
+        if self._is_int:
+            info = np.iinfo(np.dtype(self.dtype))
+            if not info.min <= self.nodata <= info.max or self.nodata != int(self.nodata):
+                raise RasterWriteError(f"nodata {nodata} cannot be stored as {self.dtype} in {self.path!r}.")
+        self.blocksize = int(blocksize) if tiled else 0
+        self._temp = partial_path(self.path)
+        profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count,
+                       dtype=self.dtype, crs=crs, transform=transform, nodata=self.nodata,
+                       bigtiff=bigtiff, interleave="pixel" if self.count <= 4 else "band")
+        if tiled:
+            profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
+        if compress:
+            profile["compress"] = compress
+            profile["predictor"] = predictor if predictor is not None else (2 if self._is_int else 3)
+            if str(compress).lower() == "zstd":
+                profile["zstd_level"] = ZSTD_LEVEL
+        profile.update(creation_options)
+        try:
+            self._ds = rasterio.open(self._temp, "w", **profile)
+        except (RasterioIOError, OSError, rasterio.errors.RasterioError) as exc:
+            raise _write_failure(self.path, f"cannot create it: {exc}", exc) from exc
+        try:
+            self._write_metadata()
+        except Exception:
+            self._discard()
+            raise
+
+    def _write_metadata(self) -> None:
+        ds = self._ds
+        if self.scale != 1.0:
+            ds.scales = (self.scale,) * self.count
+            ds.offsets = (0.0,) * self.count
+        for i, band in enumerate(self.bands, start=1):
+            ds.update_tags(i, **band_tags(band))
+            if band.description:
+                ds.set_band_description(i, band.description)
+            elif band.wavelength_nm is not None:
+                ds.set_band_description(i, f"band {i} ({band.wavelength_nm:g} Nanometers)")
+        if self.bands:
+            ds.update_tags(ns="ENVI", **envi_tags(self.bands))
+            if all(b.wavelength_nm is not None for b in self.bands):
+                ds.update_tags(wavelength_units="Nanometers")
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        """Physical values to stored values.
+
+        Parameters
+        ----------
+        data:
+            ``(C, h, w)`` float physical values, NaN (or infinite) = nodata.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(C, h, w)`` of the output dtype: float outputs ``data / scale``
+            with nodata where invalid; integer outputs ``round(data / scale)``
+            (in float64, then clipped to the type's range and moved off the
+            nodata value) with nodata where invalid.  Worked out a few bands
+            at a time, so temporaries stay near :data:`ENCODE_CHUNK` values.
+        """
+        data = np.asarray(data)
+        out = np.empty(data.shape, dtype=self.dtype)
+        step = max(1, ENCODE_CHUNK // max(1, data[0].size)) if data.ndim == 3 and data.shape[0] else 1
+        for band in range(0, data.shape[0], step):
+            out[band:band + step] = self._encode_bands(data[band:band + step])
+        return out
+
+    def _encode_bands(self, data: np.ndarray) -> np.ndarray:
+        missing = ~np.isfinite(data)
+        if not self._is_int:
+            if self.scale != 1.0:
+                stored = (data.astype(np.float64) / self.scale).astype(self.dtype)
+            else:
+                stored = data.astype(self.dtype, copy=True)
+            stored[missing] = self.nodata
+            return stored
+        info = np.iinfo(np.dtype(self.dtype))
+        stored = data.astype(np.float64)
+        stored[missing] = 0.0
+        if self.scale != 1.0:
+            stored /= self.scale
+        np.rint(stored, out=stored)
+        np.clip(stored, info.min, info.max, out=stored)
+        stored[stored == self.nodata] = self.nodata + 1 if self.nodata < info.max else self.nodata - 1
+        stored[missing] = self.nodata
+        return stored.astype(self.dtype)
+
+    def _check_window(self, shape: Tuple[int, ...], window: Window) -> None:
+        if len(shape) != 3 or shape[0] != self.count:
+            raise RasterWriteError(f"cannot write {self.path!r}: expected ({self.count}, h, w) data, got {shape}.")
+        if (shape[1], shape[2]) != (int(window.height), int(window.width)):
+            raise RasterWriteError(f"cannot write {self.path!r}: data {shape} does not fit window {window}.")
+        inside = intersect(window, self.width, self.height)
+        if inside is None or (inside.width, inside.height) != (int(window.width), int(window.height)):
+            raise RasterWriteError(
+                f"cannot write {self.path!r}: window {window} leaves the {self.width} x {self.height} raster."
+            )
+
+    def write(self, data: np.ndarray, window: Window) -> None:
+        """Write ``data`` ``(C, h, w)`` in physical units (NaN = nodata) into ``window``."""
+        data = np.asarray(data)
+        self._check_window(data.shape, window)
+        self.write_stored(self.encode(data), window)
+
+    def write_stored(self, stored: np.ndarray, window: Window) -> None:
+        """Write ``stored`` ``(C, h, w)``, already in the output dtype (:meth:`encode`), into ``window``."""
+        stored = np.asarray(stored)
+        self._check_window(stored.shape, window)
+        if stored.dtype != np.dtype(self.dtype):
+            raise RasterWriteError(f"cannot write {self.path!r}: stored values are {stored.dtype}, "
+                                   f"the raster holds {self.dtype}; encode them first.")
+        try:
+            self._ds.write(stored, window=window)
+        except (RasterioIOError, OSError, rasterio.errors.RasterioError) as exc:
+            raise _write_failure(self.path, str(exc), exc) from exc
+
+    def _discard(self) -> None:
+        if not self._ds.closed:
+            self._ds.close()
+        for name in (self._temp, self._temp + ".cog.tif", self._temp + ".aux.xml"):
+            if os.path.exists(name):
+                os.remove(name)
+
+    def _publish(self) -> None:
+        self._ds.close()
+        source = self._temp
+        if self.cog:
+            cog_temp = self._temp + ".cog.tif"
+            with rasterio.open(self._temp) as src:
+                options = {"compress": src.profile.get("compress", "zstd") or "zstd",
+                           "blocksize": src.block_shapes[0][0] if src.is_tiled else 512,
+                           "bigtiff": "IF_SAFER"}
+            rasterio.shutil.copy(self._temp, cog_temp, driver="COG", **options)
+            os.remove(self._temp)
+            source = cog_temp
+        missing, total = missing_blocks(source)
+        if missing:
+            raise _write_failure(self.path, f"{missing} of {total} blocks did not reach the disk")
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(source, self.path)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        try:
+            self._publish()
+        except RasterWriteError:
+            self._discard()
+            raise
+        except Exception as error:
+            failure = _write_failure(self.path, f"cannot finish the file: {error}", error)
+            self._discard()
+            raise failure from error
+
+
+def write_raster(path: str, data: np.ndarray, *, crs, transform, nodata: Optional[float] = None,
+                 bands: Sequence[BandInfo] = (), dtype: str = "float32", scale: float = 1.0,
+                 overwrite: bool = False, **creation_options) -> None:
+    """Write a whole ``(C, H, W)`` array (physical units, NaN = nodata) atomically.
+
+    A convenience for small rasters (simulated pairs, tests); big outputs use
+    :class:`RasterWriter` window by window.  Keyword arguments are those of
+    :class:`RasterWriter` (``creation_options`` passes its GeoTIFF options).
+    """
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise RasterWriteError(f"cannot write {path!r}: expected (C, H, W) data, got shape {data.shape}.")
+    count, height, width = data.shape
+    with RasterWriter(path, width=width, height=height, count=count, crs=crs, transform=transform,
+                      dtype=dtype, nodata=nodata, bands=bands, scale=scale, overwrite=overwrite,
+                      **creation_options) as writer:
+        writer.write(data, Window(0, 0, width, height))
