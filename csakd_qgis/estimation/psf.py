@@ -268,9 +268,15 @@ def _crop_centre(lr: np.ndarray, msi: np.ndarray, scale: int, margin: int,
     return lr[:, r0:r0 + rows, c0:c0 + cols], hr, margin + extra * scale
 
 
-def _usable_pixels(lr: np.ndarray, msi: np.ndarray, scale: int, margin: int, reach: float,
+def _usable_pixels(lr: np.ndarray, msi: np.ndarray, scale: int, margin: int, reach: float, max_offset: float,
                    messages: list) -> np.ndarray:
-    """``(h, w)`` mask of the LR pixels to fit: finite, no NaN MSI pixel within reach, away from the MSI border."""
+    """``(h, w)`` mask of the LR pixels to fit: finite, no NaN MSI pixel within reach, away from the MSI border.
+
+    When the margin leaves fewer than :data:`MIN_PIXELS` pixels away from
+    the border, pixels nearer are used (with a message), except the
+    ``ceil(max_offset)`` outermost rows and columns, whose offset box could
+    lie wholly outside the MSI.
+    """
     _, h, w = lr.shape
     used = np.isfinite(lr).all(axis=0)
     nan_hr = ~np.isfinite(msi).all(axis=0)
@@ -284,10 +290,12 @@ def _usable_pixels(lr: np.ndarray, msi: np.ndarray, scale: int, margin: int, rea
     interior[border:h - border, border:w - border] = True
     if (used & interior).sum() >= MIN_PIXELS:
         return used & interior
-    if border:
-        messages.append(f"the MSI margin ({margin} HR px) is narrower than the blur's reach ({reach:.1f} HR px): "
-                        f"border pixels were used; pass an MSI with a margin of at least {int(np.ceil(reach))} px")
-    return used
+    messages.append(f"the MSI margin ({margin} HR px) is narrower than the blur's reach ({reach:.1f} HR px): "
+                    f"border pixels were used; pass an MSI with a margin of at least {int(np.ceil(reach))} px")
+    border = min(border, int(np.ceil(max_offset)))
+    interior[:] = False
+    interior[border:h - border, border:w - border] = True
+    return used & interior
 
 
 def estimate_psf(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: Optional[Sequence[bool]] = None,
@@ -352,7 +360,7 @@ def estimate_psf(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: Optional[
     hsi, hr, margin = _crop_centre(hsi, hr, scale, margin, int(max_pixels))
     messages: list = []
     reach = 3.0 * sigma_max + 1.0 + scale * (max_offset + 0.5)
-    used = _usable_pixels(hsi, hr, scale, margin, reach, messages)
+    used = _usable_pixels(hsi, hr, scale, margin, reach, max_offset, messages)
     count = int(used.sum())
     if count < 3:
         raise InputError(f"only {count} LR pixels are valid in both images; at least {MIN_PIXELS} are needed")
