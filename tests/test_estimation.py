@@ -253,4 +253,5 @@ def test_estimate_degradation_on_an_enmap_tile(shared_data):
     assert np.all(np.isnan(result.noise_lr[~good])) and result.noise_msi.shape == (4,)
     assert 1 <= result.rank <= 30
     report = json.loads(json.dumps(result.to_dict()))
-    assert report["scale"] == 2 and len(report["srf"]) == 4 and report["noise_lr"][int(np.flatnonzero(~good)[0])] is None
+    first_bad = int(np.flatnonzero(~good)[0])
+    assert report["scale"] == 2 and len(report["srf"]) == 4 and report["noise_lr"][first_bad] is None
