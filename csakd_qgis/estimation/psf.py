@@ -43,6 +43,7 @@ from scipy import ndimage, optimize
 
 from ..errors import InputError
 from .common import as_image, good_bands
+from .noise import estimate_noise
 
 #: Step (LR pixels) of the coarse grid of offsets searched before the refinement.
 OFFSET_STEP = 0.25
@@ -223,7 +224,12 @@ class _Objective:
     """Residual of the ridge regression of the blurred-sampled MSI on the LR-HSI, as a function of the PSF.
 
     The LR-HSI pixels are fixed, so its SVD is computed once; each candidate
-    then costs one blur and one ``(r, N) @ (N, m)`` product.
+    then costs one blur and one ``(m, N) @ (N, r)`` product.  White MSI
+    noise of variance ``noise_var`` (HR pixels) leaves about
+    ``noise_var · Σ w² · (N - 1 - dof)`` in the residual (``w``: the
+    kernel's weights, ``dof``: the regression's effective parameters);
+    that expected noise energy is subtracted, as a wider kernel averages
+    more noise away and would otherwise be favoured.
     """
 
     def __init__(self, hsi: np.ndarray, msi: np.ndarray, scale: int, margin: int, used: np.ndarray) -> None:
@@ -239,18 +245,39 @@ class _Objective:
         keep = (fraction > 1e-9) & (np.arange(d.size) < MAX_COMPONENTS)
         self.u = np.ascontiguousarray(u[:, keep])
         self.explained = 2.0 * fraction[keep] - fraction[keep] ** 2
+        self.left = max(pixels.shape[0] - 1.0 - float(self.explained.sum()), 1.0)
+        self.noise_var = np.zeros(msi.shape[0])
 
-    def bands(self, sigma: float, offset: Tuple[float, float]) -> np.ndarray:
-        """``(m,)`` fraction of each MSI band's variance left unexplained (NaN for a constant band)."""
+    def parts(self, sigma: float, offset: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray, float]:
+        """``(m,)`` unexplained and total energy of each band, and the residual noise energy per unit variance."""
         target = blur_sample(self.msi, self.scale, sigma, offset, margin=self.margin)[:, self.used]
         target -= target.mean(axis=1, keepdims=True)
         total = (target**2).sum(axis=1)
-        explained = (target @ self.u) ** 2 @ self.explained
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, (total - explained) / total, np.nan)
+        unexplained = total - (target @ self.u) ** 2 @ self.explained
+        energy = 1.0
+        for shift in (offset[1], offset[0]):
+            weights = _taps(self.margin + (0.5 - shift) * self.scale - 0.5, self.scale, sigma)[1]
+            energy *= float((weights**2).sum())
+        return unexplained, total, energy * self.left
 
-    def __call__(self, sigma: float, offset: Tuple[float, float]) -> float:
-        return float(np.nanmean(self.bands(sigma, offset)))
+    def bands(self, sigma: float, offset: Tuple[float, float], corrected: bool = True) -> np.ndarray:
+        """``(m,)`` fraction of each MSI band's variance left unexplained (NaN for a constant band).
+
+        ``corrected``: less the expected MSI noise energy (class notes).
+        """
+        unexplained, total, unit = self.parts(sigma, offset)
+        if corrected:
+            unexplained = unexplained - self.noise_var * unit
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, unexplained / total, np.nan)
+
+    def noise_bound(self, sigma: float, offset: Tuple[float, float]) -> np.ndarray:
+        """``(m,)`` largest MSI noise variance the residual at this candidate leaves room for."""
+        unexplained, _, unit = self.parts(sigma, offset)
+        return np.clip(unexplained, 0.0, None) / unit
+
+    def __call__(self, sigma: float, offset: Tuple[float, float], corrected: bool = True) -> float:
+        return float(np.nanmean(self.bands(sigma, offset, corrected)))
 
 
 def _crop_centre(lr: np.ndarray, msi: np.ndarray, scale: int, margin: int,
@@ -313,7 +340,10 @@ def estimate_psf(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: Optional[
     values up to ``sigma_max`` at that offset; then Nelder-Mead over
     ``(sigma, dx, dy)`` from the best Gaussian and over ``(dx, dy)`` for
     the box, keeping the box unless the Gaussian is better by more than
-    :data:`BOX_TOLERANCE`.
+    :data:`BOX_TOLERANCE`.  From the sigma grid on, the residual is
+    corrected for the MSI's noise (estimated by spatial differences,
+    capped by what the residuals leave room for, so a noise-free pair is
+    not corrected).
 
     Parameters
     ----------
@@ -371,6 +401,8 @@ def estimate_psf(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: Optional[
     grid = [(objective(start_sigma, (dx, dy)), dx, dy) for dy in steps for dx in steps]
     _, dx0, dy0 = min(grid)
     sigmas = np.linspace(sigma_max / SIGMA_STEPS, sigma_max, SIGMA_STEPS)
+    bound = np.min([objective.noise_bound(s, (dx0, dy0)) for s in sigmas], axis=0)
+    objective.noise_var = np.minimum(np.nan_to_num(estimate_noise(hr, method="spatial")) ** 2, bound)
     sigma0 = min((objective(s, (dx0, dy0)), s) for s in sigmas)[1]
     box_bounds = [(-max_offset, max_offset)] * 2
     options = {"xatol": 1e-3, "fatol": 1e-12, "maxiter": 400}
@@ -381,10 +413,12 @@ def estimate_psf(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: Optional[
     box = optimize.minimize(lambda p: objective(0.0, (p[0], p[1])), np.array([dx0, dy0]), method="Nelder-Mead",
                             bounds=box_bounds, options=dict(options, initial_simplex=_simplex([dx0, dy0], [0.1, 0.1])))
     if box.fun <= gauss.fun * (1.0 + BOX_TOLERANCE):
-        sigma, dx, dy, residual = 0.0, float(box.x[0]), float(box.x[1]), float(box.fun)
+        sigma, dx, dy = 0.0, float(box.x[0]), float(box.x[1])
     else:
-        sigma, dx, dy, residual = float(gauss.x[0]), float(gauss.x[1]), float(gauss.x[2]), float(gauss.fun)
-    away = np.mean([objective(sigma, (dx + a, dy + b)) for a, b in ((0.5, 0), (-0.5, 0), (0, 0.5), (0, -0.5))])
+        sigma, dx, dy = float(gauss.x[0]), float(gauss.x[1]), float(gauss.x[2])
+    residual = objective(sigma, (dx, dy), corrected=False)
+    away = np.mean([objective(sigma, (dx + a, dy + b), corrected=False)
+                    for a, b in ((0.5, 0), (-0.5, 0), (0, 0.5), (0, -0.5))])
     contrast = float(away / residual) if residual > 0 else float("inf")
     reliable = _judge(count, residual, contrast, sigma, (dx, dy), sigma_max, max_offset, messages)
     return PsfEstimate(sigma, (dx, dy), residual, contrast, count, reliable, tuple(messages))
