@@ -56,8 +56,8 @@ RIDGE = 1e-6
 #: The ridge penalty is at least the squared singular value of this rank fraction of the pixel count,
 #: so a fit has at most about ``N / DOF_DIVISOR`` effective parameters and cannot explain noise.
 DOF_DIVISOR = 5
-#: The box is kept when its residual is within this relative margin of the best Gaussian's
-#: (for ``s = 2`` a narrow Gaussian and the box are nearly the same kernel).
+#: The box is kept when its residual exceeds the best Gaussian's by less than this fraction of the
+#: Gaussian's uncorrected residual (for ``s = 2`` a narrow Gaussian and the box are nearly the same kernel).
 BOX_TOLERANCE = 0.01
 #: The regression uses at most this many principal components of the LR-HSI (the cost of a candidate
 #: is proportional to it; hyperspectral scenes are low-rank, see :func:`~.noise.estimate_subspace_rank`).
@@ -412,7 +412,7 @@ def estimate_psf(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: Optional[
                                                                              [sigma_max / SIGMA_STEPS, 0.1, 0.1])))
     box = optimize.minimize(lambda p: objective(0.0, (p[0], p[1])), np.array([dx0, dy0]), method="Nelder-Mead",
                             bounds=box_bounds, options=dict(options, initial_simplex=_simplex([dx0, dy0], [0.1, 0.1])))
-    if box.fun <= gauss.fun * (1.0 + BOX_TOLERANCE):
+    if box.fun - gauss.fun <= BOX_TOLERANCE * objective(gauss.x[0], (gauss.x[1], gauss.x[2]), corrected=False):
         sigma, dx, dy = 0.0, float(box.x[0]), float(box.x[1])
     else:
         sigma, dx, dy = float(gauss.x[0]), float(gauss.x[1]), float(gauss.x[2])
