@@ -39,8 +39,13 @@ from ..errors import InputError
 from .common import as_image, good_bands
 from .noise import EDGE_MARGIN, NOISE_FLOOR
 
-#: Default weight of the second-difference penalty, relative to the mean energy of a centred HSI band.
+#: Default weight of the second-difference penalty, relative to the mean energy of a centred HSI band,
+#: for bands :data:`REFERENCE_SPACING_NM` apart.  The weight scales as ``spacing⁻⁵``: a weight is the
+#: response density times the band spacing, so this keeps the penalty on the density's curvature
+#: (``∫ ρ''² dλ``) the same whatever the band spacing.
 SMOOTHNESS = 1e-3
+#: Band spacing (nm) at which :data:`SMOOTHNESS` applies as is.
+REFERENCE_SPACING_NM = 10.0
 #: Default weight of the pull towards the anchor response, relative to the same energy.
 PRIOR_WEIGHT = 0.1
 #: Number of widths tried for the Gaussian response fitted when no prior is given.
@@ -146,7 +151,8 @@ def estimate_srf(lr: np.ndarray, msi_lr: np.ndarray, *, good: Optional[Sequence[
         the bias noise causes (module notes).  None: the LR-HSI is taken as
         noise-free.
     smoothness, prior_weight:
-        Penalty weights relative to the mean energy of a centred HSI band.
+        Penalty weights relative to the mean energy of a centred HSI band
+        (the smoothness one at a band spacing of :data:`REFERENCE_SPACING_NM`).
 
     Returns
     -------
@@ -190,7 +196,10 @@ def estimate_srf(lr: np.ndarray, msi_lr: np.ndarray, *, good: Optional[Sequence[
     else:
         anchor = _prior_rows(prior, m, bands, used_bands)
     pull = np.sqrt(prior_weight * energy)
-    smooth = np.sqrt(smoothness * energy) * _second_differences(None if wl is None else wl[used_bands], count)
+    good_wl = None if wl is None else wl[used_bands]
+    spacing = REFERENCE_SPACING_NM if good_wl is None or count < 2 else float(np.median(np.diff(good_wl)))
+    weight = smoothness * energy * (REFERENCE_SPACING_NM / spacing) ** 5
+    smooth = np.sqrt(weight) * _second_differences(good_wl, count)
     q, r = np.linalg.qr(np.vstack([data, smooth, pull * np.eye(count)]))
     weights = np.zeros((m, count))
     for k in range(m):
@@ -220,12 +229,12 @@ def _gaussian_rows(data: np.ndarray, rhs: np.ndarray, coords: np.ndarray) -> np.
     """``(m, C)`` the Gaussian response (rows sum to 1) that best fits each MSI band, gain free.
 
     Candidates are centred on every band and have :data:`GAUSSIAN_WIDTHS`
-    FWHMs from twice the median band spacing to half the spectral range
+    FWHMs from the median band spacing to half the spectral range
     (geometric steps), in the units of ``coords`` (nm, or band index).
     """
     spacing = float(np.median(np.diff(coords))) if coords.size > 1 else 1.0
     span = max(float(coords[-1] - coords[0]), 4.0 * spacing)
-    fwhm = np.geomspace(2.0 * spacing, 0.5 * span, GAUSSIAN_WIDTHS)
+    fwhm = np.geomspace(spacing, 0.5 * span, GAUSSIAN_WIDTHS)
     sd = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
     shapes = np.exp(-0.5 * ((coords[:, None, None] - coords[None, :, None]) / sd[None, None, :]) ** 2)
     shapes = shapes.reshape(coords.size, -1)
