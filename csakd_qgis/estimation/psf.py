@@ -336,10 +336,10 @@ def estimate_psf(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: Optional[
     about ``N / 5`` effective parameters, so more bands than pixels is
     fine).  The candidate leaving the smallest unexplained variance wins.
     Search: offsets on a grid of :data:`OFFSET_STEP` LR px at
-    ``sigma = s / 2``; sigmas on a grid of 0 (box) and :data:`SIGMA_STEPS`
+    ``sigma = s / 2``; Gaussian sigmas on a grid of :data:`SIGMA_STEPS`
     values up to ``sigma_max`` at that offset; then Nelder-Mead over
-    ``(sigma, dx, dy)`` from the best Gaussian and over ``(dx, dy)`` for
-    the box, keeping the box unless the Gaussian is better by more than
+    ``(sigma, dx, dy)`` from the best of them and over ``(dx, dy)`` for
+    the box (``sigma = 0``), keeping the box unless the Gaussian is better by more than
     :data:`BOX_TOLERANCE`.  From the sigma grid on, the residual is
     corrected for the MSI's noise (estimated by spatial differences,
     capped by what the residuals leave room for, so a noise-free pair is
@@ -393,7 +393,8 @@ def estimate_psf(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: Optional[
     used = _usable_pixels(hsi, hr, scale, margin, reach, max_offset, messages)
     count = int(used.sum())
     if count < 3:
-        raise InputError(f"only {count} LR pixels are valid in both images; at least {MIN_PIXELS} are needed")
+        raise InputError(f"only {count} LR pixels are valid in both images: at least 3 are needed "
+                         f"({MIN_PIXELS} for a reliable estimate)")
     objective = _Objective(hsi, hr, scale, margin, used)
 
     steps = np.arange(-max_offset, max_offset + 1e-9, OFFSET_STEP) if max_offset > 0 else np.zeros(1)
