@@ -3,7 +3,7 @@
 Scenes (``../shared/data``): a 144 x 144 crop of Indian Pines (AVIRIS, 200
 bands, resampled linearly to 20-400 bands) and the 14 EnMAP Potsdam tiles
 (32 x 32 x 224, bad bands dropped).  Each pair is simulated with
-:func:`csakd_qgis.degradation.simulate_pair` (Sentinel-2 B2, B3, B4, B8),
+:func:`csakd_qgis.simulation.degradation.simulate_pair` (Sentinel-2 B2, B3, B4, B8),
 the LR-HSI loses two LR pixels on each side so the MSI has a margin, and
 :func:`csakd_qgis.estimation.estimate_degradation` runs on it.  The grid
 covers scales 2-6, sigmas 0 (box) to 0.8 s, offsets up to 0.45 LR px, band
@@ -24,8 +24,8 @@ import numpy as np
 import rasterio
 from common import ROOT, machine, replace_section
 
-from csakd_qgis.degradation import simulate_pair
 from csakd_qgis.estimation import estimate_degradation
+from csakd_qgis.simulation.degradation import simulate_pair
 
 DATA = ROOT.parent / "shared" / "data"
 SIGMA_FRACTIONS = (0.0, 0.35, 0.5, 0.8)

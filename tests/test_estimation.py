@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csakd_qgis.degradation import blur_decimate, gaussian_psf, shift_image, simulate_pair
 from csakd_qgis.errors import InputError
 from csakd_qgis.estimation import (
     blur_sample,
@@ -20,6 +19,7 @@ from csakd_qgis.estimation import (
     infer_margin,
     reproduce_msi,
 )
+from csakd_qgis.simulation.degradation import blur_decimate, gaussian_psf, shift_image, simulate_pair
 
 
 def indian_pines(shared: Path, bands: int = 200, size: int = 120):

@@ -23,9 +23,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .noise import estimate_noise, estimate_subspace_rank
-from .psf import PsfEstimate, blur_sample, estimate_psf, infer_margin
-from .spectral import SrfEstimate, estimate_srf, reproduce_msi
+from csakd_qgis.estimation.noise import estimate_noise, estimate_subspace_rank
+from csakd_qgis.estimation.psf import PsfEstimate, blur_sample, estimate_psf, infer_margin
+from csakd_qgis.estimation.spectral import SrfEstimate, estimate_srf, reproduce_msi
 
 __all__ = [
     "Degradation",
@@ -55,7 +55,7 @@ class Degradation:
         MSI, in HR pixels; 0 = the ``s × s`` box.
     offset:
         ``(dx, dy)`` misregistration in LR pixels (+x east, +y south, the
-        convention of :mod:`csakd_qgis.shift`).
+        convention of :mod:`csakd_qgis.geo.shift`).
     residual:
         Fraction of the blurred-sampled MSI's variance the LR-HSI leaves
         unexplained at the best PSF (mean over MSI bands; 0 = perfect).
@@ -121,7 +121,7 @@ def estimate_degradation(lr: np.ndarray, msi: np.ndarray, scale: int, *, good: O
         least half of the pixels.
     srf_prior:
         ``(m, C)`` known spectral response (e.g. from
-        :func:`csakd_qgis.srf.spectral_response_matrix`), the anchor of the
+        :func:`csakd_qgis.simulation.srf.spectral_response_matrix`), the anchor of the
         SRF fit; the data's departure from it is reported in ``messages``.
     wavelengths_nm:
         ``(C,)`` band centres (nm) for the SRF smoothness and centroids.

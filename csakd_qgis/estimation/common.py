@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from csakd_qgis.errors import InputError
 
 #: A band counts as good by default when at least this fraction of its pixels is finite.
 MIN_FINITE_FRACTION = 0.5

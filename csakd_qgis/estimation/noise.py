@@ -42,8 +42,8 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
-from .common import as_image, good_bands, pixel_matrix
+from csakd_qgis.errors import InputError
+from csakd_qgis.estimation.common import as_image, good_bands, pixel_matrix
 
 #: Spectral regression needs at least this many good bands; fewer use spatial differences.
 MIN_SPECTRAL_BANDS = 8

@@ -9,19 +9,19 @@ Grids and the margin
     two shapes).  LR pixel ``i`` (per axis) covers HR pixels
     ``[M + i s, M + (i + 1) s)`` of the MSI array and its centre lies at HR
     coordinate ``M + (i + 0.5) s - 0.5``: the grid of
-    :mod:`csakd_qgis.degradation`, moved in by the margin.  A margin of
+    :mod:`csakd_qgis.simulation.degradation`, moved in by the margin.  A margin of
     ``3 sigma + 1 + s |offset|`` HR pixels lets every LR pixel be blurred
     without reaching outside the MSI.
 Offset
     ``(dx, dy)`` in LR pixels, ``+x`` east (columns), ``+y`` south (rows), as
-    in :mod:`csakd_qgis.shift`: the LR-HSI at LR pixel ``(col, row)`` sees
+    in :mod:`csakd_qgis.geo.shift`: the LR-HSI at LR pixel ``(col, row)`` sees
     the ground the MSI shows at ``(col - dx, row - dy)``, so LR column ``j``
     samples the MSI at HR column ``M + (j - dx + 0.5) s - 0.5`` (rows alike).
 PSF
     A Gaussian with standard deviation ``sigma`` HR pixels, evaluated at the
     HR pixel centres around the (possibly fractional) sampling position and
     truncated to the HR pixels nearer than ``3 sigma + 1``: at zero offset
-    these are the taps of :func:`csakd_qgis.degradation.gaussian_psf`, so
+    these are the taps of :func:`csakd_qgis.simulation.degradation.gaussian_psf`, so
     :func:`blur_sample` then equals ``blur_decimate`` with that kernel.  For
     an even scale the centre lies between HR pixels and the taps sit at
     half-pixel positions.  ``sigma = 0`` is the box: the mean over the
@@ -41,9 +41,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage, optimize
 
-from ..errors import InputError
-from .common import as_image, good_bands
-from .noise import estimate_noise
+from csakd_qgis.errors import InputError
+from csakd_qgis.estimation.common import as_image, good_bands
+from csakd_qgis.estimation.noise import estimate_noise
 
 #: Step (LR pixels) of the coarse grid of offsets searched before the refinement.
 OFFSET_STEP = 0.25

@@ -6,7 +6,7 @@ fitted band by band as a non-negative combination of the LR-HSI bands::
 
     msi_k ≈ gain_k Σ_c srf[k, c] lr_c + bias_k,   srf[k] >= 0,   Σ_c srf[k, c] = 1
 
-which is the integration convention of :mod:`csakd_qgis.srf` (an MSI band is
+which is the integration convention of :mod:`csakd_qgis.simulation.srf` (an MSI band is
 a weighted mean of HSI bands) plus a gain and a bias for images in
 different units or with different calibrations (``gain = 1``, ``bias = 0``
 when both hold the same reflectance).  The weights are found by
@@ -35,9 +35,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from scipy.optimize import nnls
 
-from ..errors import InputError
-from .common import as_image, good_bands
-from .noise import EDGE_MARGIN, NOISE_FLOOR
+from csakd_qgis.errors import InputError
+from csakd_qgis.estimation.common import as_image, good_bands
+from csakd_qgis.estimation.noise import EDGE_MARGIN, NOISE_FLOOR
 
 #: Default weight of the second-difference penalty, relative to the mean energy of a centred HSI band,
 #: for bands :data:`REFERENCE_SPACING_NM` apart.  The weight scales as ``spacing⁻⁵``: a weight is the
@@ -142,7 +142,7 @@ def estimate_srf(lr: np.ndarray, msi_lr: np.ndarray, *, good: Optional[Sequence[
         penalty at gaps and for the centroids.
     prior:
         ``(m, C)`` known response (e.g. from
-        :func:`csakd_qgis.srf.spectral_response_matrix`); rows are rescaled
+        :func:`csakd_qgis.simulation.srf.spectral_response_matrix`); rows are rescaled
         to sum to 1 over the good bands and the fit is pulled towards them;
         None: towards the best-fitting Gaussian response.
     noise_std:
