@@ -63,12 +63,12 @@ def test_fuse_refuses_output_equal_to_an_input(pair, capsys):
 @pytest.fixture
 def no_compute(monkeypatch):
     """Make any read of the inputs fail, to prove the output is checked first."""
-    import csakd_qgis.fusion.engine as engine
+    import csakd_qgis.fusion.plan as plan
 
     def fail(*args, **kwargs):
         raise AssertionError("inputs were read before the output was checked")
 
-    monkeypatch.setattr(engine, "read_info", fail)
+    monkeypatch.setattr(plan, "read_info", fail)
 
 
 def test_fuse_refuses_missing_folder_before_compute(pair, tmp_path, capsys, no_compute):

@@ -395,12 +395,12 @@ def test_tile_larger_than_the_raster_reads_only_the_raster(pair, tmp_path):
     ("batch_size", 10**6, "batch size must be between 1 and 256"),
 ])
 def test_absurd_sizes_are_refused_before_anything_is_read(pair, tmp_path, monkeypatch, option, value, message):
-    import csakd_qgis.fusion.engine as engine
+    import csakd_qgis.fusion.plan as plan
 
     def never(*args, **kwargs):
         raise AssertionError("inputs were read before the sizes were checked")
 
-    monkeypatch.setattr(engine, "read_info", never)
+    monkeypatch.setattr(plan, "read_info", never)
     lr, msi = pair
     with pytest.raises(InputError, match=message):
         _bicubic(lr, msi, tmp_path / "o.tif", **{option: value})

@@ -1,0 +1,167 @@
+"""How a scene is fused: the one validated :class:`FuseOptions`, and the choice lists every front end shares.
+
+The command line (``csakd fuse``, ``csakd batch``), the QGIS algorithm
+``csakd:fuse``, :func:`csakd_qgis.fusion.engine.fuse` and the Dask runner
+all build a :class:`FuseOptions`; it checks every value once, when it is
+made, so a bad value is refused before any input is read, with the same
+message everywhere.  This module imports neither torch nor GDAL: the QGIS
+algorithms read the choice lists when the plugin loads.
+
+Units: tile sizes, overlaps and halos are in LR-HSI pixels; column blocks
+and output blocks in output (HR) pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from csakd_qgis.errors import InputError
+
+#: Fusion methods: networks (``csakd`` = the installed or given model, ``student``, ``teacher``) and
+#: classical ones (``bicubic``, ``gsa``).
+METHODS = ("csakd", "student", "teacher", "bicubic", "gsa")
+
+#: Inference backends of networks; ``auto``: onnxruntime for ``.onnx`` files, torch otherwise.
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+#: Device names (``cuda:N`` also accepted); ``auto``: CUDA, then Apple MPS, then the CPU.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+#: Output data types; ``same``: the LR-HSI's.
+DTYPES = ("float32", "int16", "uint16", "same")
+
+#: Network arithmetic on CUDA: ``float32``, or autocast to ``bfloat16``/``float16`` (faster, less exact).
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+#: Default tile core (LR pixels).
+TILE = 64
+
+#: Default tile overlap (LR pixels) when the tile allows it (see :attr:`FuseOptions.tile_overlap`).
+OVERLAP = 8
+
+#: Default tiles per network call.
+BATCH_SIZE = 4
+
+#: Largest tile core (LR pixels) and batch (tiles) a run accepts.
+MAX_TILE, MAX_BATCH = 4096, 256
+
+#: Default width (output pixels) of a column block (:mod:`csakd_qgis.fusion.pipeline`).
+BLOCK_WIDTH = 1024
+
+#: Default side (output pixels) of the output GeoTIFF's blocks.
+OUTPUT_BLOCK = 256
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _refuse(condition: bool, message: str) -> None:
+    if condition:
+        raise InputError(message)
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    """How one scene is fused (not what: the inputs, the method and the model are :func:`fuse`'s arguments).
+
+    Attributes
+    ----------
+    tile:
+        Tile core size, LR pixels (1 to :data:`MAX_TILE`).
+    overlap:
+        Overlap of neighbouring tiles, LR pixels, at most ``tile // 4``;
+        None: :data:`OVERLAP` or ``tile // 4`` when that is smaller.
+    batch_size:
+        Tiles per network call (1 to :data:`MAX_BATCH`); halved on
+        out-of-memory errors, then the tile.
+    halo:
+        LR context per tile side: pixels, ``"exact"`` (the method's
+        receptive-field bound) or None (the method's default,
+        :func:`csakd_qgis.fusion.plan.tile_halo`).
+    device, threads:
+        :data:`DEVICES` or ``cuda:N``; CPU threads for torch (None: torch's default).
+    backend:
+        :data:`BACKENDS`.
+    precision:
+        :data:`PRECISIONS`; applies to torch networks on CUDA, the CPU
+        always computes in float32.
+    shift_correction:
+        Estimate the LR-HSI's sub-pixel shift relative to the HR-MSI and correct it.
+    scale:
+        HR/LR pixel-size ratio; None derives it (a network's own scale).
+    dtype, output_scale:
+        :data:`DTYPES`; the physical value of one stored unit of an integer
+        output (None: the LR-HSI's band scale, 1 when it has none).
+    compress, cog, overwrite:
+        GeoTIFF compression (None: none), Cloud Optimized GeoTIFF, replace an existing output.
+    block_width, output_block:
+        Column-block width and output block side, output pixels
+        (``output_block`` a multiple of 16; ``block_width`` is rounded down
+        to a multiple of it).
+
+    Raises
+    ------
+    InputError
+        On the first value out of range, naming the command-line option.
+    """
+
+    tile: int = TILE
+    overlap: Optional[int] = None
+    batch_size: int = BATCH_SIZE
+    halo: Union[int, str, None] = None
+    device: str = "auto"
+    threads: Optional[int] = None
+    backend: str = "auto"
+    precision: str = "float32"
+    shift_correction: bool = True
+    scale: Optional[int] = None
+    dtype: str = "float32"
+    output_scale: Optional[float] = None
+    compress: Optional[str] = "zstd"
+    cog: bool = False
+    overwrite: bool = False
+    block_width: int = BLOCK_WIDTH
+    output_block: int = OUTPUT_BLOCK
+
+    def __post_init__(self) -> None:
+        """Check every value (see the class's Raises)."""
+        _refuse(not 1 <= self.tile <= MAX_TILE,
+                f"tile size must be between 1 and {MAX_TILE} LR pixels (--tile-size), got {self.tile}")
+        if self.overlap is not None:
+            _refuse(self.overlap < 0, f"tile overlap must be >= 0 LR pixels (--overlap), got {self.overlap}")
+            _refuse(self.overlap > self.tile // 4,
+                    f"tile overlap {self.overlap} is more than a quarter of the tile ({self.tile} LR pixels): "
+                    f"use --overlap {self.tile // 4} or less, or a larger --tile-size")
+        _refuse(not 1 <= self.batch_size <= MAX_BATCH,
+                f"batch size must be between 1 and {MAX_BATCH} tiles (--batch-size), got {self.batch_size}")
+        _refuse(self.halo is not None and self.halo != "exact"
+                and (isinstance(self.halo, bool) or not isinstance(self.halo, int) or self.halo < 0),
+                f"halo must be a number of LR pixels >= 0 or 'exact', got {self.halo!r}")
+        _refuse(not isinstance(self.device, str) or not _DEVICE.match(self.device),
+                f"unknown device {self.device!r}; use {', '.join(DEVICES)} or cuda:N")
+        _refuse(self.threads is not None and self.threads < 1,
+                f"threads must be >= 1 (--threads), got {self.threads}")
+        _refuse(self.backend not in BACKENDS, f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        _refuse(self.precision not in PRECISIONS,
+                f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        _refuse(self.scale is not None and (int(self.scale) != self.scale or self.scale < 1),
+                f"the scale must be a positive integer (--scale), got {self.scale!r}")
+        _refuse(self.dtype not in DTYPES, f"unknown output dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+        _refuse(self.output_scale is not None and not self.output_scale > 0,
+                f"the output scale must be > 0 (--output-scale), got {self.output_scale}")
+        _refuse(self.output_block < 16 or self.output_block % 16 != 0,
+                f"the output block side must be a multiple of 16 pixels, got {self.output_block}")
+        _refuse(self.block_width < self.output_block,
+                f"the column-block width ({self.block_width}) must be at least one output block "
+                f"({self.output_block} pixels)")
+
+    @property
+    def tile_overlap(self) -> int:
+        """The overlap used: :attr:`overlap`, or :data:`OVERLAP` capped at ``tile // 4`` when it is None."""
+        return min(OVERLAP, self.tile // 4) if self.overlap is None else self.overlap
+
+    def replace(self, **changes: object) -> FuseOptions:
+        """A copy with ``changes`` applied, checked again."""
+        return dataclasses.replace(self, **changes)
