@@ -6,9 +6,10 @@ bundled model; a randomly initialised ``project_student`` with 224 bands
 when it is absent).  Each case times ``predict`` on in-memory float32 tiles
 (inputs uniform in [0, 1), i.e. normalised reflectance) after warm-up runs
 and reports the median over ``--runs`` runs in output (HR) pixels per
-second; both backends run in this one process, alternating call by call, with
-the same thread count (``torch.set_num_threads`` and onnxruntime's intra-op
-threads).  The onnxruntime model is the in-memory export of
+second, and ``max |onnxruntime - torch|`` on the timed tiles; both backends
+run in this one process, alternating call by call, with the same thread
+count (``torch.set_num_threads`` and onnxruntime's intra-op threads).  The
+onnxruntime model is the in-memory export of
 :func:`csakd_qgis.models.onnx_export.onnx_bytes`, which is what ``csakd
 export-onnx`` writes.
 
@@ -102,17 +103,19 @@ def main() -> int:
             pixels = batch * (LR_TILE * s) ** 2
             seconds = median_seconds({name: (lambda m=method, a=lr, b=msi: m.predict(a, b))
                                       for name, method in backends.items()}, args.runs, args.warmup)
+            diff = float(np.abs(backends["onnxruntime"].predict(lr, msi) - backends["torch"].predict(lr, msi)).max())
             for name, value in seconds.items():
-                ratio = f"{seconds['torch'] / value:.2f}" if name != "torch" else ""
-                rows.append(f"| {name} | {threads} | {batch} | {value:.3f} | {pixels / value / 1e3:.1f} | {ratio} |")
+                ratio, parity = ("", "") if name == "torch" else (f"{seconds['torch'] / value:.2f}", f"{diff:.1e}")
+                rows.append(f"| {name} | {threads} | {batch} | {value:.3f} | {pixels / value / 1e3:.1f} "
+                            f"| {ratio} | {parity} |")
     table = "\n".join([
         f"{what}, LR tile {LR_TILE} x {LR_TILE} -> {LR_TILE * s} x {LR_TILE * s} output pixels, median of "
         f"{args.runs} runs after {args.warmup} warm-up; onnxruntime {onnxruntime.__version__} with all "
         "graph optimisations.",
         f"Machine: {started}; load average {os.getloadavg()[0]:.1f} at the end.",
         "",
-        "| backend | threads | batch | s / batch | k output px / s | speed vs torch |",
-        "|---|---|---|---|---|---|",
+        "| backend | threads | batch | s / batch | k output px / s | speed vs torch | max abs diff vs torch |",
+        "|---|---|---|---|---|---|---|",
         *rows,
     ])
     print(table)

@@ -32,13 +32,7 @@ from csakd_qgis.errors import InputError
 from csakd_qgis.models.blocks import LEAKY_SLOPE, LightHead, clra_stack
 from csakd_qgis.models.config import ModelConfig
 from csakd_qgis.models.fusion import build_fusion
-
-
-def upsample(x: torch.Tensor, scale: int, mode: str) -> torch.Tensor:
-    """Resize ``(B, C, h, w)`` to ``(B, C, h*scale, w*scale)`` (half-pixel centres)."""
-    if mode == "nearest":
-        return F.interpolate(x, scale_factor=scale, mode="nearest")
-    return F.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
+from csakd_qgis.models.upsampling import make_upsample
 
 
 class DTSDecoder(nn.Module):
@@ -74,6 +68,8 @@ class DTSDecoder(nn.Module):
         if cfg.role == "teacher":
             self.fuse_att = build_fusion(cfg.fusion, nf, cfg.attn_window, cfg.scale)
         self.lrelu = nn.LeakyReLU(LEAKY_SLOPE)
+        # LR -> HR resampling of the features (and, in project mode, of the LR-HSI): no weights in state dicts.
+        self.upsampler = make_upsample(cfg.scale, "nearest" if cfg.paper_mode else cfg.upsample)
         if not cfg.paper_mode:
             # Project mode predicts a residual over the upsampled LR-HSI: a zero last layer
             # makes an untrained network start as that upsampling instead of as noise.
@@ -89,13 +85,12 @@ class DTSDecoder(nn.Module):
             lr_up = F.interpolate(lr_hsi, scale_factor=s, mode="bilinear", align_corners=False)
             msi_down = F.interpolate(hr_msi, scale_factor=1 / s, mode="bicubic", align_corners=False)
         else:
-            lr_up = upsample(lr_hsi, s, self.cfg.upsample)
+            lr_up = self.upsampler(lr_hsi)
             msi_down = F.avg_pool2d(hr_msi, s)
         return lr_up, msi_down
 
     def _features_up(self, x: torch.Tensor) -> torch.Tensor:
-        mode = "nearest" if self.cfg.paper_mode else self.cfg.upsample
-        return upsample(x, self.cfg.scale, mode)
+        return self.upsampler(x)
 
     def forward(self, lr_hsi: torch.Tensor, hr_msi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Fuse; shapes as in :meth:`DTSNet.forward`, inputs already checked."""
