@@ -14,7 +14,7 @@ from .parameters import add_device_parameter, optional_layer_source
 from .simulate import SENSORS
 
 MODES = ("kd", "student", "teacher")
-#: csakd_qgis.training.train.PRESET_FAMILIES, repeated so that the dialog can be built without the engine's torch.
+#: csakd_qgis.training.config.PRESET_FAMILIES, repeated so that the dialog can be built without the engine's torch.
 PRESET_FAMILIES = ("project", "project_small", "paper")
 
 
@@ -69,8 +69,8 @@ class TrainAlgorithm(CsakdAlgorithm):
         """Build the training data, train, and return the model file."""
         self.engine()
         from csakd_qgis.errors import InputError
+        from csakd_qgis.training import TrainConfig, train
         from csakd_qgis.training.data import reference_data, scene_data
-        from csakd_qgis.training.train import TrainConfig, train
 
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         lr = optional_layer_source(self, parameters, self.LR_HSI, context)

@@ -36,8 +36,8 @@ from common import ROOT, machine, replace_section
 from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.models.checkpoint import load_checkpoint
 from csakd_qgis.models.complexity import count_macs, count_parameters
+from csakd_qgis.models.files import teacher_path_for
 from csakd_qgis.quality.evaluation import evaluate_rasters
-from csakd_qgis.training.train import teacher_path_for
 
 SAMPLE = ROOT / "resources" / "sample"
 DEFAULT_MODEL = ROOT / "resources" / "models" / "enmap_s2_x3.safetensors"

@@ -31,7 +31,7 @@ Protocol (also written into docs/benchmarks.md with the tables this script produ
   The test region is written as GeoTIFFs (reference, LR-HSI, HR-MSI) with
   ``csakd_qgis.simulation.simulate.simulate_rasters`` and every method is run on them
   through ``csakd_qgis.fusion.engine.fuse`` (no shift correction, CPU).
-* Networks (project presets, ``csakd_qgis.training.train.train``; torch 1 thread,
+* Networks (project presets, ``csakd_qgis.training.train``; torch 1 thread,
   seed 0, AdamW with a cosine over the same number of steps for every
   network, batch 8, peak learning rate 1e-3, patch 24 on Indian Pines and as
   large as ``fit_patch`` allows on AVIRIS-NG (10), validation every eighth of
@@ -84,8 +84,8 @@ from csakd_qgis.io.read import read_whole
 from csakd_qgis.io.write import write_raster
 from csakd_qgis.quality.evaluation import evaluate_rasters
 from csakd_qgis.simulation.simulate import simulate_rasters
+from csakd_qgis.training import TrainConfig, TrainingData, train
 from csakd_qgis.training.data import scene_data
-from csakd_qgis.training.train import TrainConfig, TrainingData, train
 
 DATA = ROOT.parent / "shared" / "data"
 HEADING = "## Quality on Indian Pines and AVIRIS-NG"

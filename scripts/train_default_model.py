@@ -28,7 +28,7 @@ from csakd_qgis.io.read import read_info, read_window
 from csakd_qgis.models.checkpoint import load_checkpoint, save_checkpoint
 from csakd_qgis.progress import Reporter
 from csakd_qgis.quality.evaluation import evaluate_rasters
-from csakd_qgis.training.train import TrainConfig, TrainingData, teacher_path_for, train
+from csakd_qgis.training import TrainConfig, TrainingData, teacher_path_for, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "enmap_potsdam"

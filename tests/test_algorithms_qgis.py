@@ -161,7 +161,7 @@ def test_dialog_choices_match_the_engine(processing):
     from algorithms.simulate import SENSORS
     from algorithms.train import PRESET_FAMILIES
     from csakd_qgis.simulation import srf
-    from csakd_qgis.training import train as training
+    from csakd_qgis.training import config as training
 
     assert PRESET_FAMILIES == training.PRESET_FAMILIES
     assert set(SENSORS) <= set(srf.PYRSR_SENSORS)

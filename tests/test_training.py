@@ -10,16 +10,11 @@ from csakd_qgis import cli
 from csakd_qgis.errors import InputError, ModelMismatchError
 from csakd_qgis.models.card import MsiInfo, SpectralBands
 from csakd_qgis.models.checkpoint import load_checkpoint, read_card
+from csakd_qgis.models.files import optimizer_path_for
+from csakd_qgis.training import TrainConfig, TrainingData, teacher_path_for, train
 from csakd_qgis.training.patches import PatchSampler, Scene, augment, valid_origins
 from csakd_qgis.training.scene_adaptive import wald_scene
-from csakd_qgis.training.train import (
-    TrainConfig,
-    TrainingData,
-    optimizer_path_for,
-    teacher_path_for,
-    train,
-    validation_metrics,
-)
+from csakd_qgis.training.validation import validation_metrics
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 from csakd_qgis.errors import InputError
 from csakd_qgis.models.card import ModelCard, MsiInfo, Provenance, SpectralBands
 from csakd_qgis.models.checkpoint import save_checkpoint
+from csakd_qgis.models.files import model_name
 
 NAME = "convert-original"
 HELP = "Convert an original CSAKD PyTorch checkpoint (.pth) into a csakd .safetensors model with a card."
@@ -72,7 +73,7 @@ def convert(source: Path, out: Path, *, wavelengths_from: Optional[str] = None, 
     if len(names) != cfg.msi_bands:
         raise InputError(f"--msi-bands names {len(names)} bands but the checkpoint expects {cfg.msi_bands}")
     card = ModelCard(
-        name=out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.name,
+        name=model_name(out),
         role=cfg.role, config=cfg.to_dict(), scale=cfg.scale, lr_bands=lr_bands,
         msi=MsiInfo(msi_sensor, names), normalisation="p99",
         provenance=Provenance(data=Path(source).name, protocol="original"),

@@ -22,8 +22,9 @@ import numpy as np
 
 from csakd_qgis.errors import InputError
 from csakd_qgis.progress import Reporter
+from csakd_qgis.training import TrainConfig, TrainingData, train
+from csakd_qgis.training.config import MODES, PRESET_FAMILIES
 from csakd_qgis.training.data import reference_data, scene_data
-from csakd_qgis.training.train import MODES, PRESET_FAMILIES, TrainConfig, TrainingData, train
 
 NAME = "train"
 HELP = "Train a CSAKD model (KD co-training, offline distillation, student or teacher alone)."

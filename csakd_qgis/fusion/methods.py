@@ -225,8 +225,8 @@ NETWORK_METHODS = (NetworkMethod, OnnxNetworkMethod)
 def _auto_model(role: str, lr_bands: Sequence[BandInfo], msi_bands: int,
                 msi_wavelengths: Optional[Sequence[Optional[float]]], scale: int) -> Path:
     """Installed model of ``role`` that fits; a teacher may also be the one saved beside a fitting student."""
+    from csakd_qgis.models.files import teacher_path_for
     from csakd_qgis.models.store import auto_select
-    from csakd_qgis.training.train import teacher_path_for
 
     if role == "student":
         return auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "student")[0]
@@ -341,7 +341,8 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
         :func:`csakd_qgis.models.store.resolve_model`), or None / ``"auto"``
         to pick an installed model that fits the inputs
         (:func:`csakd_qgis.models.store.auto_select`; for ``"teacher"`` also
-        the ``<name>.teacher.safetensors`` saved beside a fitting student).
+        the ``<name>.teacher.safetensors`` saved beside a fitting student,
+        :func:`csakd_qgis.models.files.teacher_path_for`).
     device, amp, channels_last, halo:
         See :class:`NetworkMethod` (``amp`` and ``channels_last`` are
         torch-only; the onnxruntime backend takes its CPU threads from torch's

@@ -7,8 +7,9 @@ Two folders are searched, in this order:
 * installed models: ``$CSAKD_MODEL_DIR`` when set, else
   ``~/.local/share/csakd/models`` (models a user trained or downloaded).
 
-A model's *name* is its file name without ``.safetensors``; an installed
-model shadows a bundled one of the same name.  Only card headers are read
+A model's *name* is its file name without ``.safetensors``
+(:func:`csakd_qgis.models.files.model_name`); an installed model shadows a
+bundled one of the same name.  Only card headers are read
 while listing, never weights.
 """
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 from csakd_qgis.errors import CheckpointError, ModelMismatchError
 from csakd_qgis.models.card import ModelCard
 from csakd_qgis.models.checkpoint import read_card
+from csakd_qgis.models.files import SUFFIX, model_name, strip_suffix
 
 if TYPE_CHECKING:
     from csakd_qgis.io.bands import BandInfo
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 #: Largest centre-wavelength difference (nm) for two bands to count as the same.
 WAVELENGTH_TOLERANCE_NM = 5.0
 
-SUFFIX = ".safetensors"
 
 _HOW_TO_TRAIN = (
     "Make a fitting model with 'csakd train --scene LR_HSI.tif HR_MSI.tif --out model.safetensors' "
@@ -60,7 +61,7 @@ def list_models() -> List[Tuple[Path, ModelCard]]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob(f"*{SUFFIX}")):
-            name = path.name[: -len(SUFFIX)]
+            name = model_name(path)
             if name in seen:
                 continue
             try:
@@ -84,12 +85,12 @@ def resolve_model(name_or_path: str) -> Tuple[Path, ModelCard]:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path, read_card(path)
-    name = name_or_path[: -len(SUFFIX)] if name_or_path.endswith(SUFFIX) else name_or_path
+    name = strip_suffix(name_or_path)
     models = list_models()
     for p, card in models:
-        if p.name[: -len(SUFFIX)] == name:
+        if model_name(p) == name:
             return p, card
-    names = ", ".join(p.name[: -len(SUFFIX)] for p, _ in models) or "none"
+    names = ", ".join(model_name(p) for p, _ in models) or "none"
     raise CheckpointError(
         f"model {name_or_path!r} is neither a file nor an installed model (available: {names}; "
         f"installed models live in {user_dir()})"
