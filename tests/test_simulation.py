@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import rasterio
-from csakd_qgis.io.raster import read_info, read_whole
+from csakd_qgis.io.read import read_info, read_whole
 
 from csakd_qgis.errors import InputError, RasterWriteError
 from csakd_qgis.simulation.simulate import simulate_rasters
