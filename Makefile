@@ -6,7 +6,7 @@ QGIS_PROCESS := scripts/qgis_process
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint package qgis_process bench clean
+.PHONY: setup demo test test-fast lint typecheck package qgis_process bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -14,7 +14,7 @@ setup:
 demo: setup
 	bash scripts/demo.sh $(DEMO_OUT)
 
-test: setup lint
+test: setup lint typecheck
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
@@ -22,6 +22,10 @@ test-fast: setup
 
 lint: setup
 	$(PY) -m ruff check .
+
+# the engine only (settings in pyproject.toml [tool.mypy])
+typecheck: setup
+	$(PY) -m mypy csakd_qgis
 
 # Plugin ZIP for QGIS's "Install from ZIP": engine, algorithms, resources, licence.
 package:
@@ -35,4 +39,4 @@ bench: setup
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf .qgis build dist out .pytest_cache .ruff_cache
+	rm -rf .qgis build dist out .pytest_cache .ruff_cache .mypy_cache

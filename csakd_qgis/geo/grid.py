@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, cast
 
 from affine import Affine
 from rasterio.crs import CRS
@@ -332,7 +332,7 @@ def plan_grids(
             f"HR-MSI {msi_info.path!r} covers {_fmt_bounds(msi_box)} ({_crs_text(crs)})."
         )
     if extent is not None:
-        limited = _intersection(overlap, tuple(extent))
+        limited = _intersection(overlap, cast(Bounds, tuple(extent)))
         if limited is None:
             raise GridError(f"extent {_fmt_bounds(extent)} lies outside the overlap of the inputs "
                             f"{_fmt_bounds(overlap)} ({_crs_text(crs)}).")

@@ -115,7 +115,7 @@ def _prepare(image: np.ndarray, valid: np.ndarray, window: np.ndarray) -> np.nda
 
 def _lowpass(h: int, w: int) -> np.ndarray:
     """Gaussian frequency weight that damps the aliased, noisy high frequencies of block-averaged images."""
-    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    fy, fx = np.fft.fftfreq(h, d=1.0)[:, None], np.fft.fftfreq(w, d=1.0)[None, :]
     return np.exp(-(fx**2 + fy**2) / (2 * LOWPASS_SIGMA**2))
 
 
@@ -124,7 +124,7 @@ def _refine(cross: np.ndarray, peak: Tuple[int, int]) -> Tuple[float, float]:
     h, w = cross.shape
     offsets = np.arange(-1.5, 1.5 + 0.5 / UPSAMPLE, 1.0 / UPSAMPLE)
     rows, cols = peak[0] + offsets, peak[1] + offsets
-    ky, kx = np.fft.fftfreq(h), np.fft.fftfreq(w)
+    ky, kx = np.fft.fftfreq(h, d=1.0), np.fft.fftfreq(w, d=1.0)
     left = np.exp(2j * np.pi * rows[:, None] * ky[None, :])
     right = np.exp(2j * np.pi * kx[:, None] * cols[None, :])
     surface = np.real(left @ cross @ right)

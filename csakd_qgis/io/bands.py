@@ -247,8 +247,13 @@ def info_from_dataset(ds: DatasetReaderBase, path: str) -> RasterInfo:
         bands=band_metadata(ds, indexes),
         scales=scales,
         offsets=offsets,
-        block=tuple(int(v) for v in ds.block_shapes[indexes[0] - 1]),
+        block=_block(ds.block_shapes[indexes[0] - 1]),
     )
+
+
+def _block(shape: Sequence[int]) -> Tuple[int, int]:
+    rows, cols = shape
+    return int(rows), int(cols)
 
 
 def band_tags(band: BandInfo) -> Dict[str, str]:
@@ -265,9 +270,11 @@ def band_tags(band: BandInfo) -> Dict[str, str]:
 def envi_tags(bands: Sequence[BandInfo]) -> Dict[str, str]:
     """ENVI-domain lists of a written raster: ``bbl``, and ``wavelength``/``fwhm`` when every band has one."""
     tags: Dict[str, str] = {"bbl": "{" + ", ".join("1" if b.good else "0" for b in bands) + "}"}
-    if all(b.wavelength_nm is not None for b in bands):
-        tags["wavelength"] = "{" + ", ".join(repr(float(b.wavelength_nm)) for b in bands) + "}"
+    wavelengths = [b.wavelength_nm for b in bands if b.wavelength_nm is not None]
+    if len(wavelengths) == len(bands):
+        tags["wavelength"] = "{" + ", ".join(repr(float(w)) for w in wavelengths) + "}"
         tags["wavelength_units"] = "Nanometers"
-    if all(b.fwhm_nm is not None for b in bands):
-        tags["fwhm"] = "{" + ", ".join(repr(float(b.fwhm_nm)) for b in bands) + "}"
+    fwhm = [b.fwhm_nm for b in bands if b.fwhm_nm is not None]
+    if len(fwhm) == len(bands):
+        tags["fwhm"] = "{" + ", ".join(repr(float(f)) for f in fwhm) + "}"
     return tags

@@ -52,6 +52,11 @@ class DenseUnit(nn.Module):
         Convolution groups; must divide ``nf`` and ``gc``.
     """
 
+    conv1: nn.Conv2d
+    conv2: nn.Conv2d
+    conv3: nn.Conv2d
+    conv4: nn.Conv2d
+
     def __init__(self, nf: int, gc: int, groups: int = 1):
         super().__init__()
         for k in range(1, 5):

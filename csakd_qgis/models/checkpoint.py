@@ -31,12 +31,15 @@ import struct
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
 from csakd_qgis.errors import CheckpointError
 from csakd_qgis.models.card import ModelCard
+
+if TYPE_CHECKING:
+    from csakd_qgis.models.config import ModelConfig
 
 #: Metadata key of the JSON model card in the safetensors header.
 CARD_KEY = "csakd_card"
@@ -251,7 +254,7 @@ def check_state(state: Mapping[str, torch.Tensor], model: torch.nn.Module, sourc
         )
 
 
-def card_config(card: ModelCard, source: str):
+def card_config(card: ModelCard, source: str) -> ModelConfig:
     """The card's :class:`~csakd_qgis.models.ModelConfig`; :class:`CheckpointError` naming ``source`` when invalid."""
     from csakd_qgis.models import ModelConfig
 
@@ -307,7 +310,8 @@ def save_optimizer_state(path: PathLike, optimizers: Mapping[str, torch.optim.Op
     from safetensors.torch import save_file
 
     tensors: Dict[str, torch.Tensor] = {}
-    meta: Dict[str, object] = {"scalars": dict(scalars), "optimizers": {}}
+    saved: Dict[str, object] = {}
+    meta: Dict[str, object] = {"scalars": dict(scalars), "optimizers": saved}
     for name, opt in optimizers.items():
         sd = opt.state_dict()
         plain: Dict[str, Dict[str, object]] = {}
@@ -317,7 +321,7 @@ def save_optimizer_state(path: PathLike, optimizers: Mapping[str, torch.optim.Op
                     tensors[f"{name}/state/{idx}/{key}"] = value.detach().to("cpu").contiguous().clone()
                 else:
                     plain.setdefault(str(idx), {})[key] = value
-        meta["optimizers"][name] = {"param_groups": sd["param_groups"], "plain": plain}
+        saved[name] = {"param_groups": sd["param_groups"], "plain": plain}
     for name, module in (modules or {}).items():
         for key, value in module.state_dict().items():
             tensors[f"module/{name}/{key}"] = value.detach().to("cpu").contiguous().clone()

@@ -9,7 +9,7 @@ activations and resampling are not counted.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -38,13 +38,13 @@ def count_macs(model: nn.Module, lr_shape: Sequence[int], msi_shape: Sequence[in
     """
     total = [0]
 
-    def conv_hook(module, _inputs, output):
+    def conv_hook(module: nn.Conv2d, _inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
         total[0] += _conv_macs(module, output)
 
-    def linear_hook(module, _inputs, output):
+    def linear_hook(module: nn.Linear, _inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
         total[0] += output.numel() * module.in_features
 
-    def attention_hook(module, inputs, _output):
+    def attention_hook(module: Any, inputs: Tuple[torch.Tensor, ...], _output: Any) -> None:
         b, _, height, width = inputs[0].shape
         total[0] += b * module.matmul_macs(height * width)
 

@@ -28,6 +28,7 @@ the LR grid).
 from __future__ import annotations
 
 import math
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ STATISTICS = ("collapsed", "global", "local", "pooled")
 _EPS = 1e-6
 
 
-def _gated_sum(gates, maps) -> torch.Tensor:
+def _gated_sum(gates: Union[torch.Tensor, Sequence[torch.Tensor]], maps: Sequence[torch.Tensor]) -> torch.Tensor:
     """``sum_i gates[i] * maps[i]`` for four gates broadcastable to the ``(B, nf, H, W)`` maps."""
     return gates[0] * maps[0] + gates[1] * maps[1] + gates[2] * maps[2] + gates[3] * maps[3]
 

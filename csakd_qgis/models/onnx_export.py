@@ -141,8 +141,10 @@ def onnx_bytes(model: torch.nn.Module, card: ModelCard, opset: int = DEFAULT_OPS
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
             warnings.filterwarnings("ignore", message="The feature will be removed.*")
-            torch.onnx.export(
-                _FusedOnly(model), _inputs(card, TRACE_SHAPE, _device(model), seed=0), buffer, dynamo=False,
+            torch.onnx.export(  # the TorchScript exporter also writes to file objects
+                _FusedOnly(model), _inputs(card, TRACE_SHAPE, _device(model), seed=0),
+                buffer,  # type: ignore[arg-type]
+                dynamo=False,
                 opset_version=int(opset), input_names=[LR_INPUT, MSI_INPUT], output_names=[OUTPUT],
                 dynamic_axes={LR_INPUT: {0: "batch", 2: "lr_height", 3: "lr_width"},
                               MSI_INPUT: {0: "batch", 2: "height", 3: "width"},
@@ -178,7 +180,7 @@ def parity(data: bytes, model: torch.nn.Module, card: ModelCard
     return tuple(results)
 
 
-def _source(model, card: Optional[ModelCard]) -> Tuple[torch.nn.Module, ModelCard]:
+def _source(model: Union[torch.nn.Module, PathLike], card: Optional[ModelCard]) -> Tuple[torch.nn.Module, ModelCard]:
     """The module and card to export from a module (+ card) or a checkpoint path or model name (+ card)."""
     if not isinstance(model, torch.nn.Module):
         from csakd_qgis.models.checkpoint import load_checkpoint
@@ -196,8 +198,8 @@ def _source(model, card: Optional[ModelCard]) -> Tuple[torch.nn.Module, ModelCar
     return model, card
 
 
-def export_onnx(model, output_path: PathLike, *, card: Optional[ModelCard] = None, opset: int = DEFAULT_OPSET,
-                verify: bool = True, overwrite: bool = False) -> ExportReport:
+def export_onnx(model: Union[torch.nn.Module, PathLike], output_path: PathLike, *, card: Optional[ModelCard] = None,
+                opset: int = DEFAULT_OPSET, verify: bool = True, overwrite: bool = False) -> ExportReport:
     """Export a fusion network to one ``.onnx`` file with its model card.
 
     Parameters

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Tuple, Union, cast
 
 import torch
 
@@ -123,7 +123,7 @@ def infer_config(state_dict: StateDict, role: Optional[str] = None, origin: str 
     if role is None:
         role = "student" if lr_groups > 1 else "teacher"
     return ModelConfig(bands=int(bands), msi_bands=int(msi_bands), scale=4, nf=int(nf),
-                       gc=int(gc if gc is not None else nf), blocks=tuple(blocks),
+                       gc=int(gc if gc is not None else nf), blocks=cast(Tuple[int, int, int, int], tuple(blocks)),
                        lr_groups=int(lr_groups), role=role, fusion=fusion, paper_mode=True)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, cast
 
 from csakd_qgis.errors import CheckpointError, ModelMismatchError
 from csakd_qgis.models.card import ModelCard
@@ -117,9 +117,10 @@ def _reordering(expected: Sequence[Optional[float]], found: Sequence[Optional[fl
     """
     if len(expected) != len(found) or any(w is None for w in list(expected) + list(found)):
         return None
+    known = cast(Sequence[float], found)
     order = []
-    for want in expected:
-        near = [i for i, have in enumerate(found) if abs(have - want) <= tolerance_nm]
+    for want in cast(Sequence[float], expected):
+        near = [i for i, have in enumerate(known) if abs(have - want) <= tolerance_nm]
         if len(near) != 1:
             return None
         order.append(near[0] + 1)

@@ -91,6 +91,9 @@ class IntegerUpsample(nn.Module):
     never appear in state dicts, so checkpoints are unaffected.
     """
 
+    rows: torch.Tensor
+    cols: torch.Tensor
+
     def __init__(self, scale: int, mode: str) -> None:
         super().__init__()
         filters = torch.from_numpy(phase_filters(scale, mode)).float()

@@ -18,10 +18,11 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import affine
 import numpy as np
+import numpy.typing as npt
 import rasterio
 from rasterio.windows import Window
 
@@ -323,7 +324,7 @@ def open_cube_writer(temp: str, grid: Grid, dtype: str, nodata: Optional[float],
     return ds
 
 
-def open_multidim(path: str, driver: str, product: str):
+def open_multidim(path: str, driver: str, product: str) -> Tuple[Any, Any]:
     """``(dataset, root group)`` of ``path`` opened by GDAL's multidimensional API with ``driver``.
 
     Raises
@@ -341,7 +342,7 @@ def open_multidim(path: str, driver: str, product: str):
     return dataset, dataset.GetRootGroup()
 
 
-def attribute(group, name: str, where: str):
+def attribute(group: Any, name: str, where: str) -> Any:
     """Value of attribute ``name`` of a GDAL multidimensional group or array; :class:`InputError` if absent."""
     found = group.GetAttribute(name) if name in {a.GetName() for a in group.GetAttributes()} else None
     if found is None:
@@ -349,7 +350,7 @@ def attribute(group, name: str, where: str):
     return found.Read()
 
 
-def decimal(values) -> np.ndarray:
+def decimal(values: npt.ArrayLike) -> np.ndarray:
     """Numbers as float64 with the shortest decimal of their stored type (float32 8.6 -> 8.6, not 8.600000381)."""
     array = np.atleast_1d(np.asarray(values))
     if array.dtype == np.float32:

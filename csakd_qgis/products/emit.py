@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import affine
 import numpy as np
@@ -65,14 +65,14 @@ def matches(path: str, is_dir: bool) -> bool:
     return not is_dir and name.startswith("EMIT_L2A_RFL") and name.endswith(".NC")
 
 
-def _array(group, name: str, path: str):
+def _array(group: Any, name: str, path: str) -> Any:
     array = group.OpenMDArray(name) if group is not None else None
     if array is None:
         raise InputError(f"{path} has no variable {name!r}: it is not a complete EMIT L2A file; download it again.")
     return array
 
 
-def _glt(root, path: str) -> Tuple[Grid, np.ndarray, np.ndarray, np.ndarray]:
+def _glt(root: Any, path: str) -> Tuple[Grid, np.ndarray, np.ndarray, np.ndarray]:
     """``(map grid, inside (H, W), downtrack index, crosstrack index)``, indexes 0-based where inside."""
     location = root.OpenGroup("location")
     glt_x = np.asarray(_array(location, "glt_x", path).ReadAsArray()).astype(np.int64)
@@ -84,7 +84,7 @@ def _glt(root, path: str) -> Tuple[Grid, np.ndarray, np.ndarray, np.ndarray]:
     return Grid(width, height, wkt, affine.Affine.from_gdal(*geotransform)), inside, glt_y - 1, glt_x - 1
 
 
-def _gather(array, inside: np.ndarray, down: np.ndarray, across: np.ndarray, first: int, count: int,
+def _gather(array: Any, inside: np.ndarray, down: np.ndarray, across: np.ndarray, first: int, count: int,
             fill: float) -> np.ndarray:
     """Bands ``first..first+count`` of a ``(downtrack, crosstrack, bands)`` array on the map grid: ``(count, H, W)``."""
     dims = [d.GetSize() for d in array.GetDimensions()]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from rasterio.enums import Resampling
@@ -88,7 +88,7 @@ def _files(folder: str) -> Dict[str, str]:
 def _band_table(xml_path: str) -> List[Dict[str, float]]:
     """``[{wavelength, fwhm, gain, offset}, ...]`` in band order from the METADATA.XML."""
     root = parse_xml(xml_path)
-    rows = []
+    rows: List[Tuple[int, Dict[str, float]]] = []
     for element in root.iter("bandID"):
         values = {key: element.findtext(tag) for key, tag in (
             ("wavelength", "wavelengthCenterOfBand"), ("fwhm", "FWHMOfBand"),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, cast
 
 import affine
 import numpy as np
@@ -69,7 +69,11 @@ def matches(path: str, is_dir: bool) -> bool:
     return not is_dir and name.startswith("PRS_L2D") and name.endswith(".HE5")
 
 
-def _cube(root, path: str, part: str) -> Tuple[object, List[SourceBand], List[int]]:
+#: A GDAL multidimensional cube, its kept bands and their indexes in the cube.
+Cube = Tuple[Any, List[SourceBand], List[int]]
+
+
+def _cube(root: Any, path: str, part: str) -> Cube:
     """``(array, kept bands, their indexes in the cube)`` of the VNIR or SWIR cube."""
     label = part.capitalize()
     array = root.OpenMDArrayFromFullname(f"{FIELDS}/{part}_Cube")
@@ -91,7 +95,7 @@ def _cube(root, path: str, part: str) -> Tuple[object, List[SourceBand], List[in
     return array, bands, kept
 
 
-def _grid(root, path: str, rows: int, cols: int) -> Grid:
+def _grid(root: Any, path: str, rows: int, cols: int) -> Grid:
     epsg = int(attribute(root, "Epsg_Code", path))
     east = float(attribute(root, "Product_ULcorner_easting", path))
     north = float(attribute(root, "Product_ULcorner_northing", path))
@@ -119,7 +123,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
                              "the file is damaged: download it again.")
     grid = _grid(root, path, rows, cols)
     flat = [band for _, cube_bands, _ in cubes for band in cube_bands]
-    order = sorted(range(len(flat)), key=lambda k: flat[k].wavelength_nm)
+    order = sorted(range(len(flat)), key=lambda k: cast(float, flat[k].wavelength_nm))  # _cube sets them all
     bands = [flat[k] for k in order]
     cache = cache_folder("prisma", path, cache_dir)
     out = cache / (Path(path).stem + ".tif")
@@ -138,7 +142,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
     ))
 
 
-def _convert(temp: str, grid: Grid, cubes, order: List[int], bands: List[SourceBand]) -> List[int]:
+def _convert(temp: str, grid: Grid, cubes: List[Cube], order: List[int], bands: List[SourceBand]) -> List[int]:
     """Copy the kept bands of both cubes, strip by strip, into the GeoTIFF ``temp``; return the bad band numbers.
 
     ``order[t]`` is the index, among the kept VNIR then SWIR bands, of

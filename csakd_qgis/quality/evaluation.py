@@ -12,7 +12,7 @@ every metric.  Pixels that are nodata in any raster are left out too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def evaluate_rasters(reference: Optional[str], fused: str, *, lr_hsi: Optional[s
     good = np.array([b.good for b in finfo.bands])
     sections: Dict[str, Dict[str, object]] = {}
     details = None
-    if lr_hsi is not None:
+    if lr_hsi is not None and hr_msi is not None:
         lrinfo, msinfo = read_info(lr_hsi), read_info(hr_msi)
         scale = _lr_scale(finfo, lrinfo, scale)
         _same_grid(finfo, msinfo)
@@ -128,7 +128,8 @@ def evaluate_rasters(reference: Optional[str], fused: str, *, lr_hsi: Optional[s
         report = evaluate(ref[good], fused_data[good], valid, scale=scale or 4, peak=peak, data_range=data_range)
         sections["reference"] = report.to_dict()
         details = (ref, valid)
-    if lr_hsi is not None:
+    if lr_hsi is not None and hr_msi is not None:
+        lr_scale = cast(int, scale)  # set from the LR-HSI grid above
         reporter.update(0.7, "no-reference consistency")
         _, lr, _ = read_whole(lr_hsi, "evaluation")
         _, msi, _ = read_whole(hr_msi, "evaluation")
@@ -141,8 +142,8 @@ def evaluate_rasters(reference: Optional[str], fused: str, *, lr_hsi: Optional[s
         if srf.shape[0] != msinfo.count:
             raise InputError(f"{hr_msi} has {msinfo.count} bands but {srf.shape[0]} MSI bands were named")
         fused_ok = np.where(fvalid, fused_data[good], np.nan)
-        sections["consistency"] = consistency(fused_ok, lr[good], msi, srf, gaussian_psf(scale, mtf),
-                                              scale).to_dict()
+        sections["consistency"] = consistency(fused_ok, lr[good], msi, srf, gaussian_psf(lr_scale, mtf),
+                                              lr_scale).to_dict()
     result = EvaluationResult(sections)
     if report_html is not None:
         reporter.update(0.9, "writing the report")
@@ -153,8 +154,8 @@ def evaluate_rasters(reference: Optional[str], fused: str, *, lr_hsi: Optional[s
 
 
 def write_evaluation_report(path: str, result: EvaluationResult, fused: np.ndarray, info: RasterInfo,
-                            good: np.ndarray, details, peak: str, data_range: Optional[float], *,
-                            fused_path: str) -> None:
+                            good: np.ndarray, details: Optional[Tuple[np.ndarray, np.ndarray]], peak: str,
+                            data_range: Optional[float], *, fused_path: str) -> None:
     """The HTML report: metrics tables, and with a reference per-band PSNR, spectra and an error map."""
     from csakd_qgis.quality import report as html
     from csakd_qgis.quality.quicklook import true_colour_png

@@ -10,16 +10,19 @@ from __future__ import annotations
 import base64
 import html
 import os
-from typing import Iterable, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from csakd_qgis.quality.quicklook import encode_png
 
+if TYPE_CHECKING:
+    from csakd_qgis.fusion.report import FuseReport
+
 #: Colours of successive chart series.
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
-Series = Tuple[Sequence[float], Sequence[float]]
+Series = Tuple[Union[Sequence[float], np.ndarray], Union[Sequence[float], np.ndarray]]
 
 
 def _ticks(low: float, high: float, count: int = 5) -> np.ndarray:
@@ -120,8 +123,8 @@ def write_page(path: str, title: str, sections: Sequence[Tuple[str, str]]) -> No
     os.replace(temporary, path)
 
 
-def write_fuse_report(report, path: str) -> None:
-    """HTML page of a fusion run: ``report`` is a :class:`csakd_qgis.fusion.engine.FuseReport`.
+def write_fuse_report(report: FuseReport, path: str) -> None:
+    """HTML page of a fusion run (the engine's :class:`~csakd_qgis.fusion.report.FuseReport`).
 
     Shows the run's summary lines (grid, scale, shift, tiles, device,
     notes), the time per stage and a true-colour quicklook of the output.

@@ -33,7 +33,7 @@ Borders and nodata
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 from scipy import ndimage
@@ -105,12 +105,12 @@ def _correlate_axis(x: np.ndarray, taps: np.ndarray, scale: int, offset: int, ax
     xp = np.pad(x, pad)
     start = offset + lo
     index = [slice(None)] * x.ndim
-    out = None
+    out: Optional[np.ndarray] = None
     for p, t in enumerate(taps):
         index[axis] = slice(start + p, start + p + (n - 1) * scale + 1, scale)
         term = t * xp[tuple(index)]
         out = term if out is None else out + term
-    return out
+    return cast(np.ndarray, out)  # taps is never empty
 
 
 def _strided_correlate(x: np.ndarray, kernel: np.ndarray, scale: int, offset: int) -> np.ndarray:

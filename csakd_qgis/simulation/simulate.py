@@ -9,7 +9,7 @@ and right to a multiple of the scale.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 from affine import Affine
@@ -22,10 +22,10 @@ from csakd_qgis.progress import SILENT, Reporter
 from csakd_qgis.simulation.degradation import DEFAULT_MTF_NYQUIST, simulate_pair
 
 
-def _optional(values) -> Optional[np.ndarray]:
+def _optional(values: Sequence[Optional[float]]) -> Optional[Sequence[float]]:
     if any(v is None for v in values):
         return None
-    return np.asarray(values, dtype=np.float64)
+    return cast(Sequence[float], np.asarray(values, dtype=np.float64))
 
 
 def simulate_rasters(reference: str, lr_out: str, msi_out: str, reference_out: Optional[str] = None, *,
@@ -63,7 +63,7 @@ def simulate_rasters(reference: str, lr_out: str, msi_out: str, reference_out: O
         raise InputError(f"{reference} has no wavelength for every band; the simulator needs them "
                          "(per-band 'wavelength' metadata or an ENVI header)")
     reporter.update(0.4, "simulating")
-    pair = simulate_pair(data, wavelengths, _optional([b.fwhm_nm for b in info.bands]),
+    pair = simulate_pair(data, cast(List[float], wavelengths), _optional([b.fwhm_nm for b in info.bands]),
                          [b.good for b in info.bands], sensor=sensor, bands=list(bands), scale=scale,
                          mtf_nyquist=mtf, snr_db=snr_db, shift=shift, seed=seed)
     reporter.update(0.8, "writing")
@@ -71,7 +71,7 @@ def simulate_rasters(reference: str, lr_out: str, msi_out: str, reference_out: O
     msi_bands = [BandInfo(wavelength_nm=c, fwhm_nm=f, description=f"{sb.sensor} {n}")
                  for n, c, f in zip(sb.names, sb.centres_nm, sb.fwhm_nm)]
     nodata = info.nodata if info.nodata is not None and np.isfinite(info.nodata) else None
-    common = dict(crs=info.crs, nodata=nodata, overwrite=overwrite)
+    common: Dict[str, Any] = dict(crs=info.crs, nodata=nodata, overwrite=overwrite)
     write_raster(lr_out, pair.lr_hsi, transform=info.transform * Affine.scale(scale), bands=info.bands, **common)
     write_raster(msi_out, pair.hr_msi, transform=info.transform, bands=msi_bands, **common)
     if reference_out is not None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, cast
 
 import numpy as np
 
 from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.radiometry import robust_level
+from csakd_qgis.io.bands import RasterInfo
 from csakd_qgis.io.read import read_whole
 from csakd_qgis.models.card import MsiInfo, SpectralBands
 from csakd_qgis.training.patches import Scene, fill_empty_bands
@@ -154,7 +155,7 @@ def fit_patch(requested: int, data: TrainingData) -> int:
 # ----------------------------------------------------------------------------- from rasters
 
 
-def _bands(info) -> SpectralBands:
+def _bands(info: RasterInfo) -> SpectralBands:
     fwhm = tuple(b.fwhm_nm for b in info.bands)
     return SpectralBands(tuple(b.wavelength_nm for b in info.bands),
                          fwhm if all(f is not None for f in fwhm) else (), tuple(b.good for b in info.bands))
@@ -168,7 +169,8 @@ def reference_data(path: str, *, sensor: str, bands: Sequence[str], scale: int, 
     if any(w is None for w in spectral.wavelengths_nm):
         raise InputError(f"{path} lacks band wavelengths; the MSI cannot be simulated without them")
     return TrainingData.from_reference(
-        ref, spectral.wavelengths_nm, spectral.fwhm_nm or None, spectral.good or None, sensor=sensor,
+        ref, cast(Tuple[float, ...], spectral.wavelengths_nm), cast(Tuple[float, ...], spectral.fwhm_nm) or None,
+        spectral.good or None, sensor=sensor,
         bands=[b.strip() for b in bands], scale=scale, val_fraction=val_fraction, valid=valid, seed=seed,
         name=Path(path).name)
 

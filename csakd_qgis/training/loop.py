@@ -34,7 +34,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Callable, ContextManager, List, Optional, Tuple
+from typing import Callable, ContextManager, List, Optional, Tuple, cast
 
 import torch
 
@@ -178,7 +178,8 @@ def _step(nets: Networks, lr_b: torch.Tensor, msi_b: torch.Tensor, ref_b: torch.
         if t_out is None:
             loss = teacher_loss(s_out.float(), ref_b).total
         else:
-            loss = student_loss(s_out.float(), ref_b, t_out.float(), s_feat.float(), t_feat.float(),
+            teacher_feat = cast(torch.Tensor, t_feat)  # set with t_out
+            loss = student_loss(s_out.float(), ref_b, t_out.float(), s_feat.float(), teacher_feat.float(),
                                 adapter=nets.adapter).total
         net.descend(loss)
 

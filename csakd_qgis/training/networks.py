@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 
@@ -186,7 +186,7 @@ def resume_networks(nets: Networks, resume: os.PathLike) -> int:
     if not opt.exists():
         return 0
     scalars = checkpoint.load_optimizer_state(opt, nets.optimizers(), modules=nets.extra_modules())
-    return int(scalars.get("step", 0))
+    return int(cast(int, scalars.get("step", 0)))
 
 
 def save_networks(nets: Networks, paths: Dict[str, Path], data: TrainingData, config: TrainConfig,

@@ -74,8 +74,8 @@ def record(nets: Networks, data: TrainingData, device: torch.device, step: int) 
                 net.best = Best(psnr, sam, step, copy.deepcopy(net.model.state_dict()))
         else:
             net.best = Best(float("nan"), float("nan"), step, copy.deepcopy(net.model.state_dict()))
-    psnr, sam = metrics.get(nets.exported, (None, None))
-    return CurvePoint(step, _mean_loss(nets, "teacher"), _mean_loss(nets, "student"), psnr, sam)
+    exported: Tuple[Optional[float], Optional[float]] = metrics.get(nets.exported, (None, None))
+    return CurvePoint(step, _mean_loss(nets, "teacher"), _mean_loss(nets, "student"), *exported)
 
 
 def _mean_loss(nets: Networks, role: str) -> Optional[float]:
