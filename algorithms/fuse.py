@@ -4,6 +4,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -11,11 +12,15 @@ from qgis.core import (
 )
 
 from .base import CsakdAlgorithm
-from .parameters import add_device_parameter, add_grid_outputs, add_pair_inputs, layer_source, raster_destination
-
-METHODS = ("student", "teacher", "bicubic", "gsa")
-BACKENDS = ("auto", "torch", "onnxruntime")
-DATA_TYPES = ("float32", "int16", "uint16")
+from .parameters import (
+    add_device_parameter,
+    add_grid_outputs,
+    add_pair_inputs,
+    engine_choices,
+    installed_models,
+    layer_source,
+    raster_destination,
+)
 
 
 class FuseAlgorithm(CsakdAlgorithm):
@@ -24,31 +29,42 @@ class FuseAlgorithm(CsakdAlgorithm):
     ID = "fuse"
     DISPLAY = "Fuse hyperspectral and multispectral images"
 
-    LR_HSI, HR_MSI, MODEL, METHOD = "LR_HSI", "HR_MSI", "MODEL", "METHOD"
+    LR_HSI, HR_MSI, MODEL, MODEL_FILE, METHOD = "LR_HSI", "HR_MSI", "MODEL", "MODEL_FILE", "METHOD"
     DEVICE, TILE_SIZE, OVERLAP, BATCH_SIZE = "DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE"
     SHIFT_CORRECTION, DATA_TYPE, OUTPUT, REPORT = "SHIFT_CORRECTION", "DATA_TYPE", "OUTPUT", "REPORT"
     SCALE, SHIFT_X, SHIFT_Y, MODEL_USED = "SCALE", "SHIFT_X", "SHIFT_Y", "MODEL_USED"
-    BACKEND, SCHEDULER = "BACKEND", "SCHEDULER"
+    BACKEND, PRECISION, SCHEDULER = "BACKEND", "PRECISION", "SCHEDULER"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        """Declare parameters and outputs."""
+        """Declare parameters and outputs (choice lists and defaults from ``csakd_qgis.options``)."""
+        choices = engine_choices()
         add_pair_inputs(self)
         self.addParameter(QgsProcessingParameterEnum(
-            self.METHOD, self.tr("Method"), options=list(METHODS), defaultValue="student",
+            self.METHOD, self.tr("Method"), options=list(choices.METHODS), defaultValue="csakd",
             usesStaticStrings=True))
-        self.addParameter(QgsProcessingParameterString(
-            self.MODEL, self.tr("Model: 'auto', a bundled model name, or a .safetensors or .onnx file"),
-            defaultValue="auto"))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, self.tr("Model (auto: an installed model that fits the inputs)"),
+            options=["auto"] + [name for name, _ in installed_models()], defaultValue="auto",
+            usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL_FILE, self.tr("Model file (.safetensors or .onnx; replaces the model chosen above)"),
+            optional=True, fileFilter=self.tr("CSAKD models (*.safetensors *.onnx)")))
         add_device_parameter(self)
         advanced = [
             QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size [LR-HSI pixels]"),
-                                         QgsProcessingParameterNumber.Integer, 64, False, 8, 4096),
-            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap [LR-HSI pixels]"),
-                                         QgsProcessingParameterNumber.Integer, 8, False, 0, 512),
+                                         QgsProcessingParameterNumber.Integer, choices.TILE, False, 8,
+                                         choices.MAX_TILE),
+            QgsProcessingParameterNumber(self.OVERLAP, self.tr(
+                f"Tile overlap [LR-HSI pixels] (empty: {choices.OVERLAP}, at most a quarter of the tile)"),
+                QgsProcessingParameterNumber.Integer, None, True, 0, choices.MAX_TILE // 4),
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Tiles per batch"),
-                                         QgsProcessingParameterNumber.Integer, 4, False, 1, 256),
+                                         QgsProcessingParameterNumber.Integer, choices.BATCH_SIZE, False, 1,
+                                         choices.MAX_BATCH),
             QgsProcessingParameterEnum(self.BACKEND, self.tr("Inference backend (auto: onnxruntime for .onnx)"),
-                                       options=list(BACKENDS), defaultValue="auto", usesStaticStrings=True),
+                                       options=list(choices.BACKENDS), defaultValue="auto", usesStaticStrings=True),
+            QgsProcessingParameterEnum(self.PRECISION, self.tr("Network precision on a GPU (the CPU uses float32)"),
+                                       options=list(choices.PRECISIONS), defaultValue="float32",
+                                       usesStaticStrings=True),
             QgsProcessingParameterString(self.SCHEDULER, self.tr("Dask scheduler address, e.g. tcp://host:8786 "
                                                                  "(empty: fuse on this machine)"),
                                          defaultValue="", optional=True),
@@ -57,8 +73,8 @@ class FuseAlgorithm(CsakdAlgorithm):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterEnum(
-            self.DATA_TYPE, self.tr("Output data type"), options=list(DATA_TYPES), defaultValue="float32",
-            usesStaticStrings=True))
+            self.DATA_TYPE, self.tr("Output data type"), options=[d for d in choices.DTYPES if d != "same"],
+            defaultValue="float32", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT, self.tr("Fused high-resolution hyperspectral image")))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -66,6 +82,21 @@ class FuseAlgorithm(CsakdAlgorithm):
             createByDefault=False))
         add_grid_outputs(self)
         self.addOutput(QgsProcessingOutputString(self.MODEL_USED, self.tr("Model used")))
+
+    def _fuse_options(self, parameters, context):
+        """The FuseOptions fields the dialog sets (checked by the engine's ``FuseOptions``)."""
+        overlap = parameters.get(self.OVERLAP)
+        return dict(
+            device=self.parameterAsEnumString(parameters, self.DEVICE, context),
+            tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            overlap=None if overlap in (None, "") else self.parameterAsInt(parameters, self.OVERLAP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            backend=self.parameterAsEnumString(parameters, self.BACKEND, context) or "auto",
+            precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "float32",
+            shift_correction=self.parameterAsBool(parameters, self.SHIFT_CORRECTION, context),
+            dtype=self.parameterAsEnumString(parameters, self.DATA_TYPE, context),
+            overwrite=True,
+        )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run the engine's ``fuse`` and return the outputs keyed by the output constants."""
@@ -76,24 +107,16 @@ class FuseAlgorithm(CsakdAlgorithm):
         output = raster_destination(self, parameters, context)
         inputs = (layer_source(self, parameters, self.LR_HSI, context),
                   layer_source(self, parameters, self.HR_MSI, context), output)
-        options = dict(
-            model=self.parameterAsString(parameters, self.MODEL, context).strip() or "auto",
-            method=self.parameterAsEnumString(parameters, self.METHOD, context),
-            device=self.parameterAsEnumString(parameters, self.DEVICE, context),
-            tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            shift_correction=self.parameterAsBool(parameters, self.SHIFT_CORRECTION, context),
-            dtype=self.parameterAsEnumString(parameters, self.DATA_TYPE, context),
-            overwrite=True,
-        )
+        model_file = (self.parameterAsFile(parameters, self.MODEL_FILE, context) or "").strip()
+        what = dict(model=model_file or self.parameterAsEnumString(parameters, self.MODEL, context) or "auto",
+                    method=self.parameterAsEnumString(parameters, self.METHOD, context))
+        options = self._fuse_options(parameters, context)
         scheduler = (self.parameterAsString(parameters, self.SCHEDULER, context) or "").strip()
-        backend = self.parameterAsEnumString(parameters, self.BACKEND, context) or "auto"
         if scheduler:
-            cluster = self.run_engine(feedback, _fuse_on_cluster, *inputs, scheduler=scheduler, options=options)
+            cluster = self.run_engine(feedback, _fuse_on_cluster, *inputs, scheduler=scheduler, **what, **options)
             lines, report = cluster.summary_lines(), cluster.fuse
         else:
-            report = self.run_engine(feedback, fuse, *inputs, backend=backend, **options)
+            report = self.run_engine(feedback, fuse, *inputs, **what, **options)
             lines = report.summary_lines()
         for line in lines:
             feedback.pushInfo(line)
@@ -111,10 +134,10 @@ class FuseAlgorithm(CsakdAlgorithm):
         return results
 
 
-def _fuse_on_cluster(lr_hsi, hr_msi, output, *, scheduler, options, reporter):
+def _fuse_on_cluster(lr_hsi, hr_msi, output, *, scheduler, model, method, reporter, **options):
     """``csakd_qgis.distributed.fuse_distributed`` on the Dask scheduler at ``scheduler`` with ``fuse``'s options."""
     from csakd_qgis.distributed import ClusterOptions, fuse_distributed, open_client
 
+    cluster_options = ClusterOptions.build(model=model, method=method, **options)
     with open_client(scheduler) as client:
-        return fuse_distributed(lr_hsi, hr_msi, output, client=client, options=ClusterOptions(**options),
-                                reporter=reporter)
+        return fuse_distributed(lr_hsi, hr_msi, output, client=client, options=cluster_options, reporter=reporter)

@@ -10,13 +10,31 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-DEVICES = ("auto", "cpu", "cuda")
+from .dependencies import ensure_engine_importable, missing_packages
+
+
+def engine_choices():
+    """``csakd_qgis.options``: the engine's choice lists and defaults (plain Python: no torch, no GDAL)."""
+    ensure_engine_importable()
+    from csakd_qgis import options
+
+    return options
+
+
+def installed_models():
+    """``[(name, card)]`` of the installed models, or [] when the engine's dependencies are missing."""
+    if missing_packages():
+        return []
+    ensure_engine_importable()
+    from csakd_qgis.models.store import list_models
+
+    return [(card.name, card) for _, card in list_models()]
 
 
 def add_device_parameter(algorithm, name="DEVICE"):
     """Add the device choice (auto = CUDA, then Apple MPS, then CPU)."""
     algorithm.addParameter(QgsProcessingParameterEnum(
-        name, algorithm.tr("Device (auto: GPU when there is one)"), options=list(DEVICES),
+        name, algorithm.tr("Device (auto: GPU when there is one)"), options=list(engine_choices().DEVICES),
         defaultValue="auto", usesStaticStrings=True))
 
 

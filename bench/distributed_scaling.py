@@ -76,7 +76,7 @@ def run_case(name: str, pair: tuple, options: dict, region_size: int, folder: Pa
     rows.append((name, "single process", 1, 1, single.tiles_total, single.tiles_total + single.tiles_recomputed,
                  base, pixels / base, 1.0, f"{t['read']:.1f} / {t['infer']:.1f} / {t['blend'] + t['write']:.1f}",
                  "-"))
-    cluster_options = ClusterOptions(threads=1, overwrite=True, region_size=region_size, **options)
+    cluster_options = ClusterOptions.build(threads=1, overwrite=True, region_size=region_size, **options)
     costs: dict = {}
     for workers in (1, 2):
         start = time.perf_counter()
@@ -103,7 +103,7 @@ def job_bytes(pair: tuple, options: dict, region_size: int, folder: Path) -> int
     from csakd_qgis.distributed.runner import ClusterOptions, SceneRun
     from csakd_qgis.distributed.worker import RegionJob
 
-    scene = SceneRun(*pair, str(folder / "probe.tif"), ClusterOptions(region_size=region_size, overwrite=True,
+    scene = SceneRun(*pair, str(folder / "probe.tif"), ClusterOptions.build(region_size=region_size, overwrite=True,
                                                                       **options))
     scene.prepare()
     job = RegionJob(scene.plan, scene.spec, scene.tiles, scene.folder, 4, 1024, 256, "zstd", "event", "topic")

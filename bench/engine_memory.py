@@ -201,10 +201,10 @@ def write_part(folder: Path, quick: bool) -> str:
 def halo_part(quick: bool) -> str:
     import torch
 
-    from csakd_qgis.fusion.methods import network_halo
     from csakd_qgis.fusion.pipeline import run_pipeline
     from csakd_qgis.fusion.radiometry import Radiometry
     from csakd_qgis.fusion.tiling import plan_tiles
+    from csakd_qgis.models.receptive_field import network_halo
 
     torch.set_num_threads(os.cpu_count() or 1)
     name, bands, scale = network_spec()

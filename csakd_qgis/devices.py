@@ -19,9 +19,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from csakd_qgis.errors import CsakdError, InputError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+from csakd_qgis.errors import InputError, TileTooLarge
+from csakd_qgis.options import DEVICES
 
 
 def _mps_available() -> bool:
@@ -67,7 +66,7 @@ def resolve_device(name: str = "auto") -> torch.device:
                     "device(s), numbered from 0"
                 )
         return torch.device(text)
-    raise InputError(f"unknown device {name!r}; use one of {', '.join(DEVICE_CHOICES)} or 'cuda:N'")
+    raise InputError(f"unknown device {name!r}; use one of {', '.join(DEVICES)} or 'cuda:N'")
 
 
 def set_threads(n: Optional[int]) -> int:
@@ -86,9 +85,6 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
-
-class TileTooLarge(CsakdError):
-    """A single tile does not fit in the device memory; re-plan with smaller tiles."""
 
 
 Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -31,6 +31,14 @@ class RasterWriteError(CsakdError, OSError):
     """An output raster could not be written."""
 
 
+class OutputExistsError(RasterWriteError, InputError):
+    """The output exists and overwriting was not allowed (also an :class:`InputError`: the user chose the name)."""
+
+
+class TileTooLarge(CsakdError):
+    """One tile does not fit in the device's memory (the engine retries with a smaller tile)."""
+
+
 class GridError(InputError):
     """Two rasters cannot be put on one grid (CRS, overlap, resolution)."""
 

@@ -99,7 +99,7 @@ class FuseOptions:
     block_width, output_block:
         Column-block width and output block side, output pixels
         (``output_block`` a multiple of 16; ``block_width`` is rounded down
-        to a multiple of it).
+        to a multiple of it, at least one block).
 
     Raises
     ------
@@ -153,9 +153,7 @@ class FuseOptions:
                 f"the output scale must be > 0 (--output-scale), got {self.output_scale}")
         _refuse(self.output_block < 16 or self.output_block % 16 != 0,
                 f"the output block side must be a multiple of 16 pixels, got {self.output_block}")
-        _refuse(self.block_width < self.output_block,
-                f"the column-block width ({self.block_width}) must be at least one output block "
-                f"({self.output_block} pixels)")
+        _refuse(self.block_width < 1, f"the column-block width must be >= 1 pixel, got {self.block_width}")
 
     @property
     def tile_overlap(self) -> int:

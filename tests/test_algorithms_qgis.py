@@ -148,7 +148,7 @@ def test_train_scene_adaptive_then_fuse_with_the_trained_model(processing, tmp_p
     assert (tmp_path / "mine.teacher.safetensors").exists()
     assert np.isfinite(trained["VAL_PSNR"])
     fused = processing.run("csakd:fuse", {
-        "LR_HSI": str(lr_path), "HR_MSI": str(msi_path), "METHOD": "student", "MODEL": str(model),
+        "LR_HSI": str(lr_path), "HR_MSI": str(msi_path), "METHOD": "student", "MODEL_FILE": str(model),
         "SHIFT_CORRECTION": False, "OUTPUT": str(tmp_path / "fused.tif")})
     assert fused["MODEL_USED"] == "mine"
     with rasterio.open(fused["OUTPUT"]) as out:
@@ -210,3 +210,26 @@ def test_fuse_with_the_onnxruntime_backend_matches_torch(processing, tmp_path):
     onnx_out = _fuse_sample(processing, tmp_path / "onnx.tif", METHOD="student", BACKEND="onnxruntime")
     np.testing.assert_array_equal(onnx_out.mask, torch_out.mask)
     np.testing.assert_allclose(onnx_out.filled(0), torch_out.filled(0), rtol=0, atol=1e-4)
+
+
+def test_fuse_dialog_choices_come_from_the_engine_options(processing):
+    from qgis.core import QgsApplication
+
+    from csakd_qgis import options
+    alg = QgsApplication.processingRegistry().algorithmById("csakd:fuse")
+    assert alg.parameterDefinition("METHOD").options() == list(options.METHODS)
+    assert alg.parameterDefinition("DEVICE").options() == list(options.DEVICES)  # mps included
+    assert alg.parameterDefinition("BACKEND").options() == list(options.BACKENDS)
+    assert alg.parameterDefinition("PRECISION").options() == list(options.PRECISIONS)
+    models = alg.parameterDefinition("MODEL").options()
+    assert models[0] == "auto" and "enmap_s2_x3" in models  # the bundled model, by name
+
+
+def test_fuse_refuses_an_overlap_above_a_quarter_of_the_tile(processing, tmp_path):
+    from qgis.core import QgsProcessingException
+    sample = Path(__file__).resolve().parents[1] / "resources" / "sample"
+    with pytest.raises(QgsProcessingException, match="more than a quarter of the tile"):
+        processing.run("csakd:fuse", {
+            "LR_HSI": str(sample / "enmap_lr_hsi.tif"), "HR_MSI": str(sample / "s2_hr_msi.tif"), "METHOD": "bicubic",
+            "TILE_SIZE": 16, "OVERLAP": 8, "OUTPUT": str(tmp_path / "o.tif")})
+    assert not (tmp_path / "o.tif").exists()

@@ -163,7 +163,7 @@ def test_cluster_output_equals_single_process(client, pair, tmp_path, method, dt
     single = fuse(lr_path, msi_path, str(tmp_path / "single.tif"), **{k: v for k, v in kwargs.items()
                                                                       if k != "region_size"})
     out = str(tmp_path / f"cluster{ext}")
-    report = fuse_distributed(lr_path, msi_path, out, client=client, options=ClusterOptions(**kwargs))
+    report = fuse_distributed(lr_path, msi_path, out, client=client, options=ClusterOptions.build(**kwargs))
     a, meta_a = _everything(single.output)
     b, meta_b = _everything(out)
     assert a.shape == (4, 108, 108) and meta_b == meta_a
@@ -207,7 +207,7 @@ def test_a_killed_worker_is_survived(client, pair, tmp_path):
     out = str(tmp_path / "out.tif")
     marker = str(tmp_path / "killed")
     fuse_distributed(lr_path, msi_path, out, client=client,
-                     options=ClusterOptions(method=KillOnce(S, marker), **options))
+                     options=ClusterOptions.build(method=KillOnce(S, marker), **options))
     assert os.path.exists(marker)  # a worker died mid-region, leaving its temporary region file
     single = fuse(lr_path, msi_path, str(tmp_path / "single.tif"), method="bicubic",
                   **{k: v for k, v in options.items() if k != "region_size"})
@@ -231,7 +231,7 @@ def test_cancel_stops_every_worker_and_leaves_nothing(client, pair, tmp_path):
     started = time.perf_counter()
     with pytest.raises(Cancelled):
         fuse_distributed(lr_path, msi_path, str(tmp_path / "out.tif"), client=client, reporter=reporter,
-                         options=ClusterOptions(method=Slow(S), device="cpu", shift_correction=False,
+                         options=ClusterOptions.build(method=Slow(S), device="cpu", shift_correction=False,
                                                 **dict(SMALL, batch_size=1)))
     # 9 regions x 9 tiles x 0.3 s on 2 workers would take ~12 s; cancelled after the first events
     assert time.perf_counter() - started < 8
@@ -251,7 +251,7 @@ def test_batch_reports_each_pair_and_survives_a_bad_one(client, pair, tmp_path):
                                        f"missing.tif,{msi_path},b.tif\n"
                                        f"{lr_path},{msi_path},c.vrt\n")
     report = fuse_batch(read_pair_list(str(tmp_path / "list.csv")), client=client,
-                        options=ClusterOptions(method="bicubic", device="cpu", shift_correction=False, **SMALL))
+                        options=ClusterOptions.build(method="bicubic", device="cpu", shift_correction=False, **SMALL))
     assert [r.ok for r in report.results] == [True, False, True]
     assert "missing.tif" in report.results[1].error and report.to_dict()["failed"] == 1
     a = _everything(str(tmp_path / "a.tif"))[0]
@@ -271,7 +271,7 @@ def test_student_on_the_sample_equals_single_process(client, tmp_path):
                    block_width=32, output_block=16, dtype="int16")
     single = fuse(lr_path, msi_path, str(tmp_path / "single.tif"), **options)
     report = fuse_distributed(lr_path, msi_path, str(tmp_path / "cluster.tif"), client=client,
-                              options=ClusterOptions(region_size=48, **options))
+                              options=ClusterOptions.build(region_size=48, **options))
     a, meta_a = _everything(single.output)
     b, meta_b = _everything(str(tmp_path / "cluster.tif"))
     assert meta_b == meta_a and report.regions == 4 and report.fuse.model == "enmap_s2_x3"

@@ -368,13 +368,14 @@ def test_tile_halo_default_exact_and_explicit():
     from csakd_qgis.errors import InputError
     from csakd_qgis.fusion.methods import NetworkMethod
     from csakd_qgis.fusion.plan import NETWORK_HALO, tile_halo
+    from csakd_qgis.options import FuseOptions
     net = NetworkMethod(torch.nn.Identity(), scale=S, halo=36)
     assert tile_halo(net, None) == min(36, NETWORK_HALO) and tile_halo(net, "exact") == 36
     assert tile_halo(NetworkMethod(torch.nn.Identity(), scale=S, halo=3), None) == 3  # bound below the default
     assert tile_halo(BicubicMethod(S), None) == 2 and tile_halo(net, 5) == 5 and tile_halo(net, 0) == 0
-    for bad in (-1, "wide", 2.5):
+    for bad in (-1, "wide", 2.5, True):
         with pytest.raises(InputError, match="halo"):
-            tile_halo(net, bad)
+            FuseOptions(halo=bad)
 
 
 def test_tiles_run_under_a_block_cache_sized_for_a_row_of_tiles(pair, tmp_path, monkeypatch):

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from csakd_qgis.devices import OomBackoff, TileTooLarge, is_out_of_memory, resolve_device
-from csakd_qgis.errors import InputError
-from csakd_qgis.fusion.methods import BicubicMethod, GSAMethod, NetworkMethod, make_method, network_halo
+from csakd_qgis.devices import OomBackoff, is_out_of_memory, resolve_device
+from csakd_qgis.errors import InputError, TileTooLarge
+from csakd_qgis.fusion.methods import BicubicMethod, GSAMethod, NetworkMethod, make_method
 from csakd_qgis.models import ModelConfig, build_model
+from csakd_qgis.models.receptive_field import network_halo
 
 torch.set_num_threads(1)
 

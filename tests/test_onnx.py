@@ -15,7 +15,7 @@ import onnxruntime  # noqa: E402
 
 from csakd_qgis.cli import main  # noqa: E402
 from csakd_qgis.errors import CheckpointError, DependencyError, InputError, ModelMismatchError  # noqa: E402
-from csakd_qgis.fusion.methods import NETWORK_METHODS, NetworkMethod, make_method, model_scales, network_halo  # noqa: E402
+from csakd_qgis.fusion.methods import NETWORK_METHODS, NetworkMethod, make_method, model_scales  # noqa: E402
 from csakd_qgis.fusion.radiometry import robust_level  # noqa: E402
 from csakd_qgis.io.read import read_info  # noqa: E402
 from csakd_qgis.models import (  # noqa: E402
@@ -28,6 +28,7 @@ from csakd_qgis.models.card import ModelCard, MsiInfo, SpectralBands  # noqa: E4
 from csakd_qgis.models.checkpoint import CARD_KEY, load_checkpoint, read_card  # noqa: E402
 from csakd_qgis.models.onnx_export import export_onnx, onnx_bytes  # noqa: E402
 from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod, providers, read_onnx_card  # noqa: E402
+from csakd_qgis.models.receptive_field import network_halo  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import rasterio
-from csakd_qgis.io.read import read_info, read_whole
 
 from csakd_qgis.errors import InputError, RasterWriteError
+from csakd_qgis.io.read import read_info, read_whole
 from csakd_qgis.simulation.simulate import simulate_rasters
 
 #: 36 bands 420-945 nm, 15 nm apart and wide: they cover Sentinel-2 B2, B3, B4 and B8.

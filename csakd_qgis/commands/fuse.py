@@ -5,14 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from csakd_qgis.devices import DEVICE_CHOICES
 from csakd_qgis.distributed.regions import REGION_SIZE
-from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.engine import fuse
-from csakd_qgis.fusion.methods import BACKENDS, METHODS
-from csakd_qgis.fusion.plan import DTYPES
+from csakd_qgis.options import (
+    BACKENDS,
+    BATCH_SIZE,
+    DEVICES,
+    DTYPES,
+    METHODS,
+    OVERLAP,
+    PRECISIONS,
+    TILE,
+    FuseOptions,
+)
 from csakd_qgis.progress import Reporter
+
+if TYPE_CHECKING:
+    from csakd_qgis.distributed import ClusterOptions
 
 NAME = "fuse"
 HELP = "Fuse a low-resolution hyperspectral image with a high-resolution multispectral image."
@@ -34,18 +45,25 @@ def _halo(text: str):
 
 
 def add_fusion_options(parser: argparse.ArgumentParser) -> None:
-    """Declare the options that say how a scene is fused (shared with ``csakd batch``)."""
-    parser.add_argument("--model", default="auto", help="model name or .safetensors path (default: auto-select)")
+    """Declare the options that say how a scene is fused (shared with ``csakd batch``; see :class:`FuseOptions`)."""
+    parser.add_argument("--model", default="auto",
+                        help="model name, .safetensors or .onnx file (default: auto-select)")
+    parser.add_argument("--method", choices=METHODS, default="csakd", help="fusion method (default: csakd)")
     parser.add_argument("--scale", type=int, default=None, help="HR/LR pixel-size ratio (default: derived)")
     parser.add_argument("--halo", type=_halo, default=None,
                         help="LR pixels of context per tile side, or 'exact' for the method's receptive-field "
                              "bound (default: 4 for networks, 2 for bicubic and GSA)")
-    parser.add_argument("--method", choices=METHODS, default="csakd", help="fusion method (default: csakd)")
-    parser.add_argument("--tile-size", type=int, default=64, help="tile core size in LR pixels (default: 64)")
-    parser.add_argument("--overlap", type=int, default=8, help="tile overlap in LR pixels (default: 8)")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per network call (default: 4)")
-    parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
+    parser.add_argument("--tile-size", type=int, default=TILE, help=f"tile core size in LR pixels (default: {TILE})")
+    parser.add_argument("--overlap", type=int, default=None,
+                        help=f"tile overlap in LR pixels, at most a quarter of the tile (default: {OVERLAP}, or a "
+                             "quarter of a smaller tile)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"tiles per network call (default: {BATCH_SIZE})")
+    parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)} or cuda:N (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="network arithmetic on CUDA: float32, or autocast to bfloat16/float16 (faster, "
+                             "less exact; the CPU always uses float32; default: float32)")
     parser.add_argument("--no-shift-correction", action="store_true", help="use the inputs' grids as given")
     parser.add_argument("--dtype", choices=[d for d in DTYPES if d != "same"], default="float32",
                         help="output data type (default: float32)")
@@ -54,6 +72,14 @@ def add_fusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cog", action="store_true", help="write a Cloud Optimized GeoTIFF")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+
+def fuse_options(args: argparse.Namespace) -> FuseOptions:
+    """The :class:`~csakd_qgis.options.FuseOptions` the parsed options ask for (checked there)."""
+    return FuseOptions(tile=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, halo=args.halo,
+                       device=args.device, threads=args.threads, backend=getattr(args, "backend", "auto"),
+                       precision=args.precision, shift_correction=not args.no_shift_correction, scale=args.scale,
+                       dtype=args.dtype, output_scale=args.output_scale, cog=args.cog, overwrite=args.overwrite)
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -89,15 +115,12 @@ def progress_bar(fraction: float, message: str) -> None:
     sys.stderr.flush()
 
 
-def cluster_options(args: argparse.Namespace):
-    """The :class:`~csakd_qgis.distributed.ClusterOptions` the parsed fusion options ask for."""
+def cluster_options(args: argparse.Namespace) -> ClusterOptions:
+    """The :class:`~csakd_qgis.distributed.ClusterOptions` the parsed options ask for."""
     from csakd_qgis.distributed import ClusterOptions
 
-    return ClusterOptions(model=args.model, method=args.method, tile=args.tile_size, overlap=args.overlap,
-                          batch_size=args.batch_size, device=args.device, threads=args.threads,
-                          shift_correction=not args.no_shift_correction, dtype=args.dtype, scale=args.scale,
-                          output_scale=args.output_scale, cog=args.cog, overwrite=args.overwrite, halo=args.halo,
-                          region_size=args.region_size)
+    return ClusterOptions(model=args.model, method=args.method, region_size=args.region_size,
+                          fuse=fuse_options(args))
 
 
 def print_report(report, as_json: bool) -> None:
@@ -116,19 +139,12 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler is not None or args.workers is not None:
         from csakd_qgis.distributed import fuse_distributed, open_client
 
-        if args.backend != "auto":
-            raise InputError("--backend applies to fusion on this machine; the workers of a cluster run "
-                             "torch models (.safetensors)")
-
         with open_client(args.scheduler, args.workers) as client:
             report = fuse_distributed(args.lr_hsi, args.hr_msi, args.output, client=client,
                                       options=cluster_options(args), reporter=reporter)
     else:
         report = fuse(args.lr_hsi, args.hr_msi, args.output, model=args.model, method=args.method,
-                      tile=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                      threads=args.threads, shift_correction=not args.no_shift_correction, dtype=args.dtype,
-                      scale=args.scale, halo=args.halo, output_scale=args.output_scale, cog=args.cog,
-                      overwrite=args.overwrite, backend=args.backend, reporter=reporter)
+                      options=fuse_options(args), reporter=reporter)
     sys.stderr.write("\n")
     print_report(report, args.json)
     return 0

@@ -39,16 +39,16 @@ from csakd_qgis.distributed.regions import (
     staging_folder,
 )
 from csakd_qgis.distributed.worker import MethodSpec, RegionJob, RegionResult, fuse_region
-from csakd_qgis.errors import InputError, import_optional
-from csakd_qgis.fusion.blend import BLOCK_WIDTH, Timings
-from csakd_qgis.fusion.engine import check_batch_size, check_output, check_tile_size
+from csakd_qgis.errors import InputError, OutputExistsError, import_optional
+from csakd_qgis.fusion.blend import Timings
 from csakd_qgis.fusion.methods import AUTO, FusionMethod, NetworkMethod
 from csakd_qgis.fusion.pipeline import PipelineResult
-from csakd_qgis.fusion.plan import OUTPUT_BLOCK, prepare
+from csakd_qgis.fusion.plan import prepare
 from csakd_qgis.fusion.report import FuseReport
 from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
-from csakd_qgis.io.write import PARTIAL_MARKER
+from csakd_qgis.io.write import PARTIAL_MARKER, check_destination
 from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod
+from csakd_qgis.options import FuseOptions
 from csakd_qgis.progress import SILENT, Reporter
 
 #: The pip requirement that provides Dask's distributed scheduler.
@@ -124,32 +124,24 @@ def open_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
 class ClusterOptions:
     """How each scene is fused and cut into regions.
 
-    ``model`` … ``output_block`` are the parameters of
-    :func:`csakd_qgis.fusion.engine.fuse` of the same names (``device`` and
-    ``threads`` apply on each worker; a model must be a name or a path
-    readable on every worker to be loaded once per worker, see
-    :class:`.worker.MethodSpec`).  ``region_size`` is the requested region
+    ``model`` and ``method`` are those of :func:`csakd_qgis.fusion.engine.fuse`
+    (a model must be a name or a path readable on every worker to be loaded
+    once per worker, see :class:`.worker.MethodSpec`); ``fuse`` is how
+    (``device`` and ``threads`` apply on each worker; ``backend`` must be
+    ``auto``: workers run torch).  ``region_size`` is the requested region
     side in HR pixels (:func:`.regions.region_side`).
     """
 
     model: object = None
     method: Union[str, FusionMethod] = "csakd"
-    tile: int = 64
-    overlap: int = 8
-    batch_size: int = 4
-    device: str = "auto"
-    threads: Optional[int] = None
-    shift_correction: bool = True
-    dtype: str = "float32"
-    scale: Optional[int] = None
-    output_scale: Optional[float] = None
-    compress: Optional[str] = "zstd"
-    cog: bool = False
-    overwrite: bool = False
-    halo: Union[int, str, None] = None
-    block_width: int = BLOCK_WIDTH
-    output_block: int = OUTPUT_BLOCK
     region_size: int = REGION_SIZE
+    fuse: FuseOptions = field(default_factory=FuseOptions)
+
+    @classmethod
+    def build(cls, *, model: object = None, method: Union[str, FusionMethod] = "csakd",
+              region_size: int = REGION_SIZE, **fuse_options: object) -> ClusterOptions:
+        """Options from flat keywords: ``fuse_options`` are :class:`~csakd_qgis.options.FuseOptions` fields."""
+        return cls(model=model, method=method, region_size=region_size, fuse=FuseOptions(**fuse_options))
 
 
 @dataclass(frozen=True)
@@ -209,8 +201,8 @@ def method_spec(fusion: FusionMethod, options: ClusterOptions) -> MethodSpec:
 
         name = fusion.model_name if options.model in AUTO else str(options.model)
         path = str(resolve_model(name)[0].resolve())
-        return MethodSpec(fusion.name, model_path=path, device=options.device, threads=options.threads)
-    return MethodSpec(fusion.name, ready=fusion, device=options.device, threads=options.threads)
+        return MethodSpec(fusion.name, model_path=path)
+    return MethodSpec(fusion.name, ready=fusion)
 
 
 def _local_path(path: str) -> str:
@@ -243,32 +235,29 @@ class SceneRun:
 
     def prepare(self, reporter: Reporter = SILENT) -> None:
         """Check the output, then plan grids, shift, radiometry, method, tiles and regions (on the client)."""
-        options = self.options
-        check_output(self.output, (self.lr_hsi, self.hr_msi), options.overwrite)
+        options = self.options.fuse
+        check_destination(self.output, overwrite=options.overwrite, inputs=(self.lr_hsi, self.hr_msi))
         if self.is_vrt and os.path.exists(regions_folder(self.output)) and not options.overwrite:
-            raise InputError(f"folder {regions_folder(self.output)!r} exists; choose another output name or "
-                             "allow overwriting (--overwrite)")
-        check_batch_size(options.batch_size)
-        check_tile_size(options.tile, options.overlap)
+            raise OutputExistsError(f"folder {regions_folder(self.output)!r} exists; choose another output name or "
+                                    "allow overwriting (--overwrite)")
+        if options.backend != "auto":
+            raise InputError("the inference backend applies to fusion on this machine; the workers of a cluster "
+                             "run torch models (.safetensors)")
         with gdal_block_cache(BLOCK_CACHE_MB):
-            self.plan, fusion = prepare(self.lr_hsi, self.hr_msi, model=options.model, method=options.method,
-                                        device="cpu", shift_correction=options.shift_correction,
-                                        dtype=options.dtype, scale=options.scale,
-                                        output_scale=options.output_scale, halo=options.halo, reporter=reporter)
-        self.spec = method_spec(fusion, options)
-        self.tiles = self.plan.tiles(options.tile, options.overlap)
+            self.plan, fusion = prepare(self.lr_hsi, self.hr_msi, model=self.options.model,
+                                        method=self.options.method, device="cpu", options=options,
+                                        reporter=reporter)
+        self.spec = method_spec(fusion, self.options)
+        self.tiles = self.plan.tiles(options.tile, options.tile_overlap)
         grid = self.plan.grids.output
         self.regions = plan_regions(grid.width, grid.height, scale=self.plan.grids.scale,
-                                    block=options.output_block, size=options.region_size)
+                                    block=options.output_block, size=self.options.region_size)
 
     def submit(self, client, cancel_event: str, topic: str) -> List[object]:
         """Empty the staging folder and submit one task per region; returns the futures."""
         self.abort()
         os.makedirs(self.folder)
-        options = self.options
-        job = RegionJob(plan=self.plan, method=self.spec, tiles=self.tiles, folder=self.folder,
-                        batch_size=options.batch_size, block_width=options.block_width,
-                        output_block=options.output_block, compress=options.compress,
+        job = RegionJob(plan=self.plan, method=self.spec, options=self.options.fuse, folder=self.folder,
                         cancel_event=cancel_event, topic=topic)
         token = uuid.uuid4().hex[:12]
         return [client.submit(fuse_region, job, index, region, key=f"csakd-region-{token}-{index}", pure=False)
@@ -288,7 +277,7 @@ class SceneRun:
         start = time.perf_counter()
         for stray in glob.glob(os.path.join(self.folder, f".*{PARTIAL_MARKER}*")):
             os.remove(stray)  # a worker that died while writing left its temporary file
-        options, grid = self.options, self.plan.grids.output
+        options, grid = self.options.fuse, self.plan.grids.output
         if self.is_vrt:
             final = regions_folder(self.output)
             if os.path.exists(final):
@@ -317,13 +306,14 @@ class SceneRun:
         combined = PipelineResult(tiles=len(self.tiles), skipped=len(skipped), recomputed=visits - len(self.tiles),
                                   batch_size=min(p.batch_size for p in parts), timings=timings)
         notes = self.plan.notes + tuple(dict.fromkeys(n for r in results for n in r.notes))
-        report = self.plan.report(self.output, combined, tile=self.options.tile,
+        tile = min(r.tile for r in results)
+        report = self.plan.report(self.output, combined, tile=tile,
                                   device=", ".join(sorted({r.device for r in results})),
                                   seconds=time.perf_counter() - self.started, notes=notes)
         return DistributedReport(fuse=report, scheduler=str(client.scheduler.address), workers=len(client.nthreads()),
                                  regions=len(self.regions),
                                  region_size=region_side(self.options.region_size, self.plan.grids.scale,
-                                                         self.options.output_block),
+                                                         self.options.fuse.output_block),
                                  tiles_computed=sum(p.tiles for p in parts),
                                  hosts=tuple(sorted({r.host for r in results})), assemble_seconds=assemble_seconds)
 

@@ -1,11 +1,12 @@
 """What runs on a Dask worker: one region of one scene per task.
 
 A task (:func:`fuse_region`) gets a :class:`RegionJob` (the scene's
-:class:`~csakd_qgis.fusion.engine.FusionPlan`, the global tile plan and how to get
+:class:`~csakd_qgis.fusion.plan.FusionPlan`, the fuse options and how to get
 the method) and one region.  It opens the inputs itself through GDAL (no
 pixel travels through the client or the scheduler), runs the engine's
-pipeline restricted to the region (:func:`csakd_qgis.fusion.pipeline.run_pipeline`
-with ``region=``) and writes the region as its own tiled GeoTIFF, atomically
+pipeline restricted to the region (:func:`csakd_qgis.fusion.engine.run_plan`
+with ``region=``, which also halves a tile that does not fit the device)
+and writes the region as its own tiled GeoTIFF, atomically
 (:class:`~csakd_qgis.io.write.RasterWriter`: a temporary name, renamed when
 complete), under a name fixed by the region (:func:`.regions.region_file`).
 It returns only counts and timings.
@@ -28,18 +29,18 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from rasterio.windows import Window
 
 from csakd_qgis.devices import resolve_device, set_threads
 from csakd_qgis.distributed.regions import region_file
+from csakd_qgis.fusion.engine import run_plan
 from csakd_qgis.fusion.methods import FusionMethod, make_method
-from csakd_qgis.fusion.pipeline import PipelineResult, run_pipeline
+from csakd_qgis.fusion.pipeline import PipelineResult
 from csakd_qgis.fusion.plan import FusionPlan
-from csakd_qgis.fusion.tiling import TilePlan
-from csakd_qgis.io.read import gdal_block_cache
+from csakd_qgis.options import FuseOptions
 from csakd_qgis.progress import Reporter
 
 #: Seconds between two progress events, and between two cancel checks, of one task.
@@ -64,17 +65,11 @@ class MethodSpec:
     ready:
         A picklable method object sent with each task (bicubic, a fitted
         GSA, or an object the caller built); None for a checkpoint.
-    device:
-        Device name resolved on the worker (:func:`worker_device`).
-    threads:
-        Torch CPU threads per task (None: torch's default).
     """
 
     name: str
     model_path: str = ""
     ready: Optional[FusionMethod] = None
-    device: str = "auto"
-    threads: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -87,24 +82,18 @@ class RegionJob:
         Grids, shift, radiometry and output format, decided once on the client.
     method:
         How to get the fusion method.
-    tiles:
-        The scene's global tile plan.
+    options:
+        How to fuse (tiles, device and threads on the worker, output blocks, compression).
     folder:
         Staging folder the region files go to.
-    batch_size, block_width, output_block, compress:
-        As for :func:`csakd_qgis.fusion.engine.fuse`.
     cancel_event, topic:
         Names of the job's ``distributed.Event`` (set = cancel) and event topic (progress).
     """
 
     plan: FusionPlan
     method: MethodSpec
-    tiles: TilePlan
+    options: FuseOptions
     folder: str
-    batch_size: int
-    block_width: int
-    output_block: int
-    compress: Optional[str]
     cancel_event: str
     topic: str
 
@@ -117,6 +106,7 @@ class RegionResult:
     region: Tuple[int, int, int, int]  # HR (col_off, row_off, width, height)
     path: str
     result: PipelineResult
+    tile: int
     device: str
     host: str
     seconds: float
@@ -142,19 +132,20 @@ def worker_device(name: str) -> torch.device:
     return device
 
 
-def worker_method(spec: MethodSpec, plan: FusionPlan) -> Tuple[FusionMethod, str]:
+def worker_method(spec: MethodSpec, plan: FusionPlan, options: FuseOptions) -> Tuple[FusionMethod, str]:
     """``(method, device name)`` for a task: the ``ready`` object, or the network cached on this worker."""
-    set_threads(spec.threads)
+    set_threads(options.threads)
     if spec.ready is not None:
         return spec.ready, str(getattr(spec.ready, "device", "cpu"))
-    device = worker_device(spec.device)
+    device = worker_device(options.device)
     key = (spec.name, spec.model_path, str(device))
     with _CACHE_LOCK:
         method = _CACHE.get(key)
         if method is None:
             method = make_method(spec.name, spec.model_path, device=device, scale=plan.grids.scale,
                                  lr_bands=plan.lr_info.bands, msi_bands=plan.msi_info.count,
-                                 msi_wavelengths=[b.wavelength_nm for b in plan.msi_info.bands])
+                                 msi_wavelengths=[b.wavelength_nm for b in plan.msi_info.bands],
+                                 precision=options.precision)
             _CACHE[key] = method
     return method, str(device)
 
@@ -212,17 +203,13 @@ def fuse_region(job: RegionJob, index: int, region: Window) -> RegionResult:
     signals = ClusterSignals(job, key)
     reporter = Reporter(signals.progress, signals.is_cancelled)
     reporter.check()
-    method, device = worker_method(job.method, job.plan)
-    notes = []
+    method, device = worker_method(job.method, job.plan, job.options)
+    notes: List[str] = []
     path = region_file(job.folder, region)
-    with gdal_block_cache(job.plan.block_cache_mb(job.tiles, job.block_width)):
-        with job.plan.writer(path, window=region, compress=job.compress, blocksize=job.output_block,
-                             overwrite=True) as writer:
-            result = run_pipeline(job.plan.open_pair, method, job.tiles, writer, job.plan.radiometry,
-                                  batch_size=job.batch_size, block_width=job.block_width,
-                                  out_block=job.output_block, region=region, reporter=reporter,
-                                  notify=notes.append)
+    result, tile = run_plan(job.plan, method, job.options, path, region=region, reporter=reporter,
+                            notify=notes.append)
     return RegionResult(index=index, region=(int(region.col_off), int(region.row_off), int(region.width),
                                              int(region.height)),
-                        path=path, result=result, device=device, host=f"{socket.gethostname()}:{os.getpid()}",
+                        path=path, result=result, tile=tile, device=device,
+                        host=f"{socket.gethostname()}:{os.getpid()}",
                         seconds=time.perf_counter() - started, notes=tuple(notes))

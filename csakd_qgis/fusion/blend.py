@@ -19,13 +19,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from csakd_qgis.fusion.tiling import Tile, TilePlan
-
-#: Default width (HR pixels) of a column block; see :mod:`csakd_qgis.fusion.pipeline`.
-BLOCK_WIDTH = 1024
-
-
-#: Default side (HR pixels) of the output's blocks, to which strips and column blocks are aligned.
-OUT_BLOCK = 256
+from csakd_qgis.options import BLOCK_WIDTH, OUTPUT_BLOCK
 
 
 class Sink(Protocol):
@@ -69,7 +63,7 @@ class ColumnBlocks:
     owner: Tuple[int, ...]
 
     @classmethod
-    def build(cls, plan: TilePlan, block_width: int = BLOCK_WIDTH, out_block: int = OUT_BLOCK,
+    def build(cls, plan: TilePlan, block_width: int = BLOCK_WIDTH, out_block: int = OUTPUT_BLOCK,
               span: Optional[Tuple[int, int]] = None) -> ColumnBlocks:
         """Cut HR columns ``span`` (default: the whole output) into blocks of ``block_width`` HR pixels.
 
@@ -174,7 +168,7 @@ class Blender:
         receives windows relative to its top-left corner.
     """
 
-    def __init__(self, plan: TilePlan, sink: Sink, blocks: ColumnBlocks, rows: int = OUT_BLOCK,
+    def __init__(self, plan: TilePlan, sink: Sink, blocks: ColumnBlocks, rows: int = OUTPUT_BLOCK,
                  region: Optional[Window] = None) -> None:
         self.plan = plan
         self.sink = sink

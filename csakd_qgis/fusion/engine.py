@@ -43,14 +43,14 @@ Halo
 ``halo=None`` reads :data:`~csakd_qgis.fusion.plan.NETWORK_HALO` LR pixels of context around each
 tile for a network (capped by its receptive-field bound), the exact 2 for
 bicubic and GSA.  ``halo="exact"`` uses the method's receptive-field bound
-(:func:`csakd_qgis.fusion.methods.network_halo`: 36 LR px for the project student
+(:func:`csakd_qgis.models.receptive_field.network_halo`: 36 LR px for the project student
 at scale 4), which makes tiles identical to whole-image inference but reads
 far more pixels than it computes; ``docs/pipeline.md`` gives the measured
 trade-off.
 
 Integer outputs
 ---------------
-``output_scale`` is the physical value of one stored unit (GDAL band scale).
+``FuseOptions.output_scale`` is the physical value of one stored unit (GDAL band scale).
 For integer ``dtype`` it defaults to the LR-HSI's own band scale (1 when
 absent), so an EnMAP LR-HSI stored as reflectance x 10000 gives an output
 with the same numbers; for reflectance in ``[0, 1]`` pass ``1e-4`` to store
@@ -59,82 +59,70 @@ reflectance x 10000.  Float outputs default to ``output_scale=1``.
 
 from __future__ import annotations
 
-import os
 import time
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
-from csakd_qgis.devices import TileTooLarge, resolve_device, set_threads
-from csakd_qgis.errors import InputError, RasterWriteError
-from csakd_qgis.fusion.blend import BLOCK_WIDTH
+from rasterio.windows import Window
+
+from csakd_qgis.devices import resolve_device, set_threads
+from csakd_qgis.errors import TileTooLarge
 from csakd_qgis.fusion.methods import FusionMethod
-from csakd_qgis.fusion.pipeline import run_pipeline
-from csakd_qgis.fusion.plan import OUTPUT_BLOCK, prepare
+from csakd_qgis.fusion.pipeline import PipelineResult, run_pipeline
+from csakd_qgis.fusion.plan import FusionPlan, prepare
 from csakd_qgis.fusion.report import FuseReport
 from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
+from csakd_qgis.io.write import check_destination
+from csakd_qgis.options import FuseOptions
 from csakd_qgis.progress import SILENT, Reporter
 
 #: Smallest tile (LR pixels) the out-of-memory policy goes down to.
 MIN_TILE = 8
 
 
-#: Largest tile core (LR pixels) a run accepts: the QGIS algorithm's limit.
-MAX_TILE = 4096
+def run_plan(plan: FusionPlan, method: FusionMethod, options: FuseOptions, path: str, *,
+             region: Optional[Window] = None, reporter: Reporter = SILENT,
+             notify: Callable[[str], None] = lambda text: None) -> Tuple[PipelineResult, int]:
+    """Run ``plan``'s tiles through ``method`` into the GeoTIFF ``path``: the whole output, or one HR ``region``.
 
+    The one place a plan meets a writer, for :func:`fuse` and for the Dask
+    workers (:func:`csakd_qgis.distributed.worker.fuse_region`).  The tiles
+    run under a GDAL block cache sized for them
+    (:meth:`~csakd_qgis.fusion.plan.FusionPlan.block_cache_mb`).  When one
+    tile does not fit in the device's memory
+    (:class:`~csakd_qgis.errors.TileTooLarge`), the tile is halved, down to
+    :data:`MIN_TILE` LR pixels, and the output written again (``notify``
+    says so; for a region this gives it a tile plan of its own, so its
+    border pixels may differ slightly from a whole-output run).  A region
+    file is always overwritten and never a COG.
 
-#: Largest batch (tiles) a run accepts: the QGIS algorithm's limit.
-MAX_BATCH = 256
-
-
-def check_output(output: str, inputs: Tuple[str, ...], overwrite: bool) -> None:
-    """Refuse an output that exists (without ``overwrite``), is an input, or cannot be created; before any compute.
-
-    Raises
-    ------
-    InputError
-        ``output`` exists and ``overwrite`` is False, or it names an input.
-    RasterWriteError
-        It is a folder, or its folder does not exist or is not writable.
+    Returns
+    -------
+    (PipelineResult, int)
+        The pipeline's counts and timings, and the tile size used (LR pixels).
     """
-    if os.path.isdir(output):
-        raise RasterWriteError(f"output {output!r} is a folder; give a file name, e.g. "
-                               f"{os.path.join(output, 'fused.tif')!r}")
-    target = os.path.realpath(output)
-    for name in inputs:
-        if os.path.exists(name) and os.path.realpath(name) == target:
-            raise InputError(f"output {output!r} is also an input; choose another output name")
-    if os.path.exists(output) and not overwrite:
-        raise InputError(f"output {output!r} exists; choose another name or allow overwriting (--overwrite)")
-    folder = os.path.dirname(target)
-    if not os.path.isdir(folder):
-        raise RasterWriteError(f"cannot write {output!r}: folder {folder!r} does not exist; create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise RasterWriteError(f"cannot write {output!r}: folder {folder!r} is not writable; choose another")
+    tile = options.tile
+    cog, overwrite = (options.cog, options.overwrite) if region is None else (False, True)
+    while True:
+        tiles = plan.tiles(tile, min(options.tile_overlap, tile // 4))
+        try:
+            with gdal_block_cache(plan.block_cache_mb(tiles, options.block_width)), \
+                    plan.writer(path, window=region, compress=options.compress, blocksize=options.output_block,
+                                cog=cog, overwrite=overwrite) as writer:
+                result = run_pipeline(plan.open_pair, method, tiles, writer, plan.radiometry,
+                                      batch_size=options.batch_size, block_width=options.block_width,
+                                      out_block=options.output_block, region=region, reporter=reporter,
+                                      notify=notify)
+            return result, tile
+        except TileTooLarge:
+            if tile // 2 < MIN_TILE:
+                raise
+            tile //= 2
+            notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
 
 
-def check_batch_size(batch_size: int) -> None:
-    """Refuse a batch size below one or above :data:`MAX_BATCH` (:class:`InputError`)."""
-    if not 1 <= batch_size <= MAX_BATCH:
-        raise InputError(f"batch size must be between 1 and {MAX_BATCH} tiles (--batch-size), got {batch_size}")
-
-
-def check_tile_size(tile: int, overlap: int) -> None:
-    """Refuse a tile size below one or above :data:`MAX_TILE`, or a negative overlap (:class:`InputError`).
-
-    Checked before any input is read: a larger tile would hold a large part
-    of the raster in memory at once.
-    """
-    if not 1 <= tile <= MAX_TILE:
-        raise InputError(f"tile size must be between 1 and {MAX_TILE} LR pixels (--tile-size), got {tile}")
-    if overlap < 0:
-        raise InputError(f"tile overlap must be >= 0 LR pixels (--overlap), got {overlap}")
-
-
-def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str, FusionMethod] = "csakd",
-         tile: int = 64, overlap: int = 8, batch_size: int = 4, device: str = "auto", threads: Optional[int] = None,
-         shift_correction: bool = True, dtype: str = "float32", scale: Optional[int] = None,
-         output_scale: Optional[float] = None, compress: Optional[str] = "zstd", cog: bool = False,
-         overwrite: bool = False, halo: Union[int, str, None] = None, block_width: int = BLOCK_WIDTH,
-         output_block: int = OUTPUT_BLOCK, backend: str = "auto", reporter: Optional[Reporter] = None) -> FuseReport:
+def fuse(lr_hsi: str, hr_msi: str, output: str, *, model: object = None,
+         method: Union[str, FusionMethod] = "csakd", options: Optional[FuseOptions] = None,
+         reporter: Optional[Reporter] = None, **overrides: object) -> FuseReport:
     """Fuse an LR-HSI with an HR-MSI into an HR-HSI GeoTIFF.
 
     Parameters
@@ -144,46 +132,21 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
         :func:`csakd_qgis.geo.grid.plan_grids`).
     output:
         Output GeoTIFF; written atomically (a partial file never appears
-        under this name).  Checked before any compute (:func:`check_output`).
+        under this name).  Checked before any input is read
+        (:func:`~csakd_qgis.io.write.check_destination`).
     model, method:
         See :func:`csakd_qgis.fusion.methods.make_method` (``model`` None or
         ``"auto"`` selects an installed model); ``method`` may also be a
         ready :class:`~csakd_qgis.fusion.methods.FusionMethod` object (``model`` is
         then ignored).
-    tile, overlap:
-        Tile core size and overlap in LR pixels (:func:`csakd_qgis.fusion.tiling.plan_tiles`).
-    batch_size:
-        Tiles per network call.  On out-of-memory errors the batch, then the
-        tile, is halved.
-    device, threads:
-        See :func:`csakd_qgis.devices.resolve_device` / ``set_threads``.
-    shift_correction:
-        Estimate the LR-HSI's sub-pixel shift relative to the HR-MSI on a
-        central sample and correct it when the estimate is reliable.
-    dtype:
-        ``"float32"``, ``"int16"``, ``"uint16"`` or ``"same"`` (the LR-HSI's).
-    scale:
-        HR/LR pixel-size ratio to use; None derives it (the model's for a network).
-    output_scale:
-        Physical value per stored unit for integer outputs (module docstring).
-    compress, cog, overwrite:
-        GeoTIFF compression, Cloud Optimized GeoTIFF conversion, replace an
-        existing output.
-    halo:
-        LR context per tile side: a number of LR pixels, ``"exact"`` (the
-        method's receptive-field bound) or None (:func:`tile_halo`; module
-        docstring).
-    block_width:
-        Output pixels per column block (rounded down to a multiple of
-        ``output_block``); sets the writer's memory (:mod:`csakd_qgis.fusion.pipeline`).
-    output_block:
-        Side of the output GeoTIFF's blocks in pixels (a multiple of 16).
-    backend:
-        Network inference with ``"torch"``, ``"onnxruntime"`` or ``"auto"``
-        (onnxruntime for an ``.onnx`` model, torch otherwise); see
-        :func:`csakd_qgis.fusion.methods.make_method`.
+    options:
+        How to fuse (:class:`~csakd_qgis.options.FuseOptions`: tiles, device,
+        output format...); None: the defaults.
     reporter:
         Progress and cancellation.
+    overrides:
+        :class:`~csakd_qgis.options.FuseOptions` fields replacing those of
+        ``options``, e.g. ``fuse(lr, msi, out, tile=32, device="cpu")``.
 
     Returns
     -------
@@ -195,37 +158,23 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model=None, method: Union[str
     """
     started = time.perf_counter()
     reporter = reporter or SILENT
-    check_output(output, (lr_hsi, hr_msi), overwrite)
-    check_batch_size(batch_size)
-    check_tile_size(tile, overlap)
-    torch_device = resolve_device(device)
-    set_threads(threads)
+    options = options or FuseOptions()
+    if overrides:
+        options = options.replace(**overrides)
+    check_destination(output, overwrite=options.overwrite, inputs=(lr_hsi, hr_msi))
+    torch_device = resolve_device(options.device)
+    set_threads(options.threads)
     # the shift and radiometry samples under a small block cache: GDAL's default (5 % of the RAM) keeps
     # each input block they touch, which grows with the raster; the tiles then under one sized for them
     with gdal_block_cache(BLOCK_CACHE_MB):
-        plan, fusion = prepare(lr_hsi, hr_msi, model=model, method=method, device=torch_device,
-                               shift_correction=shift_correction, dtype=dtype, scale=scale,
-                               output_scale=output_scale, halo=halo, backend=backend, reporter=reporter)
+        plan, fusion = prepare(lr_hsi, hr_msi, model=model, method=method, device=torch_device, options=options,
+                               reporter=reporter)
     notes: List[str] = list(plan.notes)
 
     def notify(text: str) -> None:
         notes.append(text)
         reporter.update(0.02, text)
 
-    while True:
-        tiles = plan.tiles(tile, overlap)
-        try:
-            with gdal_block_cache(plan.block_cache_mb(tiles, block_width)), \
-                    plan.writer(output, compress=compress, blocksize=output_block, cog=cog,
-                                overwrite=overwrite) as writer:
-                result = run_pipeline(plan.open_pair, fusion, tiles, writer, plan.radiometry,
-                                      batch_size=batch_size, block_width=block_width, out_block=output_block,
-                                      reporter=reporter.phase(0.02, 1.0), notify=notify)
-            break
-        except TileTooLarge:
-            if tile // 2 < MIN_TILE:
-                raise
-            tile //= 2
-            notify(f"out of memory with single tiles: tile size reduced to {tile} LR pixels")
+    result, tile = run_plan(plan, fusion, options, output, reporter=reporter.phase(0.02, 1.0), notify=notify)
     return plan.report(output, result, tile=tile, device=str(torch_device),
                        seconds=time.perf_counter() - started, notes=tuple(notes))

@@ -34,7 +34,6 @@ model) exports it to ONNX in memory first.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional, Protocol, Sequence, Tuple, Union
 
@@ -45,22 +44,15 @@ from csakd_qgis.classical.baselines import GSA, bicubic_upsample
 from csakd_qgis.errors import InputError, ModelMismatchError
 from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.models.card import ModelCard
-from csakd_qgis.models.fusion import ATTENTION_STATISTICS, attention_radius
 from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod, is_onnx, read_onnx, read_onnx_card
-
-METHODS = ("csakd", "student", "teacher", "bicubic", "gsa")
-
-#: Inference backends of networks; ``"auto"``: onnxruntime for ``.onnx`` files, else torch.
-BACKENDS = ("auto", "torch", "onnxruntime")
+from csakd_qgis.models.receptive_field import network_halo
+from csakd_qgis.options import BACKENDS, METHODS
 
 #: LR pixels of context for a network given as a bare module without a ``cfg`` (no config to derive it from).
 DEFAULT_NETWORK_HALO = 8
 
 #: LR pixels of context of bicubic interpolation (its 4-tap kernel reaches 2 LR pixels).
 BICUBIC_HALO = 2
-
-#: Chained 3x3 convolutions along the deepest path of one CLRA block (3 dense units x 5 convs).
-CONVS_PER_CLRA = 15
 
 #: Names ``model`` may take to ask for automatic selection.
 AUTO = (None, "", "auto")
@@ -81,34 +73,6 @@ def _upsample(lr: np.ndarray, scale: int) -> torch.Tensor:
     """Bicubic upsampling of a float32 ``(B, C, h, w)`` batch, kept float32."""
     return bicubic_upsample(torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)), scale)
 
-
-def network_halo(cfg) -> int:
-    """Receptive-field radius, in LR pixels, of a DTS network (a conservative bound).
-
-    Counted from the configuration (:class:`csakd_qgis.models.ModelConfig`):
-
-    * LR streams (``mh``, ``h``): the entry 3x3 convolution plus
-      :data:`CONVS_PER_CLRA` chained 3x3 convolutions per CLRA block, in LR
-      pixels, plus 2 LR pixels for the upsampling of their features and 1
-      for the MSI downsampled into ``mh``;
-    * HR streams (``m``, and ``hm`` for the teacher): the same count in HR
-      pixels, plus 2 LR pixels for the upsampled LR-HSI they see;
-    * then the fusion (:func:`csakd_qgis.models.fusion.attention_radius` HR
-      pixels for ``csa_invariant`` and ``csa_pooled``;
-      the paper's ``csa``/``csa_global`` attend over the whole tile and are
-      bounded here only by their convolutions) and the head (two 3x3 convs
-      for ``paper``, one for ``light``), in HR pixels.
-
-    Returns ``ceil`` of the deepest path converted to LR pixels.
-    """
-    s = cfg.scale
-    lr_path = 1 + CONVS_PER_CLRA * max(cfg.blocks[1], cfg.blocks[2]) + 3
-    hm_blocks = cfg.blocks[0] if cfg.runs_hm_blocks else 0
-    hr_path = 1 + CONVS_PER_CLRA * max(cfg.blocks[3], hm_blocks) + 2 * s
-    statistics = ATTENTION_STATISTICS.get(cfg.fusion, "")
-    fusion = attention_radius(statistics, cfg.attn_window, s)
-    head = 2 if cfg.head == "paper" else 1
-    return math.ceil((max(lr_path * s, hr_path) + fusion + head) / s)
 
 
 class BicubicMethod:
@@ -173,11 +137,10 @@ class NetworkMethod:
         The integer HR/LR ratio the model was built for.
     device:
         Where to run; the model is moved there and set to eval mode.
-    amp:
-        On CUDA, run under autocast with ``amp_dtype`` (bfloat16 by default);
-        ignored elsewhere.
-    channels_last:
-        Use the channels-last memory format (often faster on GPUs).
+    precision:
+        ``"float32"``, or on CUDA autocast to ``"bfloat16"``/``"float16"``
+        (:data:`~csakd_qgis.options.PRECISIONS`); other devices always
+        compute in float32 (:attr:`precision` says what is used).
     halo:
         LR context per side; None derives it from ``model.cfg``
         (:func:`network_halo`), or :data:`DEFAULT_NETWORK_HALO` for a module
@@ -189,16 +152,14 @@ class NetworkMethod:
     """
 
     def __init__(self, model: torch.nn.Module, *, scale: int, device: Union[str, torch.device] = "cpu",
-                 amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16, channels_last: bool = False,
-                 halo: Optional[int] = None, name: Optional[str] = None, model_name: str = "") -> None:
+                 precision: str = "float32", halo: Optional[int] = None, name: Optional[str] = None,
+                 model_name: str = "") -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.scale = int(scale)
-        self.amp = bool(amp) and self.device.type == "cuda"
-        self.amp_dtype = amp_dtype
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.precision = precision if self.device.type == "cuda" else "float32"
+        self.amp = self.precision != "float32"
+        self.amp_dtype = getattr(torch, self.precision)
         cfg = getattr(model, "cfg", None)
         if halo is not None:
             self.halo = int(halo)
@@ -209,7 +170,7 @@ class NetworkMethod:
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return tensor.to(self.device, non_blocking=True)
 
     def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
         """See :class:`FusionMethod`."""
@@ -293,21 +254,20 @@ def _backend(backend: str, model) -> str:
 
 
 def _onnx_method(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
-                 msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int],
-                 halo: Optional[int]) -> OnnxNetworkMethod:
+                 msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]) -> OnnxNetworkMethod:
     """An :class:`OnnxNetworkMethod` from an ``.onnx`` file, or from a checkpoint exported in memory."""
     name = None if method == "csakd" else method
     if is_onnx(model):
         data, card = read_onnx(model)
         _check_card(card, method, lr_bands, msi_bands, msi_wavelengths, scale)
-        return OnnxNetworkMethod(data, device=device, halo=halo, name=name)
+        return OnnxNetworkMethod(data, device=device, name=name)
     if isinstance(model, torch.nn.Module):
         raise InputError("backend 'onnxruntime' needs a model with a card: a .safetensors checkpoint, a model "
                          "name or an .onnx export (csakd export-onnx), not a bare torch module")
     from csakd_qgis.models.onnx_export import onnx_bytes
 
     network, card = _load_network(model, method, torch.device("cpu"), lr_bands, msi_bands, msi_wavelengths, scale)
-    return OnnxNetworkMethod(onnx_bytes(network, card), device=device, halo=halo, name=name)
+    return OnnxNetworkMethod(onnx_bytes(network, card), device=device, name=name)
 
 
 def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
@@ -326,8 +286,8 @@ def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
 
 def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.device] = "cpu",
                 scale: Optional[int] = None, lr_bands: Sequence[BandInfo] = (), msi_bands: int = 0,
-                msi_wavelengths: Optional[Sequence[Optional[float]]] = None, amp: bool = False,
-                channels_last: bool = False, halo: Optional[int] = None, backend: str = "auto") -> FusionMethod:
+                msi_wavelengths: Optional[Sequence[Optional[float]]] = None, backend: str = "auto",
+                precision: str = "float32") -> FusionMethod:
     """Build the fusion method a user asked for.
 
     Parameters
@@ -343,10 +303,10 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
         (:func:`csakd_qgis.models.store.auto_select`; for ``"teacher"`` also
         the ``<name>.teacher.safetensors`` saved beside a fitting student,
         :func:`csakd_qgis.models.files.teacher_path_for`).
-    device, amp, channels_last, halo:
-        See :class:`NetworkMethod` (``amp`` and ``channels_last`` are
-        torch-only; the onnxruntime backend takes its CPU threads from torch's
-        setting, see :class:`~csakd_qgis.models.onnx_runtime.OnnxNetworkMethod`).
+    device, precision:
+        See :class:`NetworkMethod` (``precision`` is torch-only; the
+        onnxruntime backend takes its CPU threads from torch's setting, see
+        :class:`~csakd_qgis.models.onnx_runtime.OnnxNetworkMethod`).
     scale:
         HR/LR ratio of the inputs; required for bicubic/GSA and for a bare
         module; checked against a checkpoint's card.
@@ -381,15 +341,15 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
         return BicubicMethod(scale) if method == "bicubic" else GSAMethod(scale)
     device = torch.device(device)
     if runner == "onnxruntime":
-        return _onnx_method(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale, halo)
+        return _onnx_method(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale)
     network, card = _load_network(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale)
     if card is None:
         cfg = getattr(network, "cfg", None)
         scale = int(cfg.scale) if cfg is not None else scale
         if scale is None:
             raise InputError("a model given as a torch module needs the scale (HR/LR pixel-size ratio)")
-        return NetworkMethod(network, scale=scale, device=device, amp=amp, channels_last=channels_last,
-                             halo=halo, name=None if method == "csakd" else method,
+        return NetworkMethod(network, scale=scale, device=device, precision=precision,
+                             name=None if method == "csakd" else method,
                              model_name=type(network).__name__)
-    return NetworkMethod(network, scale=card.scale, device=device, amp=amp, channels_last=channels_last,
-                         halo=halo, name=card.role, model_name=card.name)
+    return NetworkMethod(network, scale=card.scale, device=device, precision=precision, name=card.role,
+                         model_name=card.name)

@@ -67,10 +67,11 @@ from rasterio.windows import Window
 
 from csakd_qgis.devices import OomBackoff
 from csakd_qgis.errors import TilingError
-from csakd_qgis.fusion.blend import BLOCK_WIDTH, OUT_BLOCK, Blender, ColumnBlocks, Sink, Timings, schedule
+from csakd_qgis.fusion.blend import Blender, ColumnBlocks, Sink, Timings, schedule
 from csakd_qgis.fusion.methods import FusionMethod
 from csakd_qgis.fusion.radiometry import Radiometry
 from csakd_qgis.fusion.tiling import TilePlan, reflect_indices
+from csakd_qgis.options import BLOCK_WIDTH, OUTPUT_BLOCK
 from csakd_qgis.progress import SILENT, Reporter
 
 
@@ -143,7 +144,7 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: FusionMethod, plan: TilePlan,
                  sink: Sink, radiometry: Radiometry,
-                 *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, out_block: int = OUT_BLOCK,
+                 *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, out_block: int = OUTPUT_BLOCK,
                  region: Optional[Window] = None, reporter: Reporter = SILENT,
                  notify: Optional[Callable[[str], None]] = None) -> PipelineResult:
     """Fuse the tiles of ``plan`` and write the blended output (or one region of it) to ``sink``.

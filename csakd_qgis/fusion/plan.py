@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import ContextManager, Optional, Tuple, Union
 
 import numpy as np
+import torch
 from rasterio.windows import Window
 
 from csakd_qgis.errors import InputError
-from csakd_qgis.fusion.blend import OUT_BLOCK
 from csakd_qgis.fusion.methods import NETWORK_METHODS, FusionMethod, GSAMethod, make_method, model_scales
 from csakd_qgis.fusion.pipeline import PipelineResult
 from csakd_qgis.fusion.radiometry import Radiometry
@@ -31,10 +31,8 @@ from csakd_qgis.geo.grid import GridPlan, plan_grids
 from csakd_qgis.io.bands import RasterInfo
 from csakd_qgis.io.read import BLOCK_CACHE_MB, read_info
 from csakd_qgis.io.write import RasterWriter
+from csakd_qgis.options import OUTPUT_BLOCK, FuseOptions
 from csakd_qgis.progress import SILENT, Reporter
-
-DTYPES = ("float32", "int16", "uint16", "same")
-
 
 #: Smallest reliable shift (LR pixels, on either axis) that is corrected.  Correcting reads every LR
 #: tile through a shifted, resampling warp; the estimates' spread on aligned pairs is about 0.02 px.
@@ -43,10 +41,6 @@ MIN_SHIFT_CORRECTION = 0.05
 
 #: Largest GDAL block cache (MB) :meth:`FusionPlan.block_cache_mb` asks for.
 MAX_BLOCK_CACHE_MB = 1024
-
-
-#: Side (pixels) of the output GeoTIFF's blocks.
-OUTPUT_BLOCK = OUT_BLOCK
 
 
 #: Default LR context (pixels per tile side) for networks; see the module docstring.
@@ -58,31 +52,18 @@ def tile_halo(method: FusionMethod, halo: Union[int, str, None]) -> int:
 
     The default is the method's own halo, capped at :data:`NETWORK_HALO`
     for a network (:data:`~csakd_qgis.fusion.methods.NETWORK_METHODS`: torch or onnxruntime).
-
-    Raises
-    ------
-    InputError
-        ``halo`` is negative or neither an integer, ``"exact"`` nor None.
+    ``halo`` is checked by :class:`~csakd_qgis.options.FuseOptions`.
     """
     if halo is None:
         return min(method.halo, NETWORK_HALO) if isinstance(method, NETWORK_METHODS) else method.halo
-    if halo == "exact":
-        return method.halo
-    try:
-        value = int(halo)
-    except (TypeError, ValueError):
-        value = -1
-    if value < 0 or value != halo:
-        raise InputError(f"halo must be a number of LR pixels >= 0 or 'exact', got {halo!r}")
-    return value
+    return method.halo if halo == "exact" else int(halo)
 
 
-def _output_format(dtype: str, output_scale: Optional[float], lr: RasterInfo) -> Tuple[str, float]:
-    if dtype not in DTYPES:
-        raise InputError(f"unknown output dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    name = lr.dtype if dtype == "same" else dtype
-    if output_scale is not None:
-        return name, float(output_scale)
+def _output_format(options: FuseOptions, lr: RasterInfo) -> Tuple[str, float]:
+    """``(stored dtype, physical value per stored unit)`` of the output (see :mod:`csakd_qgis.fusion.engine`)."""
+    name = lr.dtype if options.dtype == "same" else options.dtype
+    if options.output_scale is not None:
+        return name, float(options.output_scale)
     is_int = np.issubdtype(np.dtype(name), np.integer)
     return name, (float(lr.scales[0]) if is_int and lr.scales else 1.0)
 
@@ -155,8 +136,8 @@ class FusionPlan:
         return open_aligned(self.lr_hsi, self.hr_msi, self.grids, self.shift)
 
     def tiles(self, tile: int, overlap: int) -> TilePlan:
-        """Tile plan of the LR grid: cores of ``tile`` LR px, overlap capped at ``tile // 4``, the plan's halo."""
-        return plan_tiles(self.grids.lr.width, self.grids.lr.height, tile=tile, overlap=min(overlap, tile // 4),
+        """Tile plan of the LR grid: cores of ``tile`` LR px overlapping by ``overlap``, with the plan's halo."""
+        return plan_tiles(self.grids.lr.width, self.grids.lr.height, tile=tile, overlap=overlap,
                           halo=self.halo, scale=self.grids.scale)
 
     def block_cache_mb(self, tiles: TilePlan, block_width: int) -> int:
@@ -209,14 +190,14 @@ class FusionPlan:
         )
 
 
-def prepare(lr_hsi: str, hr_msi: str, *, model=None, method: Union[str, FusionMethod] = "csakd",
-            device="cpu", shift_correction: bool = True, dtype: str = "float32", scale: Optional[int] = None,
-            output_scale: Optional[float] = None, halo: Union[int, str, None] = None, backend: str = "auto",
+def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str, FusionMethod] = "csakd",
+            device: Union[str, torch.device] = "cpu", options: Optional[FuseOptions] = None,
             reporter: Reporter = SILENT) -> Tuple[FusionPlan, FusionMethod]:
     """Plan a fusion: grids, shift, radiometry, the method (GSA fitted) and the halo; reads samples only.
 
-    Parameters are those of :func:`fuse` (``device``: a name or
-    ``torch.device`` the method's network is loaded on).  Run it under
+    Parameters are those of :func:`~csakd_qgis.fusion.engine.fuse`
+    (``device``: a name or ``torch.device`` the method's network is loaded
+    on, instead of ``options.device``).  Run it under
     :func:`~csakd_qgis.io.read.gdal_block_cache` (:func:`fuse` does).
 
     Returns
@@ -230,12 +211,13 @@ def prepare(lr_hsi: str, hr_msi: str, *, model=None, method: Union[str, FusionMe
     ------
     InputError, GridError, RasterReadError, CheckpointError, ModelMismatchError, Cancelled
     """
+    options = options or FuseOptions()
     lr_info, msi_info = read_info(lr_hsi), read_info(hr_msi)
     scales = model_scales(model, method) if isinstance(method, str) else (method.scale,)
-    grids = plan_grids(lr_info, msi_info, scale=scale, model_scales=scales)
-    out_dtype, out_scale = _output_format(dtype, output_scale, lr_info)
+    grids = plan_grids(lr_info, msi_info, scale=options.scale, model_scales=scales)
+    out_dtype, out_scale = _output_format(options, lr_info)
     shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
-    if shift_correction:
+    if options.shift_correction:
         reporter.update(0.0, "estimating the shift between the inputs")
         shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, grids)
     measured = shift if reliable else (0.0, 0.0)
@@ -251,7 +233,7 @@ def prepare(lr_hsi: str, hr_msi: str, *, model=None, method: Union[str, FusionMe
     if isinstance(method, str):
         fusion = make_method(method, model, device=device, scale=grids.scale, lr_bands=lr_info.bands,
                              msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands],
-                             backend=backend)
+                             backend=options.backend, precision=options.precision)
     else:
         fusion = method
     if fusion.scale != grids.scale:
@@ -262,7 +244,7 @@ def prepare(lr_hsi: str, hr_msi: str, *, model=None, method: Union[str, FusionMe
     plan = FusionPlan(lr_hsi=str(lr_hsi), hr_msi=str(hr_msi), grids=grids, lr_info=lr_info, msi_info=msi_info,
                       shift=applied, shift_measured=measured, shift_reliable=reliable, shift_message=message,
                       radiometry=radiometry,
-                      halo=tile_halo(fusion, halo), dtype=out_dtype, output_scale=out_scale,
+                      halo=tile_halo(fusion, options.halo), dtype=out_dtype, output_scale=out_scale,
                       method_name=fusion.name, model_name=getattr(fusion, "model_name", ""),
                       notes=tuple(grids.notes), sample_seconds=sample_seconds)
     reporter.update(0.02, "scene sampled")

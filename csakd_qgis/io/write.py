@@ -21,7 +21,7 @@ from rasterio.enums import Interleaving
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from csakd_qgis.errors import RasterWriteError
+from csakd_qgis.errors import InputError, OutputExistsError, RasterWriteError
 from csakd_qgis.io.bands import BandInfo, band_tags, envi_tags
 from csakd_qgis.io.read import intersect
 
@@ -108,13 +108,41 @@ def _default_nodata(dtype: str, nodata: Optional[float]) -> Optional[float]:
     return float(info.min if info.min < 0 else info.max)
 
 
+def check_destination(path: str, *, overwrite: bool, inputs: Sequence[str] = ()) -> None:
+    """Refuse an output path that cannot be published, before anything is computed.
+
+    Raises
+    ------
+    RasterWriteError
+        ``path`` is a folder, or its folder does not exist or is not writable.
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False.
+    InputError
+        ``path`` names one of ``inputs``.
+    """
+    if os.path.isdir(path):
+        raise RasterWriteError(f"output {path!r} is a folder; give a file name, e.g. "
+                               f"{os.path.join(path, 'fused.tif')!r}")
+    target = os.path.realpath(path)
+    for name in inputs:
+        if os.path.exists(name) and os.path.realpath(name) == target:
+            raise InputError(f"output {path!r} is also an input; choose another output name")
+    if os.path.exists(path) and not overwrite:
+        raise OutputExistsError(f"output {path!r} exists; choose another name or allow overwriting (--overwrite)")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise RasterWriteError(f"cannot write {path!r}: folder {folder!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RasterWriteError(f"cannot write {path!r}: folder {folder!r} is not writable; choose another")
+
+
 class RasterWriter:
     """Context manager that writes a GeoTIFF window by window and publishes it atomically.
 
     Parameters
     ----------
     path:
-        Destination file.  Refused if it exists, unless ``overwrite``.
+        Destination file, checked by :func:`check_destination`.
     width, height, count:
         Size in pixels and number of bands.
     crs, transform:
@@ -134,10 +162,12 @@ class RasterWriter:
     scale:
         Physical units per stored unit (e.g. ``1e-4`` for reflectance stored
         as ``int16`` x 10000).
-    compress, predictor, tiled, blocksize, bigtiff:
-        GeoTIFF creation options; ``predictor`` None picks 3 for floats and
-        2 for integers when compressing.  ZSTD is written at level
-        :data:`ZSTD_LEVEL` unless ``zstd_level`` is passed.
+    compress, blocksize:
+        Compression (None: none) and the side of the square blocks.  A
+        compressed output gets predictor 3 (floats) or 2 (integers); ZSTD is
+        written at level :data:`ZSTD_LEVEL` unless ``zstd_level`` is passed.
+        Other GeoTIFF creation options pass through ``creation_options``;
+        BigTIFF is chosen when needed (``BIGTIFF=IF_SAFER``).
     cog:
         Convert to a Cloud Optimized GeoTIFF (with overviews) before
         publishing.
@@ -165,8 +195,7 @@ class RasterWriter:
 
     def __init__(self, path: str, *, width: int, height: int, count: int, crs, transform,
                  dtype: str = "float32", nodata: Optional[float] = None, bands: Sequence[BandInfo] = (),
-                 scale: float = 1.0, compress: Optional[str] = "zstd", predictor: Optional[int] = None,
-                 tiled: bool = True, blocksize: int = 256, bigtiff: str = "IF_SAFER", cog: bool = False,
+                 scale: float = 1.0, compress: Optional[str] = "zstd", blocksize: int = 256, cog: bool = False,
                  overwrite: bool = False, **creation_options) -> None:
         self.path = str(path)
         self.width, self.height, self.count = int(width), int(height), int(count)
@@ -182,34 +211,22 @@ class RasterWriter:
             )
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise RasterWriteError(f"cannot write {self.path!r}: scale must be positive, got {scale}.")
-        if os.path.isdir(self.path):
-            raise RasterWriteError(
-                f"output {self.path!r} is a folder; give a file name, e.g. "
-                f"{os.path.join(self.path, 'fused.tif')!r}."
-            )
-        if os.path.exists(self.path) and not overwrite:
-            raise RasterWriteError(
-                f"output {self.path!r} exists; choose another name or allow overwriting (--overwrite)."
-            )
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise RasterWriteError(f"cannot write {self.path!r}: folder {folder!r} does not exist.")
+        check_destination(self.path, overwrite=overwrite)
         self.nodata = _default_nodata(self.dtype, nodata)
         self._is_int = np.issubdtype(np.dtype(self.dtype), np.integer)
         if self._is_int:
             info = np.iinfo(np.dtype(self.dtype))
             if not info.min <= self.nodata <= info.max or self.nodata != int(self.nodata):
                 raise RasterWriteError(f"nodata {nodata} cannot be stored as {self.dtype} in {self.path!r}.")
-        self.blocksize = int(blocksize) if tiled else 0
+        self.blocksize = int(blocksize)
         self._temp = partial_path(self.path)
         profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count,
                        dtype=self.dtype, crs=crs, transform=transform, nodata=self.nodata,
-                       bigtiff=bigtiff, interleave="pixel" if self.count <= 4 else "band")
-        if tiled:
-            profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
+                       bigtiff="IF_SAFER", interleave="pixel" if self.count <= 4 else "band",
+                       tiled=True, blockxsize=self.blocksize, blockysize=self.blocksize)
         if compress:
             profile["compress"] = compress
-            profile["predictor"] = predictor if predictor is not None else (2 if self._is_int else 3)
+            profile["predictor"] = 2 if self._is_int else 3
             if str(compress).lower() == "zstd":
                 profile["zstd_level"] = ZSTD_LEVEL
         profile.update(creation_options)

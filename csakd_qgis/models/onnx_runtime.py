@@ -39,6 +39,7 @@ import torch
 from csakd_qgis.errors import CheckpointError, DependencyError, InputError, import_optional
 from csakd_qgis.models.card import ModelCard
 from csakd_qgis.models.checkpoint import CARD_KEY, card_config
+from csakd_qgis.models.receptive_field import network_halo
 
 #: File-name suffix of exported networks.
 SUFFIX = ".onnx"
@@ -220,7 +221,7 @@ class OnnxNetworkMethod:
         :func:`csakd_qgis.devices.set_threads` governs both backends.
     halo:
         LR context per side; None derives it from the card's config
-        (:func:`csakd_qgis.fusion.methods.network_halo`).
+        (:func:`csakd_qgis.models.receptive_field.network_halo`).
     name:
         Reported method (None: the card's role).
 
@@ -235,7 +236,6 @@ class OnnxNetworkMethod:
 
     def __init__(self, model: Union[PathLike, bytes], *, device: Union[str, torch.device] = "cpu",
                  threads: Optional[int] = None, halo: Optional[int] = None, name: Optional[str] = None) -> None:
-        from csakd_qgis.fusion.methods import network_halo
 
         data, card = (bytes(model), parse_onnx(bytes(model))) if isinstance(model, (bytes, bytearray)) \
             else read_onnx(model)
