@@ -12,13 +12,19 @@ method's.
 
 Default rank (:func:`default_rank`)
 -----------------------------------
-With ``N`` pixels and ``p`` good bands, white noise of variance ``v`` gives
-sample-covariance eigenvalues below the Marchenko-Pastur edge
-``v (1 + sqrt(p / N))^2``.  The noise variance is estimated by the median
-eigenvalue (most of a hyperspectral spectrum's eigenvalues are noise), and
-``k`` counts the eigenvalues above ``RANK_MARGIN`` times that edge, clipped
-to ``[MIN_RANK, MAX_RANK]``.  On a clean scene the median eigenvalue is
-tiny, so ``k`` reaches ``MAX_RANK`` and the projection changes little.
+With ``N`` pixels and ``p`` good bands (``y = p / N``), white noise of
+variance ``v`` gives sample-covariance eigenvalues below the
+Marchenko-Pastur edge ``v (1 + sqrt(y))^2``, and the median of the
+``min(p, N - 1)`` non-zero eigenvalues is about ``v max(1, y)``.  ``v`` is
+estimated from that median (most of a hyperspectral spectrum's eigenvalues
+are noise), and ``k`` counts the eigenvalues above ``RANK_MARGIN`` times the
+edge, clipped to ``[MIN_RANK, MAX_RANK]``.  On a clean scene the median is
+tiny, so ``k`` is large and the projection changes little.  Measured
+(``bench/classical.py`` data, GLP): at 35 and 30 dB SNR the rule's pick was
+within about 0.5 dB of the best fixed rank on the sample, EnMAP tiles and
+AVIRIS-NG, 0.3-0.5 dB short on Indian Pines; on clean scenes it loses at
+most about 0.15 dB against no projection.  Ranks below 8 lost up to 0.4 dB
+on noisy EnMAP tiles, hence :data:`MIN_RANK`.
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ from .gsa import PsfGSA
 from .linear import ArrayLike, as_tensor, good_flags
 
 #: Bounds of the default rank.
-MIN_RANK, MAX_RANK = 4, 30
+MIN_RANK, MAX_RANK = 8, 60
 
 #: Factor on the Marchenko-Pastur noise edge above which an eigenvalue counts as signal.
-RANK_MARGIN = 1.5
+RANK_MARGIN = 4.0
 
 Inner = Union[GLP, PsfGSA]
 
@@ -48,12 +54,17 @@ INNER = {"glp": GLP, "psf_gsa": PsfGSA}
 
 
 def default_rank(eigenvalues: np.ndarray, pixels: int) -> int:
-    """Number of principal directions to keep (see the module notes); ``eigenvalues`` in any order."""
+    """Number of principal directions to keep (see the module notes).
+
+    ``eigenvalues`` are the ``p`` eigenvalues (any order) of the good bands'
+    sample covariance over ``pixels`` LR pixels.
+    """
     ev = np.sort(np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None))[::-1]
-    p = ev.size
-    edge = np.median(ev) * (1.0 + np.sqrt(p / max(pixels, 1))) ** 2
-    k = int(np.sum(ev > RANK_MARGIN * edge))
-    return int(min(max(k, MIN_RANK), MAX_RANK, p))
+    p, n = ev.size, max(int(pixels), 2)
+    ratio = p / n
+    noise = np.median(ev[:min(p, n - 1)]) / max(1.0, ratio)
+    k = int(np.sum(ev > RANK_MARGIN * noise * (1.0 + np.sqrt(ratio)) ** 2))
+    return int(min(max(k, MIN_RANK), MAX_RANK, p, n - 1))
 
 
 @dataclass(frozen=True)
