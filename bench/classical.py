@@ -294,7 +294,7 @@ def throughput() -> List[str]:
         lr, msi = arrays(model.halo)
         xt, gt = torch.from_numpy(lr), torch.from_numpy(msi)
         with torch.inference_mode():
-            sec = _time(lambda: model.apply(xt, gt))
+            sec = _time(lambda m=model, x=xt, g=gt: m.apply(x, g))
         lines.append(f"| {label} | {model.halo} | {sec:.3f} | {core / sec:.2f} | {sec / old_s:.2f} |")
     return lines
 
@@ -326,7 +326,8 @@ def main() -> int:
         print("\n".join(markdown(title, table)), flush=True)
     ablation: List[str] = []
     for snr in (None, NOISY_DB):
-        title = f"Design choices on the EnMAP tiles, {'clean' if snr is None else '35 dB'} (true sigma {psf_sigma(3):.2f})"
+        noise = "clean" if snr is None else "35 dB"
+        title = f"Design choices on the EnMAP tiles, {noise} (true sigma {psf_sigma(3):.2f})"
         table = evaluate(enmap_tiles(snr, 4 if args.quick else None), ABLATION)
         ablation += markdown(title, table)
         print("\n".join(markdown(title, table)), flush=True)

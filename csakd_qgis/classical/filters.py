@@ -146,7 +146,10 @@ def lowpass_reach(scale: int, sigma: float, offset: Offset = (0.0, 0.0)) -> Tupl
 
 
 def _strided_axis(x: torch.Tensor, first: int, taps: np.ndarray, scale: int, axis: int) -> torch.Tensor:
-    """``out[i] = sum_p taps[p] x[i s + first + p]`` along ``axis`` (2 rows, 3 cols) of ``(N, 1, H, W)``; zero outside."""
+    """``out[i] = sum_p taps[p] x[i s + first + p]`` along ``axis`` (2: rows, 3: cols) of ``(N, 1, H, W)``.
+
+    Pixels outside the array count as zero.
+    """
     size = x.shape[axis]
     n = size // scale
     lo = max(0, -first)
@@ -169,7 +172,8 @@ def _separable_sample(x: torch.Tensor, scale: int, sigma: float, offset: Offset)
     return _strided_axis(rows, first_x, taps_x, scale, 3)
 
 
-def blur_sample(hr: torch.Tensor, scale: int, sigma: float, offset: Offset = (0.0, 0.0)) -> Tuple[torch.Tensor, torch.Tensor]:
+def blur_sample(hr: torch.Tensor, scale: int, sigma: float,
+                offset: Offset = (0.0, 0.0)) -> Tuple[torch.Tensor, torch.Tensor]:
     """Blur ``(N, C, H, W)`` with the Gaussian PSF and sample it at the LR pixel centres.
 
     ``H`` and ``W`` must be multiples of ``scale``.  NaN pixels and pixels
@@ -193,12 +197,13 @@ def blur_sample(hr: torch.Tensor, scale: int, sigma: float, offset: Offset = (0.
     filled = torch.where(finite, hr, torch.zeros((), dtype=hr.dtype)).reshape(n * c, 1, h, w)
     weight = _separable_sample(mask, scale, sigma, offset).reshape(n, c, h // scale, -1)
     num = _separable_sample(filled, scale, sigma, offset).reshape(n, c, h // scale, -1)
-    low = torch.where(weight > 1e-12, num / weight.clamp_min(1e-12), torch.full((), float("nan"), dtype=hr.dtype))
+    missing = torch.full((), float("nan"), dtype=hr.dtype)
+    low = torch.where(weight > 1e-12, num / weight.clamp_min(1e-12), missing)
     return low, weight > 1.0 - 1e-9
 
 
 def phase_taps(scale: int, kernel: str) -> np.ndarray:
-    """``(scale, 2 R + 1)`` polyphase weights: row ``r`` weighs LR pixels ``q - R .. q + R`` for HR pixel ``q s + r``."""
+    """``(scale, 2 R + 1)`` polyphase weights; row ``r`` weighs LR pixels ``q - R .. q + R`` for HR ``q s + r``."""
     scale = check_scale(scale)
     radius = kernel_radius(kernel)
     fn = KERNELS[kernel][0]

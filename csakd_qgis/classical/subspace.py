@@ -88,7 +88,10 @@ class Subspace:
     @classmethod
     def fit(cls, lr_sample: np.ndarray, good: Optional[Sequence[bool]] = None,
             rank: Optional[int] = None) -> Subspace:
-        """PCA of the LR sample ``(C, h, w)`` (pixels NaN in a good band left out); ``rank`` None: :func:`default_rank`."""
+        """PCA of the LR sample ``(C, h, w)``; pixels NaN in a good band are left out.
+
+        ``rank`` None: :func:`default_rank`.
+        """
         lr = np.asarray(lr_sample, dtype=np.float64)
         if lr.ndim != 3:
             raise InputError(f"the LR-HSI sample must be (bands, rows, cols), got shape {lr.shape}")
