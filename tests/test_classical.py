@@ -23,7 +23,7 @@ from csakd_qgis.classical import (
     glp_halo,
     upsample,
 )
-from csakd_qgis.classical.filters import psf_taps
+from csakd_qgis.classical.filters import polyphase_upsample, psf_taps
 from csakd_qgis.degradation import blur_decimate, gaussian_psf, psf_sigma, simulate_pair
 from csakd_qgis.errors import InputError
 from csakd_qgis.methods import GSAMethod
@@ -49,9 +49,12 @@ def test_psf_taps_are_the_simulation_kernel(scale):
         np.testing.assert_allclose(taps, kernel.sum(axis=1), atol=1e-15)
 
 
-def test_bicubic_kernel_is_torch_bicubic():
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_polyphase_bicubic_is_torch_bicubic(scale):
     lr = torch.rand(2, 3, 6, 7, dtype=torch.float64)
-    np.testing.assert_allclose(upsample(lr, 3, "bicubic").numpy(), bicubic_upsample(lr, 3).numpy(), atol=1e-12)
+    expected = bicubic_upsample(lr, scale).numpy()
+    np.testing.assert_allclose(polyphase_upsample(lr, scale, "bicubic").numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(upsample(lr, scale, "bicubic").numpy(), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("scale", [2, 3])

@@ -226,17 +226,31 @@ def _upsample_axis(x: torch.Tensor, weights: torch.Tensor, radius: int, axis: in
     return out.permute(0, 2, 3, 1).reshape(n, 1, h, w * scale)
 
 
-def upsample(lr: torch.Tensor, scale: int, kernel: str = "bicubic") -> torch.Tensor:
-    """Interpolate ``(N, C, h, w)`` to ``(N, C, h s, w s)`` with ``kernel`` (see the module notes)."""
+def polyphase_upsample(lr: torch.Tensor, scale: int, kernel: str) -> torch.Tensor:
+    """Interpolate ``(N, C, h, w)`` to ``(N, C, h s, w s)`` with the polyphase filters of ``kernel``."""
     scale = check_scale(scale)
     radius = kernel_radius(kernel)
-    if scale == 1:
-        return lr
     n, c, h, w = lr.shape
     weights = torch.as_tensor(phase_taps(scale, kernel), dtype=lr.dtype, device=lr.device)
     x = _upsample_axis(lr.reshape(n * c, 1, h, w), weights, radius, 2)
     x = _upsample_axis(x, weights, radius, 3)
     return x.reshape(n, c, h * scale, w * scale)
+
+
+def upsample(lr: torch.Tensor, scale: int, kernel: str = "bicubic") -> torch.Tensor:
+    """Interpolate ``(N, C, h, w)`` to ``(N, C, h s, w s)`` with ``kernel`` (see the module notes).
+
+    ``"bicubic"`` runs PyTorch's own bicubic interpolation, which has the
+    same weights as :func:`polyphase_upsample` and is about twice as fast.
+    """
+    scale = check_scale(scale)
+    kernel_radius(kernel)
+    if scale == 1:
+        return lr
+    if kernel == "bicubic":
+        size = (lr.shape[-2] * scale, lr.shape[-1] * scale)
+        return F.interpolate(lr, size=size, mode="bicubic", align_corners=False)
+    return polyphase_upsample(lr, scale, kernel)
 
 
 def glp_halo(scale: int, sigma: float, offset: Offset = (0.0, 0.0), kernel: str = "bicubic") -> int:

@@ -161,7 +161,7 @@ class GLP:
         w = torch.as_tensor(self.weights[used], dtype=x.dtype, device=x.device)
         if self.injection == "regression":
             detail = torch.einsum("cm,bmhw->bchw", w, g - low_up)
-            out = up.index_add(1, idx, detail)
+            out = up.index_add_(1, idx, detail)
         else:
             b = torch.as_tensor(self.intercepts[used], dtype=x.dtype, device=x.device)[:, None, None]
             floor = torch.as_tensor(self.floors[used], dtype=x.dtype, device=x.device)[:, None, None]
@@ -169,7 +169,7 @@ class GLP:
             detail = torch.einsum("cm,bmhw->bchw", w, g) + b - guide_low
             sel = up.index_select(1, idx)
             ratio = torch.where(guide_low > floor, sel / guide_low.clamp_min(1e-30), torch.ones((), dtype=x.dtype))
-            out = up.index_add(1, idx, detail * ratio)
+            out = up.index_add_(1, idx, detail * ratio)
         return out.numpy() if was_numpy else out
 
     def to_dict(self) -> Dict[str, Any]:
