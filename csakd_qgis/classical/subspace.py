@@ -1,0 +1,198 @@
+"""Spectral-subspace denoising of the LR-HSI before a classical fusion.
+
+Hyperspectral scenes are low-rank: a handful of principal directions carry
+the signal, the rest mostly noise.  :class:`Subspace` fits, on the scene
+sample, the mean ``mu`` and the first ``k`` principal directions ``U``
+``(C_good, k)`` of the good bands' LR spectra (mean-centred PCA) and
+projects every LR pixel as ``mu + U U^T (x - mu)``; bad bands pass
+unchanged.  :class:`SubspaceFusion` runs a classical method (GLP or
+PSF-matched GSA) on the projected LR-HSI: both its fit and its tiles see
+the projection.  The projection is pixel-wise, so the halo is the inner
+method's.
+
+Default rank (:func:`default_rank`)
+-----------------------------------
+With ``N`` pixels and ``p`` good bands (``y = p / N``), white noise of
+variance ``v`` gives sample-covariance eigenvalues below the
+Marchenko-Pastur edge ``v (1 + sqrt(y))^2``, and the median of the
+``min(p, N - 1)`` non-zero eigenvalues is about ``v max(1, y)``.  ``v`` is
+estimated from that median (most of a hyperspectral spectrum's eigenvalues
+are noise), and ``k`` counts the eigenvalues above ``RANK_MARGIN`` times the
+edge, clipped to ``[MIN_RANK, MAX_RANK]``.  On a clean scene the median is
+tiny, so ``k`` is large and the projection changes little.  Measured
+(``bench/classical.py`` data, GLP): at 35 and 30 dB SNR the rule's pick was
+within about 0.5 dB of the best fixed rank on the sample, EnMAP tiles and
+AVIRIS-NG, 0.3-0.5 dB short on Indian Pines; on clean scenes it loses at
+most about 0.15 dB against no projection.  Ranks below 8 lost up to 0.4 dB
+on noisy EnMAP tiles, hence :data:`MIN_RANK`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from csakd_qgis.classical.filters import Offset
+from csakd_qgis.classical.glp import GLP
+from csakd_qgis.classical.gsa import PsfGSA
+from csakd_qgis.classical.linear import ArrayLike, as_tensor, good_flags
+from csakd_qgis.errors import InputError
+
+#: Bounds of the default rank.
+MIN_RANK, MAX_RANK = 8, 60
+
+#: Factor on the Marchenko-Pastur noise edge above which an eigenvalue counts as signal.
+RANK_MARGIN = 4.0
+
+Inner = Union[GLP, PsfGSA]
+
+#: Methods :class:`SubspaceFusion` can wrap, by name.
+INNER = {"glp": GLP, "psf_gsa": PsfGSA}
+
+
+def default_rank(eigenvalues: np.ndarray, pixels: int) -> int:
+    """Number of principal directions to keep (see the module notes).
+
+    ``eigenvalues`` are the ``p`` eigenvalues (any order) of the good bands'
+    sample covariance over ``pixels`` LR pixels.
+    """
+    ev = np.sort(np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None))[::-1]
+    p, n = ev.size, max(int(pixels), 2)
+    ratio = p / n
+    noise = np.median(ev[:min(p, n - 1)]) / max(1.0, ratio)
+    k = int(np.sum(ev > RANK_MARGIN * noise * (1.0 + np.sqrt(ratio)) ** 2))
+    return int(min(max(k, MIN_RANK), MAX_RANK, p, n - 1))
+
+
+@dataclass(frozen=True)
+class Subspace:
+    """Mean and principal directions of the good bands; build with :meth:`fit`.
+
+    Attributes
+    ----------
+    good:
+        ``(C,)`` bool, the bands projected.
+    mean:
+        ``(C_good,)`` mean spectrum.
+    basis:
+        ``(C_good, k)`` orthonormal principal directions, strongest first.
+    """
+
+    good: np.ndarray
+    mean: np.ndarray
+    basis: np.ndarray
+
+    @classmethod
+    def fit(cls, lr_sample: np.ndarray, good: Optional[Sequence[bool]] = None,
+            rank: Optional[int] = None) -> Subspace:
+        """PCA of the LR sample ``(C, h, w)``; pixels NaN in a good band are left out.
+
+        ``rank`` None: :func:`default_rank`.
+        """
+        lr = np.asarray(lr_sample, dtype=np.float64)
+        if lr.ndim != 3:
+            raise InputError(f"the LR-HSI sample must be (bands, rows, cols), got shape {lr.shape}")
+        ok = good_flags(good, lr.shape[0])
+        x = lr[ok].reshape(int(ok.sum()), -1).T
+        x = x[np.isfinite(x).all(axis=1)]
+        if x.shape[0] < 3:
+            raise InputError(f"only {x.shape[0]} LR pixels are valid in every good band; the subspace needs 3")
+        mean = x.mean(axis=0)
+        xc = x - mean
+        ev, vec = np.linalg.eigh(xc.T @ xc / (x.shape[0] - 1))
+        order = np.argsort(ev)[::-1]
+        ev, vec = ev[order], vec[:, order]
+        k = default_rank(ev, x.shape[0]) if rank is None else int(rank)
+        if not 1 <= k <= vec.shape[1]:
+            raise InputError(f"the subspace rank must lie in 1..{vec.shape[1]} (good bands), got {rank!r}")
+        return cls(ok, mean, vec[:, :k])
+
+    @property
+    def rank(self) -> int:
+        """Number of principal directions kept."""
+        return int(self.basis.shape[1])
+
+    def project(self, lr: ArrayLike) -> ArrayLike:
+        """Project ``(C, h, w)`` or ``(B, C, h, w)`` onto the subspace; same kind and dtype, NaN spreads per pixel."""
+        x, was_numpy = as_tensor(lr)
+        if x.ndim not in (3, 4) or x.shape[-3] != self.good.size:
+            raise InputError(f"the subspace was fitted for {self.good.size} bands; got shape {tuple(x.shape)}")
+        idx = torch.as_tensor(np.flatnonzero(self.good), device=x.device)
+        u = torch.as_tensor(self.basis, dtype=x.dtype, device=x.device)
+        mu = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
+        sel = x.index_select(-3, idx) - mu
+        coef = torch.einsum("ck,...chw->...khw", u, sel)
+        projected = torch.einsum("ck,...khw->...chw", u, coef) + mu
+        out = x.clone()
+        out.index_copy_(-3, idx, projected)
+        return out.numpy() if was_numpy else out
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready ``dict``, inverse of :meth:`from_dict`."""
+        return {"good": self.good.tolist(), "mean": self.mean.tolist(), "basis": self.basis.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> Subspace:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(np.asarray(d["good"], dtype=bool), np.asarray(d["mean"], dtype=np.float64),
+                   np.asarray(d["basis"], dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class SubspaceFusion:
+    """A classical method run on the subspace-projected LR-HSI; build with :meth:`fit`.
+
+    Attributes
+    ----------
+    subspace:
+        The fitted :class:`Subspace`.
+    inner:
+        The fitted :class:`~csakd_qgis.classical.glp.GLP` or
+        :class:`~csakd_qgis.classical.gsa.PsfGSA`, fitted on the projected sample.
+    """
+
+    subspace: Subspace
+    inner: Inner
+
+    @classmethod
+    def fit(cls, lr_sample: np.ndarray, msi_sample_hr: np.ndarray, scale: int, sigma: float,
+            offset: Offset = (0.0, 0.0), good: Optional[Sequence[bool]] = None, *, rank: Optional[int] = None,
+            method: str = "glp", **options: Any) -> SubspaceFusion:
+        """Fit the subspace, then ``method`` (``"glp"`` or ``"psf_gsa"``, with ``options``) on the projected sample.
+
+        The other arguments are those of :meth:`csakd_qgis.classical.glp.GLP.fit`; ``rank`` None: :func:`default_rank`.
+        """
+        if method not in INNER:
+            raise InputError(f"unknown subspace method {method!r}; use one of {', '.join(INNER)}")
+        subspace = Subspace.fit(lr_sample, good, rank)
+        projected = subspace.project(np.asarray(lr_sample, dtype=np.float64))
+        inner = INNER[method].fit(projected, msi_sample_hr, scale, sigma, offset, good, **options)
+        return cls(subspace, inner)
+
+    @property
+    def scale(self) -> int:
+        """Resolution ratio of the inner method."""
+        return self.inner.scale
+
+    @property
+    def halo(self) -> int:
+        """LR context per tile side: the inner method's (the projection is pixel-wise)."""
+        return self.inner.halo
+
+    def apply(self, lr: ArrayLike, msi: ArrayLike) -> ArrayLike:
+        """Project ``lr (B, C, h, w)``, then fuse it with ``msi (B, m, h s, w s)`` by the inner method."""
+        return self.inner.apply(self.subspace.project(lr), msi)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready ``dict``, inverse of :meth:`from_dict`."""
+        return {"type": "subspace", "subspace": self.subspace.to_dict(), "inner": self.inner.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> SubspaceFusion:
+        """Rebuild from :meth:`to_dict` output."""
+        inner_type = d["inner"]["type"]
+        inner = GLP.from_dict(d["inner"]) if inner_type == "glp" else PsfGSA.from_dict(d["inner"])
+        return cls(Subspace.from_dict(d["subspace"]), inner)
