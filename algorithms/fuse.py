@@ -1,6 +1,7 @@
 """``csakd:fuse``: LR-HSI + HR-MSI → HR-HSI GeoTIFF through the engine's one fusion path."""
 
 from qgis.core import (
+    QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -34,13 +35,15 @@ class FuseAlgorithm(CsakdAlgorithm):
     SHIFT_CORRECTION, DATA_TYPE, OUTPUT, REPORT = "SHIFT_CORRECTION", "DATA_TYPE", "OUTPUT", "REPORT"
     SCALE, SHIFT_X, SHIFT_Y, MODEL_USED = "SCALE", "SHIFT_X", "SHIFT_Y", "MODEL_USED"
     BACKEND, PRECISION, SCHEDULER = "BACKEND", "PRECISION", "SCHEDULER"
+    METHOD_USED, PSF_SIGMA, SNR_LR_DB, EMPTY_BANDS = "METHOD_USED", "PSF_SIGMA", "SNR_LR_DB", "EMPTY_BANDS"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         """Declare parameters and outputs (choice lists and defaults from ``csakd_qgis.options``)."""
         choices = engine_choices()
         add_pair_inputs(self)
         self.addParameter(QgsProcessingParameterEnum(
-            self.METHOD, self.tr("Method"), options=list(choices.METHODS), defaultValue="csakd",
+            self.METHOD, self.tr("Method (auto: a network only where its card shows it beats the classical methods)"),
+            options=list(choices.METHODS), defaultValue="auto",
             usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterEnum(
             self.MODEL, self.tr("Model (auto: an installed model that fits the inputs)"),
@@ -82,6 +85,10 @@ class FuseAlgorithm(CsakdAlgorithm):
             createByDefault=False))
         add_grid_outputs(self)
         self.addOutput(QgsProcessingOutputString(self.MODEL_USED, self.tr("Model used")))
+        self.addOutput(QgsProcessingOutputString(self.METHOD_USED, self.tr("Method used")))
+        self.addOutput(QgsProcessingOutputNumber(self.PSF_SIGMA, self.tr("Estimated PSF sigma [output pixels]")))
+        self.addOutput(QgsProcessingOutputNumber(self.SNR_LR_DB, self.tr("Estimated LR-HSI SNR [dB]")))
+        self.addOutput(QgsProcessingOutputString(self.EMPTY_BANDS, self.tr("Empty LR-HSI bands (written as nodata)")))
 
     def _fuse_options(self, parameters, context):
         """The FuseOptions fields the dialog sets (checked by the engine's ``FuseOptions``)."""
@@ -126,6 +133,10 @@ class FuseAlgorithm(CsakdAlgorithm):
             self.SHIFT_X: report.shift[0],
             self.SHIFT_Y: report.shift[1],
             self.MODEL_USED: report.model or report.method,
+            self.METHOD_USED: report.method,
+            self.PSF_SIGMA: report.degradation.get("sigma"),
+            self.SNR_LR_DB: report.degradation.get("snr_lr_db"),
+            self.EMPTY_BANDS: ",".join(map(str, report.empty_bands)),
         }
         html = self.parameterAsFileOutput(parameters, self.REPORT, context)
         if html:

@@ -20,9 +20,14 @@ from typing import Optional, Union
 
 from csakd_qgis.errors import InputError
 
-#: Fusion methods: networks (``csakd`` = the installed or given model, ``student``, ``teacher``) and
-#: classical ones (``bicubic``, ``gsa``).
-METHODS = ("csakd", "student", "teacher", "bicubic", "gsa")
+#: Classical methods, fitted on each scene with the degradation estimated from the pair
+#: (:mod:`csakd_qgis.classical`): PSF-matched GSA, MTF-GLP, and GLP on the LR-HSI's signal subspace.
+CLASSICAL_METHODS = ("gsa", "glp", "subspace")
+
+#: Fusion methods: ``auto`` (a network whose model card shows it beats the classical methods, else the classical
+#: method that suits the scene's noise), networks (``csakd`` = the installed or given model, ``student``,
+#: ``teacher``), ``bicubic`` and the :data:`CLASSICAL_METHODS`.
+METHODS = ("auto", "csakd", "student", "teacher", "bicubic") + CLASSICAL_METHODS
 
 #: Inference backends of networks; ``auto``: onnxruntime for ``.onnx`` files, torch otherwise.
 BACKENDS = ("auto", "torch", "onnxruntime")

@@ -233,3 +233,13 @@ def test_fuse_refuses_an_overlap_above_a_quarter_of_the_tile(processing, tmp_pat
             "LR_HSI": str(sample / "enmap_lr_hsi.tif"), "HR_MSI": str(sample / "s2_hr_msi.tif"), "METHOD": "bicubic",
             "TILE_SIZE": 16, "OVERLAP": 8, "OUTPUT": str(tmp_path / "o.tif")})
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_fuse_outputs_the_method_and_the_degradation_it_estimated(processing, tmp_path):
+    sample = Path(__file__).resolve().parents[1] / "resources" / "sample"
+    result = processing.run("csakd:fuse", {
+        "LR_HSI": str(sample / "enmap_lr_hsi.tif"), "HR_MSI": str(sample / "s2_hr_msi.tif"),
+        "OUTPUT": str(tmp_path / "o.tif")})
+    assert result["METHOD_USED"] == "gsa" and result["MODEL_USED"] == "gsa"  # auto: the card shows no gain
+    assert result["PSF_SIGMA"] == pytest.approx(1.482, rel=0.1) and 30 < result["SNR_LR_DB"] < 50
+    assert result["EMPTY_BANDS"] == "130,131,132,133,134,135"  # EnMAP's water-vapour bands, flagged bad too

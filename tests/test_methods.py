@@ -4,7 +4,7 @@ import torch
 
 from csakd_qgis.devices import OomBackoff, is_out_of_memory, resolve_device
 from csakd_qgis.errors import InputError, TileTooLarge
-from csakd_qgis.fusion.methods import BicubicMethod, GSAMethod, NetworkMethod, make_method
+from csakd_qgis.fusion.methods import BicubicMethod, NetworkMethod, make_method
 from csakd_qgis.models import ModelConfig, build_model
 from csakd_qgis.models.receptive_field import network_halo
 
@@ -27,28 +27,12 @@ def _block_mean(x, s):
     return x.reshape(*lead, h // s, s, w // s, s).mean(axis=(-3, -1))
 
 
-def test_gsa_method_is_baselines_gsa_applied_to_the_bicubic_upsampling():
-    from csakd_qgis.classical.baselines import GSA, bicubic_upsample
-
-    rng = np.random.default_rng(1)
-    s, m = 2, 3
-    msi = rng.random((1, m, 16, 16))
-    mix = np.array([[0.5, 1.5, 2.0], [0.1, 0.0, 0.3], [1.0, 0.2, 0.2], [0.3, 0.3, 0.3]])
-    truth = np.einsum("cm,mhw->chw", mix, msi[0]) + 0.05
-    lr = _block_mean(truth, s)
-    method = GSAMethod(s).fit(lr, _block_mean(msi[0], s))
-    out = method.predict(lr[None].astype(np.float32), msi.astype(np.float32))
-    reference = GSA.fit(lr, _block_mean(msi[0], s)).apply(bicubic_upsample(lr, s), msi[0])
-    np.testing.assert_allclose(out[0], reference, atol=1e-5)
-    # bands that are linear in the MSI bands are recovered exactly (see baselines' module notes)
-    np.testing.assert_allclose(out[0], truth, atol=1e-4)
-
-
-def test_gsa_needs_fit_and_enough_pixels():
-    with pytest.raises(InputError, match="fit"):
-        GSAMethod(2).predict(np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 1, 8, 8), np.float32))
-    with pytest.raises(InputError, match="overlap"):
-        GSAMethod(2).fit(np.ones((5, 1, 3)), np.ones((2, 1, 3)))
+def test_make_method_builds_networks_and_bicubic_only():
+    # classical methods and "auto" need the scene sample: csakd_qgis.fusion.plan.prepare fits them
+    for name in ("gsa", "glp", "subspace", "auto"):
+        with pytest.raises(InputError, match="fitted on the scene"):
+            make_method(name, scale=2)
+    assert make_method("bicubic", scale=2).scale == 2
 
 
 def test_network_halo_counts_the_deepest_path():

@@ -298,7 +298,7 @@ def test_engine_fuse_with_the_onnx_export_matches_torch(exported, tmp_path):
     lr, msi = str(SAMPLE / "enmap_lr_hsi.tif"), str(SAMPLE / "s2_hr_msi.tif")
     # small tiles so that several tiles, batches and blends are compared; the same explicit halo for both
     # (the engine caps the default halo for torch NetworkMethods only)
-    options = dict(tile=8, overlap=2, batch_size=3, device="cpu", threads=1, halo=4)
+    options = dict(method="csakd", tile=8, overlap=2, batch_size=3, device="cpu", threads=1, halo=4)
     torch_report = fuse(lr, msi, str(tmp_path / "torch.tif"), model=str(STUDENT), **options)
     onnx_report = fuse(lr, msi, str(tmp_path / "onnx.tif"), model=str(path), **options)
     assert (onnx_report.method, onnx_report.model) == ("student", "enmap_s2_x3")

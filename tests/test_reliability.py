@@ -183,8 +183,8 @@ def test_msi_bands_in_another_order_say_how_to_reorder(tmp_path):
     msi = _reordered_sample_msi(tmp_path / "b4_b3_b2_b8.tif", [2, 1, 0, 3])
     for model in ("auto", str(MODEL)):
         with pytest.raises(ModelMismatchError) as error:
-            fuse(str(SAMPLE / "enmap_lr_hsi.tif"), msi, str(tmp_path / "o.tif"), model=model, device="cpu",
-                 shift_correction=False)
+            fuse(str(SAMPLE / "enmap_lr_hsi.tif"), msi, str(tmp_path / "o.tif"), model=model, method="csakd",
+                 device="cpu", shift_correction=False)
         text = str(error.value)
         assert "sentinel2 MSI bands in the order B2 (492 nm), B3 (560 nm), B4 (665 nm), B8 (833 nm)" in text
         assert "another order (665, 560, 492, 833 nm)" in text
@@ -582,7 +582,7 @@ def test_killed_mid_write_leaves_the_previous_file_and_a_recognisable_partial(pa
 def test_same_inputs_give_byte_identical_output_files(tmp_path):
     """The bundled student on the bundled sample, twice, with shift estimation: same pixels and same bytes."""
     reports = [fuse(str(SAMPLE / "enmap_lr_hsi.tif"), str(SAMPLE / "s2_hr_msi.tif"), str(tmp_path / f"{k}.tif"),
-                    model=str(MODEL), device="cpu", threads=1) for k in range(2)]
+                    model=str(MODEL), method="csakd", device="cpu", threads=1) for k in range(2)]
     assert reports[0].model == "enmap_s2_x3" and reports[0].shift == reports[1].shift
     first, second = (read_window(r.output) for r in reports)
     np.testing.assert_array_equal(first[0], second[0])

@@ -18,7 +18,8 @@ method on a whole image as the tiled engine would (mirrored edges),
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Union
+import functools
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,9 +33,15 @@ from csakd_qgis.fusion.tiling import reflect_pad
 
 Classical = Union[GLP, PsfGSA, SubspaceFusion]
 
-__all__ = ["GLP", "KERNELS", "Classical", "ClassicalMethod", "PsfGSA", "Subspace", "SubspaceFusion",
-           "blur_sample", "default_rank", "degrade_sample", "from_dict", "fuse_whole", "glp_fuse", "glp_halo",
-           "psf_gsa_fuse", "subspace_fuse", "upsample"]
+__all__ = ["Classical", "ClassicalMethod", "GLP", "KERNELS", "NOISY_SNR_DB", "PsfGSA", "Subspace", "SubspaceFusion",
+           "blur_sample", "choose", "default_rank", "degrade_sample", "fit_method", "from_dict", "fuse_whole",
+           "glp_fuse", "glp_halo", "median_snr_db", "psf_gsa_fuse", "subspace_fuse", "upsample"]
+
+#: Median LR-HSI signal-to-noise ratio (dB, mean square over noise variance) below which :func:`choose`
+#: takes the subspace method.  Measured crossover (``docs/benchmarks.md``, "Classical methods", true PSF):
+#: on clean scenes PSF-matched GSA led subspace GLP by 0.1-2.3 dB; at 35 dB subspace GLP led by 0.1-1.8 dB;
+#: at 40 dB (the bundled sample) the two were within 0.2 dB.
+NOISY_SNR_DB = 38.0
 
 
 def from_dict(d: Dict[str, Any]) -> Classical:
@@ -82,6 +89,56 @@ def subspace_fuse(lr: np.ndarray, msi: np.ndarray, scale: int, sigma: float, off
     """Fit :class:`SubspaceFusion` (``method`` ``"glp"`` or ``"psf_gsa"``) on the whole image and apply it."""
     model = SubspaceFusion.fit(lr, msi, scale, sigma, offset, good, rank=rank, method=method, **options)
     return fuse_whole(model, lr, msi)
+
+
+def fit_method(name: str, lr: np.ndarray, msi: np.ndarray, scale: int, sigma: float,
+               offset: Offset = (0.0, 0.0), good: Optional[Sequence[bool]] = None) -> ClassicalMethod:
+    """Fit the engine's classical method ``name`` on a scene sample.
+
+    ``"gsa"``: :class:`PsfGSA`; ``"glp"``: :class:`GLP`; ``"subspace"``:
+    :class:`SubspaceFusion` with GLP inside (GSA inside loses on noisy
+    scenes, ``docs/benchmarks.md``).  ``lr`` ``(C, h, w)`` and ``msi``
+    ``(m, h s, w s)`` are the normalised sample, NaN = invalid; ``sigma``
+    (HR pixels) and ``offset`` (LR pixels) the estimated PSF and residual
+    misregistration; ``good`` the good-band flags.
+    """
+    fits = {"gsa": PsfGSA.fit, "glp": GLP.fit,
+            "subspace": functools.partial(SubspaceFusion.fit, method="glp")}
+    if name not in fits:
+        raise InputError(f"unknown classical method {name!r}; use one of {', '.join(fits)}")
+    return ClassicalMethod(fits[name](lr, msi, scale, sigma, offset, good), name)
+
+
+def median_snr_db(lr: np.ndarray, noise: np.ndarray) -> Optional[float]:
+    """Median over bands of ``10 log10(mean square / noise variance)``, or None when no band's noise is known.
+
+    ``lr`` ``(C, h, w)`` is the LR-HSI sample (NaN = invalid), ``noise``
+    ``(C,)`` its estimated noise standard deviation per band (NaN for bad
+    bands), in the same units.
+    """
+    flat = np.asarray(lr, dtype=np.float64).reshape(lr.shape[0], -1)
+    finite = np.isfinite(flat)
+    power = (np.where(finite, flat, 0.0) ** 2).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+    noise = np.asarray(noise, dtype=np.float64)
+    usable = finite.any(axis=1) & np.isfinite(noise) & (noise > 0)
+    if not usable.any():
+        return None
+    return float(np.median(10.0 * np.log10(power[usable] / noise[usable] ** 2)))
+
+
+def choose(snr_db: Optional[float]) -> Tuple[str, str]:
+    """``(method, reason)``: the classical method for an LR-HSI of this SNR (:func:`median_snr_db`, dB).
+
+    Below :data:`NOISY_SNR_DB` the subspace method, else PSF-matched GSA
+    (also when the SNR is unknown).
+    """
+    if snr_db is None:
+        return "gsa", "noise not measurable: PSF-matched GSA"
+    snr = snr_db
+    if snr < NOISY_SNR_DB:
+        return "subspace", (f"LR-HSI SNR {snr:.1f} dB < {NOISY_SNR_DB:g} dB: subspace-denoised GLP "
+                            "(leads PSF-matched GSA on noisy scenes)")
+    return "gsa", f"LR-HSI SNR {snr:.1f} dB >= {NOISY_SNR_DB:g} dB: PSF-matched GSA (leads GLP on clean scenes)"
 
 
 class ClassicalMethod:

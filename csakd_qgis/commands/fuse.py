@@ -48,7 +48,9 @@ def add_fusion_options(parser: argparse.ArgumentParser) -> None:
     """Declare the options that say how a scene is fused (shared with ``csakd batch``; see :class:`FuseOptions`)."""
     parser.add_argument("--model", default="auto",
                         help="model name, .safetensors or .onnx file (default: auto-select)")
-    parser.add_argument("--method", choices=METHODS, default="csakd", help="fusion method (default: csakd)")
+    parser.add_argument("--method", choices=METHODS, default="auto",
+                        help="fusion method; auto: a network whose model card shows it beats the classical methods, "
+                             "else the classical method that suits the scene (default: auto)")
     parser.add_argument("--scale", type=int, default=None, help="HR/LR pixel-size ratio (default: derived)")
     parser.add_argument("--halo", type=_halo, default=None,
                         help="LR pixels of context per tile side, or 'exact' for the method's receptive-field "

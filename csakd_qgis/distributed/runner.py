@@ -133,12 +133,12 @@ class ClusterOptions:
     """
 
     model: object = None
-    method: Union[str, FusionMethod] = "csakd"
+    method: Union[str, FusionMethod] = "auto"
     region_size: int = REGION_SIZE
     fuse: FuseOptions = field(default_factory=FuseOptions)
 
     @classmethod
-    def build(cls, *, model: object = None, method: Union[str, FusionMethod] = "csakd",
+    def build(cls, *, model: object = None, method: Union[str, FusionMethod] = "auto",
               region_size: int = REGION_SIZE, **fuse_options: object) -> ClusterOptions:
         """Options from flat keywords: ``fuse_options`` are :class:`~csakd_qgis.options.FuseOptions` fields."""
         return cls(model=model, method=method, region_size=region_size, fuse=FuseOptions(**fuse_options))

@@ -24,11 +24,14 @@ def good_bands(x: np.ndarray, good: Optional[Sequence[bool]]) -> np.ndarray:
     """Boolean ``(C,)`` mask of the bands to use.
 
     ``good`` (``(C,)`` booleans, False = bad band) when given, else the bands
-    finite on at least :data:`MIN_FINITE_FRACTION` of the pixels.  Raises
+    finite on at least :data:`MIN_FINITE_FRACTION` of the pixels where any
+    band is (NaN frames and gutters of a sample mosaic do not count).  Raises
     :class:`InputError` when the length is wrong or no band is left.
     """
     if good is None:
-        mask = np.isfinite(x).mean(axis=(1, 2)) >= MIN_FINITE_FRACTION
+        finite = np.isfinite(x)
+        somewhere = finite.any(axis=0)
+        mask = finite[:, somewhere].mean(axis=1) >= MIN_FINITE_FRACTION if somewhere.any() else finite.any(axis=(1, 2))
     else:
         mask = np.asarray(good, dtype=bool).reshape(-1)
         if mask.size != x.shape[0]:

@@ -121,7 +121,7 @@ def run_plan(plan: FusionPlan, method: FusionMethod, options: FuseOptions, path:
 
 
 def fuse(lr_hsi: str, hr_msi: str, output: str, *, model: object = None,
-         method: Union[str, FusionMethod] = "csakd", options: Optional[FuseOptions] = None,
+         method: Union[str, FusionMethod] = "auto", options: Optional[FuseOptions] = None,
          reporter: Optional[Reporter] = None, **overrides: object) -> FuseReport:
     """Fuse an LR-HSI with an HR-MSI into an HR-HSI GeoTIFF.
 

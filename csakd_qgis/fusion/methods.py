@@ -14,9 +14,10 @@ Methods
 -------
 * :class:`BicubicMethod`: :func:`csakd_qgis.classical.baselines.bicubic_upsample` of
   the LR-HSI; ignores the MSI.  Needs 2 LR pixels of context.
-* :class:`GSAMethod`: the project's multiband GSA
-  (:class:`csakd_qgis.classical.baselines.GSA`), fitted once on a sample of the whole
-  scene (:meth:`GSAMethod.fit`) and applied per tile, so tiles cannot seam.
+* :class:`csakd_qgis.classical.ClassicalMethod`: PSF-matched GSA, MTF-GLP or
+  subspace GLP, fitted once on the scene sample with the degradation
+  estimated from the pair (:func:`csakd_qgis.fusion.plan.prepare`) and
+  applied per tile, so tiles cannot seam.
 * :class:`NetworkMethod`: a torch model whose ``forward(lr, msi)`` returns
   ``(hr, fused_feature)`` (the CSAKD teacher or student); its halo is the
   receptive field of its configuration (:func:`network_halo`).
@@ -40,7 +41,7 @@ from typing import Optional, Protocol, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from csakd_qgis.classical.baselines import GSA, bicubic_upsample
+from csakd_qgis.classical.baselines import bicubic_upsample
 from csakd_qgis.errors import InputError, ModelMismatchError
 from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.models.card import ModelCard
@@ -53,6 +54,13 @@ DEFAULT_NETWORK_HALO = 8
 
 #: LR pixels of context of bicubic interpolation (its 4-tap kernel reaches 2 LR pixels).
 BICUBIC_HALO = 2
+
+#: Methods that run a trained network.
+NETWORKS = ("csakd", "student", "teacher")
+
+#: Model-card metric: validation PSNR (dB) of the network minus that of the best classical method on the same
+#: validation data.  ``auto`` uses a network only when its card says this is above 0.
+CLASSICAL_GAIN_KEY = "val_gain_over_classical_db"
 
 #: Names ``model`` may take to ask for automatic selection.
 AUTO = (None, "", "auto")
@@ -89,43 +97,6 @@ class BicubicMethod:
         return _upsample(lr, self.scale).numpy()
 
 
-class GSAMethod:
-    """Multiband GSA (:class:`csakd_qgis.classical.baselines.GSA`) with scene-wide coefficients.
-
-    :meth:`fit` estimates the coefficients once on a sample of the scene;
-    :meth:`predict` applies them to the bicubic upsampling of each tile.
-    """
-
-    name = "gsa"
-    halo = BICUBIC_HALO
-
-    def __init__(self, scale: int) -> None:
-        self.scale = int(scale)
-        self.model: Optional[GSA] = None
-
-    def fit(self, lr: np.ndarray, msi_lr: np.ndarray, good: Optional[Sequence[bool]] = None) -> GSAMethod:
-        """Fit on a scene sample (see :meth:`csakd_qgis.classical.baselines.GSA.fit`).
-
-        Parameters
-        ----------
-        lr:
-            ``(C, h, w)`` LR-HSI sample (normalised), NaN = invalid.
-        msi_lr:
-            ``(m, h, w)`` HR-MSI averaged over each LR pixel's footprint, same pixels.
-        good:
-            ``(C,)`` good-band flags; None: all good.
-        """
-        self.model = GSA.fit(lr, msi_lr, good)
-        return self
-
-    def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
-        """See :class:`FusionMethod`; :meth:`fit` must have been called."""
-        if self.model is None:
-            raise InputError("GSAMethod.predict called before fit(); fit it on a scene sample first")
-        fused = self.model.apply(_upsample(lr, self.scale), torch.from_numpy(np.ascontiguousarray(msi)))
-        return fused.numpy()
-
-
 class NetworkMethod:
     """A torch fusion network run in batches on one device.
 
@@ -149,11 +120,14 @@ class NetworkMethod:
         Reported method: ``"student"`` or ``"teacher"`` (None: the config's role).
     model_name:
         Reported model (checkpoint name; empty for an unnamed module).
+    card:
+        The checkpoint's model card (None for a bare module).
     """
 
     def __init__(self, model: torch.nn.Module, *, scale: int, device: Union[str, torch.device] = "cpu",
                  precision: str = "float32", halo: Optional[int] = None, name: Optional[str] = None,
-                 model_name: str = "") -> None:
+                 model_name: str = "", card: Optional[ModelCard] = None) -> None:
+        self.card = card
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.scale = int(scale)
@@ -270,9 +244,46 @@ def _onnx_method(model, method: str, device: torch.device, lr_bands: Sequence[Ba
     return OnnxNetworkMethod(onnx_bytes(network, card), device=device, name=name)
 
 
+def pays_off(card: ModelCard) -> bool:
+    """True when ``card`` shows the network beating the classical methods on validation (:data:`CLASSICAL_GAIN_KEY`)."""
+    return float(card.metrics.get(CLASSICAL_GAIN_KEY, float("-inf"))) > 0.0
+
+
+def auto_network(model: object, lr_bands: Sequence[BandInfo], msi_bands: int,
+                 msi_wavelengths: Optional[Sequence[Optional[float]]], scale: int) -> Tuple[object, str]:
+    """``(model, reason)`` for ``method="auto"``: the network to use, or None and why the classical floor is used.
+
+    ``model`` is the user's (None/``"auto"``: the installed student that
+    fits).  A network is used only when it fits the inputs and its card
+    shows it beating the classical methods (:func:`pays_off`).
+
+    Raises
+    ------
+    ModelMismatchError
+        A model the user named does not fit the inputs (an installed model
+        that does not fit is simply not used).
+    """
+    from csakd_qgis.models.store import auto_select, resolve_model
+
+    if isinstance(model, torch.nn.Module):
+        return model, "the given network"
+    if model in AUTO:
+        try:
+            path, card = auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "student")
+        except ModelMismatchError as error:
+            return None, f"no installed network fits the inputs ({str(error).split(';')[0]})"
+    else:
+        path, card = (model, read_onnx_card(model)) if is_onnx(model) else resolve_model(str(model))
+        _check_card(card, "csakd", lr_bands, msi_bands, msi_wavelengths, scale)
+    if not pays_off(card):
+        return None, (f"model {card.name!r} fits, but its card does not show it beating the classical methods "
+                      f"on validation ({CLASSICAL_GAIN_KEY} missing or <= 0)")
+    return str(path), f"model {card.name!r}: +{card.metrics[CLASSICAL_GAIN_KEY]:.2f} dB over classical on validation"
+
+
 def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
     """Scales the method can fuse at: a network's card or config scale; None for any integer or auto-selection."""
-    if method in ("bicubic", "gsa") or model in AUTO:
+    if method not in NETWORKS + ("auto",) or model in AUTO:
         return None
     if is_onnx(model):
         return (int(read_onnx_card(model).scale),)
@@ -294,7 +305,8 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
     ----------
     method:
         ``"csakd"`` (a network: the given model, or the installed student that
-        fits), ``"student"``, ``"teacher"``, ``"bicubic"`` or ``"gsa"``.
+        fits), ``"student"``, ``"teacher"`` or ``"bicubic"`` (the classical
+        methods and ``"auto"`` need the scene: :func:`csakd_qgis.fusion.plan.prepare`).
     model:
         For networks: a ``torch.nn.Module``, a checkpoint path, an ``.onnx``
         export path, a model name (resolved by
@@ -308,7 +320,7 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
         onnxruntime backend takes its CPU threads from torch's setting, see
         :class:`~csakd_qgis.models.onnx_runtime.OnnxNetworkMethod`).
     scale:
-        HR/LR ratio of the inputs; required for bicubic/GSA and for a bare
+        HR/LR ratio of the inputs; required for bicubic and for a bare
         module; checked against a checkpoint's card.
     lr_bands, msi_bands, msi_wavelengths:
         The LR-HSI's band metadata, the MSI band count and the MSI centre
@@ -316,13 +328,13 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
     backend:
         For networks: ``"torch"``, ``"onnxruntime"`` or ``"auto"``
         (onnxruntime for an ``.onnx`` model, else torch); see the module
-        docstring.  Bicubic and GSA run with numpy/torch only.
+        docstring.  Bicubic runs with torch only.
 
     Raises
     ------
     InputError
         Unknown method or backend, missing scale, an ``.onnx`` model with
-        backend ``"torch"``, onnxruntime asked for bicubic/GSA or a bare module.
+        backend ``"torch"``, onnxruntime asked for bicubic or a bare module.
     CheckpointError, ModelMismatchError
         The model cannot be found or loaded, or its role, bands or scale do
         not fit the inputs (the model store's message when nothing fits).
@@ -331,14 +343,17 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if method not in NETWORKS + ("bicubic",):
+        raise InputError(f"method {method!r} is not built here; use one of {', '.join(NETWORKS)} or bicubic "
+                         "(the others are fitted on the scene by csakd_qgis.fusion.plan.prepare)")
     runner = _backend(backend, model)
-    if method in ("bicubic", "gsa"):
+    if method == "bicubic":
         if runner == "onnxruntime":
-            raise InputError(f"method {method!r} is not a network and runs with torch/numpy only; "
+            raise InputError("method 'bicubic' is not a network and runs with torch only; "
                              "use backend 'auto' or 'torch'")
         if scale is None:
-            raise InputError(f"method {method!r} needs the scale (HR/LR pixel-size ratio)")
-        return BicubicMethod(scale) if method == "bicubic" else GSAMethod(scale)
+            raise InputError("method 'bicubic' needs the scale (HR/LR pixel-size ratio)")
+        return BicubicMethod(scale)
     device = torch.device(device)
     if runner == "onnxruntime":
         return _onnx_method(model, method, device, lr_bands, msi_bands, msi_wavelengths, scale)
@@ -352,4 +367,4 @@ def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.d
                              name=None if method == "csakd" else method,
                              model_name=type(network).__name__)
     return NetworkMethod(network, scale=card.scale, device=device, precision=precision, name=card.role,
-                         model_name=card.name)
+                         model_name=card.name, card=card)

@@ -70,7 +70,7 @@ from csakd_qgis.errors import TilingError
 from csakd_qgis.fusion.blend import Blender, ColumnBlocks, Sink, Timings, schedule
 from csakd_qgis.fusion.methods import FusionMethod
 from csakd_qgis.fusion.radiometry import Radiometry
-from csakd_qgis.fusion.tiling import TilePlan, reflect_indices
+from csakd_qgis.fusion.tiling import TilePlan, read_mirrored
 from csakd_qgis.options import BLOCK_WIDTH, OUTPUT_BLOCK
 from csakd_qgis.progress import SILENT, Reporter
 
@@ -101,16 +101,6 @@ class PipelineResult:
     batch_size: int
     timings: Timings
     skipped_tiles: Tuple[Tuple[int, int], ...] = ()
-
-
-def _read_mirrored(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], window: Window,
-                   width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Read ``window`` of a ``width`` x ``height`` raster, mirroring the parts outside it."""
-    rows = reflect_indices(window.row_off, window.row_off + window.height, height)
-    cols = reflect_indices(window.col_off, window.col_off + window.width, width)
-    r0, c0 = int(rows.min()), int(cols.min())
-    data, valid = read(Window(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0))
-    return data[:, rows - r0][:, :, cols - c0], valid[rows - r0][:, cols - c0]
 
 
 _DONE = object()
@@ -206,10 +196,10 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         with open_source() as source:
             for tile, block in order:
                 start = time.perf_counter()
-                lr, lr_valid = _read_mirrored(source.read_lr, tile.read, plan.lr_width, plan.lr_height)
+                lr, lr_valid = read_mirrored(source.read_lr, tile.read, plan.lr_width, plan.lr_height)
                 hr_read = Window(tile.read.col_off * s, tile.read.row_off * s, tile.read.width * s,
                                  tile.read.height * s)
-                msi, msi_valid = _read_mirrored(source.read_msi, hr_read, plan.out_width, plan.out_height)
+                msi, msi_valid = read_mirrored(source.read_msi, hr_read, plan.out_width, plan.out_height)
                 rows, cols = tile.crop
                 valid = (msi_valid & np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1))[rows, cols]
                 lr = np.where(lr_valid & np.isfinite(lr), lr, lr_fill) / np.float32(radiometry.lr_level)
@@ -257,6 +247,7 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                 rows, cols = tile.crop
                 pred = preds[k][:, rows, cols] * np.float32(radiometry.lr_level)
                 pred[:, ~valid] = np.nan
+                pred[list(radiometry.empty_bands)] = np.nan
                 k += 1
             else:
                 pred = None

@@ -11,28 +11,32 @@ normalised alike.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import ContextManager, Optional, Tuple, Union
+from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import torch
 from rasterio.windows import Window
 
+from csakd_qgis.classical import ClassicalMethod, choose, fit_method, median_snr_db
 from csakd_qgis.errors import InputError
-from csakd_qgis.fusion.methods import NETWORK_METHODS, FusionMethod, GSAMethod, make_method, model_scales
+from csakd_qgis.estimation import Degradation, estimate_degradation
+from csakd_qgis.fusion.methods import NETWORK_METHODS, FusionMethod, auto_network, make_method, model_scales
 from csakd_qgis.fusion.pipeline import PipelineResult
 from csakd_qgis.fusion.radiometry import Radiometry
-from csakd_qgis.fusion.report import FuseReport, Grid
-from csakd_qgis.fusion.sample import measure_radiometry, sample_scene
+from csakd_qgis.fusion.report import FuseReport
+from csakd_qgis.fusion.sample import SceneSample, empty_bands, measure_radiometry, sample_scene
 from csakd_qgis.fusion.tiling import TilePlan, plan_tiles
 from csakd_qgis.geo.coregister import AlignedPair, measure_shift, open_aligned
 from csakd_qgis.geo.grid import GridPlan, plan_grids
 from csakd_qgis.io.bands import RasterInfo
 from csakd_qgis.io.read import BLOCK_CACHE_MB, read_info
 from csakd_qgis.io.write import RasterWriter
-from csakd_qgis.options import OUTPUT_BLOCK, FuseOptions
+from csakd_qgis.options import CLASSICAL_METHODS, OUTPUT_BLOCK, FuseOptions
 from csakd_qgis.progress import SILENT, Reporter
+from csakd_qgis.simulation.degradation import psf_sigma
 
 #: Smallest reliable shift (LR pixels, on either axis) that is corrected.  Correcting reads every LR
 #: tile through a shifted, resampling warp; the estimates' spread on aligned pairs is about 0.02 px.
@@ -68,10 +72,11 @@ def _output_format(options: FuseOptions, lr: RasterInfo) -> Tuple[str, float]:
     return name, (float(lr.scales[0]) if is_int and lr.scales else 1.0)
 
 
-def _estimate_shift(lr_hsi: str, hr_msi: str, plan: GridPlan) -> Tuple[Tuple[float, float], bool, str]:
+def _estimate_shift(lr_hsi: str, hr_msi: str, plan: GridPlan,
+                    lr_info: RasterInfo) -> Tuple[Tuple[float, float], bool, str]:
     """``((dx, dy), reliable, message)`` measured on a central sample; unreliable when it cannot be measured."""
     try:
-        with open_aligned(lr_hsi, hr_msi, plan) as pair:
+        with open_aligned(lr_hsi, hr_msi, plan, lr_info=lr_info) as pair:
             estimate = measure_shift(pair)
     except InputError as error:
         return (0.0, 0.0), False, f"shift not estimated: {error}"
@@ -101,6 +106,11 @@ class FusionPlan:
         Whether the estimate was reliable, and what it said.
     radiometry:
         Scene-wide levels and fill values (:func:`measure_radiometry`).
+    degradation:
+        The degradation estimated from the pair
+        (:meth:`csakd_qgis.estimation.Degradation.to_dict`, with the
+        classical method's ``subspace_rank`` when it has one), or
+        ``{"error": ...}`` when it could not be estimated.
     halo:
         LR context per tile side (:func:`tile_halo`).
     dtype, output_scale:
@@ -123,6 +133,7 @@ class FusionPlan:
     shift_reliable: bool
     shift_message: str
     radiometry: Radiometry
+    degradation: Dict[str, Any]
     halo: int
     dtype: str
     output_scale: float
@@ -133,7 +144,7 @@ class FusionPlan:
 
     def open_pair(self) -> ContextManager[AlignedPair]:
         """The inputs on the plan's grids, shift applied (one pair per thread, see :func:`open_aligned`)."""
-        return open_aligned(self.lr_hsi, self.hr_msi, self.grids, self.shift)
+        return open_aligned(self.lr_hsi, self.hr_msi, self.grids, self.shift, lr_info=self.lr_info)
 
     def tiles(self, tile: int, overlap: int) -> TilePlan:
         """Tile plan of the LR grid: cores of ``tile`` LR px overlapping by ``overlap``, with the plan's halo."""
@@ -178,7 +189,7 @@ class FusionPlan:
         """The :class:`FuseReport` of a run of this plan that ended with ``result`` after ``seconds``."""
         grid, t = self.grids.output, result.timings
         return FuseReport(
-            output=str(output), grid=Grid(grid.crs.to_wkt(), tuple(grid.transform)[:6], grid.width, grid.height),
+            output=str(output), grid=grid,
             scale=self.grids.scale, shift=self.shift_measured, shift_corrected=self.shift != (0.0, 0.0),
             shift_reliable=self.shift_reliable, shift_message=self.shift_message,
             tiles_total=result.tiles, tiles_skipped=result.skipped, tiles_recomputed=result.recomputed,
@@ -186,18 +197,76 @@ class FusionPlan:
             model=self.model_name,
             timings={"read": t.read + self.sample_seconds, "infer": t.infer, "blend": t.blend, "write": t.write,
                      "total": seconds},
-            notes=notes,
+            notes=notes, degradation=dict(self.degradation),
+            empty_bands=tuple(b + 1 for b in self.radiometry.empty_bands),
         )
 
 
-def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str, FusionMethod] = "csakd",
+def _bad_bands_from_data(lr_hsi: str, hr_msi: str, grids: GridPlan,
+                         lr_info: RasterInfo) -> Tuple[RasterInfo, Tuple[int, ...], List[str]]:
+    """``(lr_info with empty bands marked bad, empty band indexes (0-based), notes)``.
+
+    A band without any valid value in the scene sample
+    (:func:`~csakd_qgis.fusion.sample.empty_bands`) is a bad band whatever
+    its metadata says: excluded from fitting and written as nodata with
+    ``bbl = 0``; the notes name the ones the metadata called good.  When
+    every band is empty, nothing is changed (the radiometry then says
+    there is no valid pixel).
+    """
+    with open_aligned(lr_hsi, hr_msi, grids, lr_info=lr_info) as pair:
+        empty = empty_bands(pair)
+    if empty.all():
+        return lr_info, (), []
+    good = np.array([b.good for b in lr_info.bands])
+    found = empty & good
+    if not found.any():
+        return lr_info, tuple(int(i) for i in np.flatnonzero(empty)), []
+    bands = tuple(dataclasses.replace(b, good=False) if e else b for b, e in zip(lr_info.bands, found))
+    index = tuple(int(i) for i in np.flatnonzero(found))
+    listed = ", ".join(str(i + 1) for i in index[:20]) + (" ..." if len(index) > 20 else "")
+    note = (f"{len(index)} LR-HSI band(s) hold no valid value in the scene sample (bands {listed}): treated as "
+            "bad bands, excluded from fitting and written as nodata with bbl = 0")
+    return dataclasses.replace(lr_info, bands=bands), tuple(int(i) for i in np.flatnonzero(empty)), [note]
+
+
+def _estimate_degradation(sample: SceneSample, radiometry: Radiometry, scale: int, lr_info: RasterInfo,
+                          msi_info: RasterInfo) -> Tuple[Optional[Degradation], List[str]]:
+    """The degradation estimated on the normalised sample mosaic, or None with a note saying why not."""
+    good = [b.good for b in lr_info.bands]
+    wavelengths = [b.wavelength_nm for b in lr_info.bands]
+    try:
+        estimate = estimate_degradation(sample.mosaic_lr / radiometry.lr_level,
+                                        sample.mosaic_msi / radiometry.msi_level, scale, good=good,
+                                        wavelengths_nm=wavelengths if None not in wavelengths else None)
+    except InputError as error:
+        return None, [f"degradation not estimated: {error}"]
+    return estimate, [f"degradation: {line}" for line in estimate.messages]
+
+
+def _fit_classical(name: str, sample: SceneSample, radiometry: Radiometry, scale: int, lr_info: RasterInfo,
+                   degradation: Optional[Degradation]) -> Tuple[ClassicalMethod, List[str]]:
+    """Fit classical method ``name`` on the normalised sample with the estimated PSF (the default when unreliable)."""
+    notes = []
+    if degradation is None or not degradation.reliable:
+        sigma, offset = psf_sigma(scale), (0.0, 0.0)
+        notes.append(f"PSF {'unknown' if degradation is None else 'estimate not reliable'}: the default Gaussian "
+                     f"(sigma {sigma:.2f} output px, MTF 0.3 at Nyquist) and no offset are used")
+    else:
+        sigma, offset = degradation.sigma, degradation.offset
+    fusion = fit_method(name, sample.mosaic_lr / radiometry.lr_level, sample.mosaic_msi / radiometry.msi_level,
+                        scale, sigma, offset, [b.good for b in lr_info.bands])
+    return fusion, notes
+
+
+def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str, FusionMethod] = "auto",
             device: Union[str, torch.device] = "cpu", options: Optional[FuseOptions] = None,
             reporter: Reporter = SILENT) -> Tuple[FusionPlan, FusionMethod]:
-    """Plan a fusion: grids, shift, radiometry, the method (GSA fitted) and the halo; reads samples only.
+    """Plan a fusion: grids, bad bands, shift, radiometry, degradation, the method (fitted) and the halo.
 
-    Parameters are those of :func:`~csakd_qgis.fusion.engine.fuse`
-    (``device``: a name or ``torch.device`` the method's network is loaded
-    on, instead of ``options.device``).  Run it under
+    Reads samples only.  Parameters are those of
+    :func:`~csakd_qgis.fusion.engine.fuse` (``device``: a name or
+    ``torch.device`` the method's network is loaded on, instead of
+    ``options.device``).  Run it under
     :func:`~csakd_qgis.io.read.gdal_block_cache` (:func:`fuse` does).
 
     Returns
@@ -205,7 +274,8 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
     plan : FusionPlan
         Picklable; the same for every tile and every part of the output.
     method : FusionMethod
-        Ready to predict (a network is loaded on ``device``).
+        Ready to predict (a network is loaded on ``device``; a classical
+        method is fitted on the scene sample).
 
     Raises
     ------
@@ -216,36 +286,58 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
     scales = model_scales(model, method) if isinstance(method, str) else (method.scale,)
     grids = plan_grids(lr_info, msi_info, scale=options.scale, model_scales=scales)
     out_dtype, out_scale = _output_format(options, lr_info)
+    read_start = time.perf_counter()
+    lr_info, empty, notes = _bad_bands_from_data(lr_hsi, hr_msi, grids, lr_info)
     shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
     if options.shift_correction:
         reporter.update(0.0, "estimating the shift between the inputs")
-        shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, grids)
+        shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, grids, lr_info)
     measured = shift if reliable else (0.0, 0.0)
     applied = measured if max(abs(measured[0]), abs(measured[1])) >= MIN_SHIFT_CORRECTION else (0.0, 0.0)
     if reliable and applied == (0.0, 0.0):
         message += f" Below {MIN_SHIFT_CORRECTION} LR px on both axes: left uncorrected (a warped read of every " \
                    "tile would change the output less than the estimate's own uncertainty)."
-    read_start = time.perf_counter()
-    with open_aligned(lr_hsi, hr_msi, grids, applied) as pair:
-        lr_sample, msi_sample = sample_scene(pair)
-    radiometry = measure_radiometry(lr_sample, msi_sample)
+    with open_aligned(lr_hsi, hr_msi, grids, applied, lr_info=lr_info) as pair:
+        sample = sample_scene(pair)
+    radiometry = measure_radiometry(sample.lr, sample.msi_lr, empty)
     sample_seconds = time.perf_counter() - read_start
-    if isinstance(method, str):
-        fusion = make_method(method, model, device=device, scale=grids.scale, lr_bands=lr_info.bands,
+    reporter.update(0.01, "estimating the degradation from the pair")
+    degradation, more = _estimate_degradation(sample, radiometry, grids.scale, lr_info, msi_info)
+    notes += more
+    snr = None if degradation is None else median_snr_db(sample.mosaic_lr / radiometry.lr_level,
+                                                         degradation.noise_lr)
+    name = method if isinstance(method, str) else ""
+    if name == "auto":
+        model, why = auto_network(model, lr_info.bands, msi_info.count, [b.wavelength_nm for b in msi_info.bands],
+                                  grids.scale)
+        if model is None:
+            name, reason = choose(snr)
+            why = f"{why}; {reason}"
+        else:
+            name = "csakd"
+        notes.append(f"method auto: {why}")
+    if name in CLASSICAL_METHODS:
+        fusion, more = _fit_classical(name, sample, radiometry, grids.scale, lr_info, degradation)
+        notes += more
+    elif name:
+        fusion = make_method(name, model, device=device, scale=grids.scale, lr_bands=lr_info.bands,
                              msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands],
                              backend=options.backend, precision=options.precision)
     else:
-        fusion = method
+        fusion = cast(FusionMethod, method)
     if fusion.scale != grids.scale:
         raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {grids.scale}")
-    if isinstance(fusion, GSAMethod):
-        fusion.fit(lr_sample / radiometry.lr_level, msi_sample / radiometry.msi_level,
-                   [b.good for b in lr_info.bands])
+    report = degradation.to_dict() if degradation is not None else {"error": notes[-1]}
+    if snr is not None:
+        report["snr_lr_db"] = snr
+    rank = getattr(getattr(getattr(fusion, "model", None), "subspace", None), "rank", None)
+    if rank is not None:
+        report["subspace_rank"] = int(rank)
     plan = FusionPlan(lr_hsi=str(lr_hsi), hr_msi=str(hr_msi), grids=grids, lr_info=lr_info, msi_info=msi_info,
                       shift=applied, shift_measured=measured, shift_reliable=reliable, shift_message=message,
-                      radiometry=radiometry,
+                      radiometry=radiometry, degradation=report,
                       halo=tile_halo(fusion, options.halo), dtype=out_dtype, output_scale=out_scale,
                       method_name=fusion.name, model_name=getattr(fusion, "model_name", ""),
-                      notes=tuple(grids.notes), sample_seconds=sample_seconds)
+                      notes=tuple(grids.notes) + tuple(notes), sample_seconds=sample_seconds)
     reporter.update(0.02, "scene sampled")
     return plan, fusion

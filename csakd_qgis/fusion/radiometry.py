@@ -14,7 +14,7 @@ function, so the convention cannot drift.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -73,3 +73,4 @@ class Radiometry:
     msi_level: float
     lr_fill: np.ndarray  # (C,) float32
     msi_fill: np.ndarray  # (m,) float32
+    empty_bands: Tuple[int, ...] = ()  # LR-HSI bands (0-based) without any value: written as nodata

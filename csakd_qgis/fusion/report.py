@@ -7,19 +7,9 @@ JSON, the QGIS algorithm's outputs and the HTML run report.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
-import rasterio
-
-
-@dataclass(frozen=True)
-class Grid:
-    """An output grid: CRS as WKT (empty when the inputs have none), affine transform, size in pixels."""
-
-    crs_wkt: str
-    transform: Tuple[float, ...]
-    width: int
-    height: int
+from csakd_qgis.geo.grid import Grid
 
 
 @dataclass(frozen=True)
@@ -29,11 +19,18 @@ class FuseReport:
     ``shift`` is the LR-HSI's measured offset relative to the MSI in LR
     pixels ``(dx, dy)``, +x east, +y south (0, 0 when not estimated or not
     reliable); ``shift_corrected`` says whether it was applied.
-    ``method`` is ``student``, ``teacher``, ``bicubic`` or ``gsa``; ``model``
-    the checkpoint name (empty for bicubic/GSA).  ``batch_size`` is the one
-    used at the end (after out-of-memory halving).  ``timings`` are seconds
-    per stage (``read``, ``infer``, ``blend``, ``write`` overlap in time;
-    ``total`` is wall-clock).
+    ``grid`` is the output grid.  ``method`` is the method used
+    (``student``, ``teacher``, ``bicubic``, ``gsa``, ``glp`` or
+    ``subspace``; ``auto`` resolves to one of them and says why in
+    ``notes``); ``model`` the checkpoint name (empty for the others).
+    ``batch_size`` is the one used at the end (after out-of-memory
+    halving).  ``timings`` are seconds per stage (``read``, ``infer``,
+    ``blend``, ``write`` overlap in time; ``total`` is wall-clock).
+    ``degradation`` is the degradation estimated from the pair
+    (:meth:`csakd_qgis.estimation.Degradation.to_dict`: PSF ``sigma`` in HR
+    pixels, residual ``offset`` in LR pixels, spectral response, noise per
+    band, subspace rank), ``empty_bands`` the LR-HSI bands (1-based) found
+    without any value and written as nodata.
     """
 
     output: str
@@ -54,19 +51,24 @@ class FuseReport:
     model: str
     timings: Dict[str, float]
     notes: Tuple[str, ...] = field(default_factory=tuple)
+    degradation: Dict[str, Any] = field(default_factory=dict)
+    empty_bands: Tuple[int, ...] = ()
 
     def to_dict(self) -> Dict[str, object]:
         """JSON-ready dict."""
         data = dict(self.__dict__)
-        data["grid"] = dict(self.grid.__dict__)
+        grid = self.grid
+        data["grid"] = {"crs_wkt": grid.crs.to_wkt() if grid.crs else "", "transform": list(grid.transform)[:6],
+                        "width": grid.width, "height": grid.height}
         data["shift"], data["notes"] = list(self.shift), list(self.notes)
+        data["empty_bands"] = list(self.empty_bands)
         return data
 
     def summary_lines(self) -> List[str]:
         """One human-readable line each: grid and CRS, scale, shift, tiles, device, timings, notes."""
-        crs = rasterio.crs.CRS.from_wkt(self.grid.crs_wkt) if self.grid.crs_wkt else None
+        crs = self.grid.crs
         crs_text = "no CRS" if crs is None else (f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else crs.to_string())
-        res = self.grid.transform[0]
+        res = self.grid.transform.a
         t = self.timings
         model = f" ({self.model})" if self.model else ""
         lines = [
@@ -76,7 +78,23 @@ class FuseReport:
             f"tiles: {self.tiles_total} of {self.tile_size} LR px (halo {self.halo}), {self.tiles_skipped} "
             f"empty, {self.tiles_recomputed} recomputed at column-block seams",
             f"method {self.method}{model} on {self.device}, batch size {self.batch_size}",
+            *self._degradation_lines(),
             f"time {t['total']:.1f} s (read {t['read']:.1f}, infer {t['infer']:.1f}, blend {t['blend']:.1f}, "
             f"write {t['write']:.1f} s; stages overlap)",
         ]
         return lines + [f"note: {note}" for note in self.notes]
+
+    def _degradation_lines(self) -> List[str]:
+        """The estimated degradation in one line, and the empty bands."""
+        d = self.degradation
+        lines = []
+        if "sigma" in d:
+            snr = d.get("snr_lr_db")
+            rank = f", subspace rank {d['subspace_rank']}" if "subspace_rank" in d else ""
+            lines.append(f"degradation from the pair: PSF sigma {d['sigma']:.2f} output px, residual offset "
+                         f"({d['offset'][0]:.3f}, {d['offset'][1]:.3f}) LR px"
+                         + (f", LR-HSI SNR {snr:.1f} dB" if snr is not None else "") + rank
+                         + ("" if d.get("reliable", True) else " (not reliable)"))
+        if self.empty_bands:
+            lines.append(f"empty LR-HSI bands written as nodata: {', '.join(map(str, self.empty_bands))}")
+        return lines

@@ -7,13 +7,15 @@ of the output uses the same ones and no seam can appear between them.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from dataclasses import dataclass
+from typing import List, Sequence
 
 import numpy as np
 from rasterio.windows import Window
 
 from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.radiometry import Radiometry, robust_level
+from csakd_qgis.fusion.tiling import read_mirrored
 from csakd_qgis.geo.coregister import AlignedPair
 from csakd_qgis.geo.grid import GridPlan
 
@@ -34,30 +36,78 @@ def sample_windows(plan: GridPlan) -> List[Window]:
     return [Window(int(x), int(y), size_x, size_y) for y in ys for x in xs]
 
 
-def sample_scene(pair: AlignedPair) -> Tuple[np.ndarray, np.ndarray]:
-    """Pixel sample of the scene on the LR grid (:func:`sample_windows`).
+#: LR pixels of context around each sample window in :attr:`SceneSample.mosaic_msi`: more than the PSF
+#: estimate reaches (6 s + 1 HR pixels: 3 sigma at its largest sigma of 1.5 s, plus offsets up to 1 LR pixel,
+#: :func:`csakd_qgis.estimation.psf.estimate_psf`).
+MOSAIC_MARGIN = 7
 
-    Returns
-    -------
-    lr : ``(C, 1, N)`` float32 physical LR-HSI values, NaN where either input is invalid
-    msi : ``(m, 1, N)`` float32 HR-MSI averaged over each LR pixel's footprint, NaN likewise
+
+@dataclass(frozen=True)
+class SceneSample:
+    """The scene sample (:func:`sample_windows`), for the radiometry and for fitting methods and the degradation.
+
+    Attributes
+    ----------
+    lr, msi_lr:
+        ``(C, 1, N)`` and ``(m, 1, N)`` float32 physical values of the
+        sample's LR pixels: the LR-HSI, and the HR-MSI averaged over each LR
+        pixel's footprint; NaN where either input is invalid.
+    mosaic_lr, mosaic_msi:
+        The windows side by side: ``(C, h + 2 M, n (w + 2 M))`` on the LR
+        grid, each window framed by ``M`` = :data:`MOSAIC_MARGIN` LR pixels
+        of NaN, and ``(m, (h + 2 M) s, n (w + 2 M) s)`` on the output grid,
+        each window with ``M s`` output pixels of real context around it
+        (mirrored at the raster's edges, as tile halos are).  So a PSF applied to the MSI mosaic sees
+        what it would see in the scene, and pixels of two windows never
+        mix.  NaN where the input is invalid.
     """
-    lrs, msis = [], []
+
+    lr: np.ndarray
+    msi_lr: np.ndarray
+    mosaic_lr: np.ndarray
+    mosaic_msi: np.ndarray
+
+
+def empty_bands(pair: AlignedPair) -> np.ndarray:
+    """``(C,)`` bool: LR-HSI bands with no valid value in any sample window (each band judged on its own)."""
+    counts = sum(pair.count_lr_valid(window) for window in sample_windows(pair.plan))
+    return np.asarray(counts) == 0
+
+
+def _side_by_side(parts: List[np.ndarray]) -> np.ndarray:
+    """``(C, max h, sum w)``: ``parts`` ``(C, h, w)`` side by side, the shorter ones padded below with NaN."""
+    height = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p, ((0, 0), (0, height - p.shape[1]), (0, 0)), constant_values=np.nan)
+                           for p in parts], axis=2)
+
+
+def sample_scene(pair: AlignedPair) -> SceneSample:
+    """Read the scene sample (:func:`sample_windows`) of ``pair``: see :class:`SceneSample`."""
+    s, m = pair.plan.scale, MOSAIC_MARGIN
+    lrs, msis, lr_tiles, msi_tiles = [], [], [], []
     for window in sample_windows(pair.plan):
         lr, lr_valid = pair.read_lr(window)
         msi, msi_valid = pair.read_msi_lr(window)
         valid = lr_valid & msi_valid
         lrs.append(np.where(valid, lr, np.nan).reshape(lr.shape[0], -1))
         msis.append(np.where(valid, msi, np.nan).reshape(msi.shape[0], -1))
-    return np.concatenate(lrs, axis=1)[:, None], np.concatenate(msis, axis=1)[:, None]
+        framed = Window((window.col_off - m) * s, (window.row_off - m) * s, (window.width + 2 * m) * s,
+                        (window.height + 2 * m) * s)
+        out = pair.plan.output
+        msi_hr, msi_hr_valid = read_mirrored(pair.read_msi, framed, out.width, out.height)
+        lr_tiles.append(np.pad(np.where(lr_valid, lr, np.nan), ((0, 0), (m, m), (m, m)), constant_values=np.nan))
+        msi_tiles.append(np.where(msi_hr_valid, msi_hr, np.nan))
+    return SceneSample(lr=np.concatenate(lrs, axis=1)[:, None], msi_lr=np.concatenate(msis, axis=1)[:, None],
+                       mosaic_lr=_side_by_side(lr_tiles), mosaic_msi=_side_by_side(msi_tiles))
 
 
-def measure_radiometry(lr: np.ndarray, msi: np.ndarray) -> Radiometry:
-    """Robust levels and per-band fill values (mean of valid samples) from :func:`sample_scene`.
+def measure_radiometry(lr: np.ndarray, msi: np.ndarray, empty: Sequence[int] = ()) -> Radiometry:
+    """Robust levels and per-band fill values (mean of valid samples) from :attr:`SceneSample.lr`/``msi_lr``.
 
     A sample pixel counts where the HR-MSI is valid (:func:`sample_scene`
     sets both inputs to NaN where either is invalid); bad LR-HSI bands that
-    hold no value there get a fill value of 0.
+    hold no value there get a fill value of 0.  ``empty`` lists the bands
+    (0-based) found without any value (:func:`empty_bands`): written as nodata.
     """
     valid = np.isfinite(msi).all(axis=0)
     if not valid.any():
@@ -67,4 +117,5 @@ def measure_radiometry(lr: np.ndarray, msi: np.ndarray) -> Radiometry:
     known = np.isfinite(lr_px)
     lr_fill = np.where(known, lr_px, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
     return Radiometry(robust_level(lr_px, name="LR-HSI"), robust_level(msi_px, name="HR-MSI"),
-                      lr_fill.astype(np.float32), msi_px.mean(axis=1).astype(np.float32))
+                      lr_fill.astype(np.float32), msi_px.mean(axis=1).astype(np.float32),
+                      tuple(int(b) for b in empty))

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Tuple
+from typing import Callable, Iterator, Tuple
 
 import numpy as np
 from rasterio.windows import Window
@@ -313,3 +313,18 @@ def plan_tiles(lr_width: int, lr_height: int, *, tile: int = 64, overlap: int = 
         rows=AxisPlan.build(lr_height, tile, overlap, halo, scale),
         cols=AxisPlan.build(lr_width, tile, overlap, halo, scale),
     )
+
+
+def read_mirrored(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], window: Window,
+                   width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` of a ``width`` x ``height`` raster with ``read``, mirroring the parts outside it.
+
+    ``read(window) -> (data (C, h, w), valid (h, w))`` reads inside the
+    raster; the mirroring is :func:`reflect_indices`' (the tile halos' and
+    the scene sample's convention).
+    """
+    rows = reflect_indices(window.row_off, window.row_off + window.height, height)
+    cols = reflect_indices(window.col_off, window.col_off + window.width, width)
+    r0, c0 = int(rows.min()), int(cols.min())
+    data, valid = read(Window(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0))
+    return data[:, rows - r0][:, :, cols - c0], valid[rows - r0][:, cols - c0]

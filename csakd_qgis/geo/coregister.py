@@ -37,7 +37,7 @@ from csakd_qgis.errors import InputError
 from csakd_qgis.geo.grid import Grid, GridPlan, plan_grids
 from csakd_qgis.geo.shift import ShiftEstimate, estimate_shift, fit_band_mixing
 from csakd_qgis.io.bands import RasterInfo, data_band_indexes
-from csakd_qgis.io.read import open_raster, read_dataset_window, read_info
+from csakd_qgis.io.read import count_valid, open_raster, read_dataset_window, read_info
 from csakd_qgis.io.write import RasterWriter
 from csakd_qgis.progress import SILENT, Reporter
 
@@ -97,12 +97,18 @@ class _Source:
             options["add_alpha"] = True
         self.dataset = stack.enter_context(WarpedVRT(dataset, **options))
 
+    def _window(self, window: Window) -> Window:
+        if self.offset is None:
+            return window
+        return Window(window.col_off + self.offset[0], window.row_off + self.offset[1], window.width, window.height)
+
     def read(self, window: Window, boundless: bool) -> Tuple[np.ndarray, np.ndarray]:
-        if self.offset is not None:
-            window = Window(window.col_off + self.offset[0], window.row_off + self.offset[1],
-                            window.width, window.height)
-        return read_dataset_window(self.dataset, window, self.indexes, scales=self.info.scales,
+        return read_dataset_window(self.dataset, self._window(window), self.indexes, scales=self.info.scales,
                                    offsets=self.info.offsets, good=self.good, boundless=boundless)
+
+    def count_valid(self, window: Window) -> np.ndarray:
+        return count_valid(self.dataset, self._window(window), self.indexes, scales=self.info.scales,
+                           offsets=self.info.offsets)
 
 
 class AlignedPair:
@@ -139,6 +145,10 @@ class AlignedPair:
         """
         return self._lr.read(window, boundless)
 
+    def count_lr_valid(self, window: Window) -> np.ndarray:
+        """``(C,)`` valid pixels of each LR-HSI band in a window of ``plan.lr``, each band judged on its own."""
+        return self._lr.count_valid(window)
+
     def read_msi(self, window: Window, boundless: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """HR-MSI ``(m, h, w)`` float32 and ``valid (h, w)`` for a window of ``plan.output``."""
         return self._msi.read(window, boundless)
@@ -149,11 +159,15 @@ class AlignedPair:
 
 
 @contextmanager
-def open_aligned(lr_path: str, msi_path: str, plan: GridPlan,
-                 shift: Tuple[float, float] = (0.0, 0.0)) -> Iterator[AlignedPair]:
-    """Open the LR-HSI and HR-MSI on ``plan``'s grids; closes every dataset on exit."""
+def open_aligned(lr_path: str, msi_path: str, plan: GridPlan, shift: Tuple[float, float] = (0.0, 0.0),
+                 lr_info: Optional[RasterInfo] = None) -> Iterator[AlignedPair]:
+    """Open the LR-HSI and HR-MSI on ``plan``'s grids; closes every dataset on exit.
+
+    ``lr_info`` replaces the LR-HSI's own band information (the plan's,
+    where bands found empty in the data are marked bad).
+    """
     with ExitStack() as stack:
-        yield AlignedPair(read_info(lr_path), read_info(msi_path), plan,
+        yield AlignedPair(lr_info or read_info(lr_path), read_info(msi_path), plan,
                           (float(shift[0]), float(shift[1])), stack)
 
 

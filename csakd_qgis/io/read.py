@@ -76,6 +76,47 @@ def intersect(window: Window, width: int, height: int) -> Optional[Window]:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
+def _read_bands(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequence[int], scales: Sequence[float],
+                offsets: Sequence[float], boundless: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """``(physical float32 (C, h, w), band_valid bool (C, h, w))`` of a window, each band judged on its own."""
+    window = Window(int(round(window.col_off)), int(round(window.row_off)),
+                    int(round(window.width)), int(round(window.height)))
+    if window.width <= 0 or window.height <= 0:
+        raise RasterReadError(f"empty window {window} requested from {ds.name!r}.")
+    inner = intersect(window, ds.width, ds.height)
+    if not boundless and (inner is None or inner.width != window.width or inner.height != window.height):
+        raise RasterReadError(
+            f"window {window} reaches outside raster {ds.name!r} ({ds.width} x {ds.height} pixels)."
+        )
+    count = len(gdal_indexes)
+    data = np.full((count, window.height, window.width), np.nan, dtype=np.float32)
+    band_valid = np.zeros((count, window.height, window.width), dtype=bool)
+    if inner is None:
+        return data, band_valid
+    rows = slice(inner.row_off - window.row_off, inner.row_off - window.row_off + inner.height)
+    cols = slice(inner.col_off - window.col_off, inner.col_off - window.col_off + inner.width)
+    try:
+        raw = ds.read(list(gdal_indexes), window=inner, out_dtype=np.float64)
+        masks = ds.read_masks(list(gdal_indexes), window=inner)
+    except (RasterioIOError, OSError) as exc:
+        raise RasterReadError(
+            f"cannot read window {inner} of {ds.name!r}: {exc}. The file is probably truncated or damaged "
+            "(an interrupted copy or download): create or download it again ('gdalinfo -checksum' on it "
+            "shows whether every block can be read)."
+        ) from exc
+    scale = np.asarray(scales, dtype=np.float64)[:, None, None]
+    offset = np.asarray(offsets, dtype=np.float64)[:, None, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        physical = (raw * scale + offset).astype(np.float32)
+    ok = (masks != 0) & np.isfinite(physical)
+    if ds.nodata is not None and not math.isnan(ds.nodata):
+        ok &= raw != ds.nodata
+    physical[~ok] = np.nan
+    data[:, rows, cols] = physical
+    band_valid[:, rows, cols] = ok
+    return data, band_valid
+
+
 def read_dataset_window(
     ds: DatasetReaderBase,
     window: Optional[Window],
@@ -98,46 +139,25 @@ def read_dataset_window(
     """
     if window is None:
         window = Window(0, 0, ds.width, ds.height)
-    window = Window(int(round(window.col_off)), int(round(window.row_off)),
-                    int(round(window.width)), int(round(window.height)))
-    if window.width <= 0 or window.height <= 0:
-        raise RasterReadError(f"empty window {window} requested from {ds.name!r}.")
-    inner = intersect(window, ds.width, ds.height)
-    if not boundless and (inner is None or inner.width != window.width or inner.height != window.height):
-        raise RasterReadError(
-            f"window {window} reaches outside raster {ds.name!r} ({ds.width} x {ds.height} pixels)."
-        )
-    count = len(gdal_indexes)
-    data = np.full((count, window.height, window.width), np.nan, dtype=np.float32)
-    band_valid = np.zeros((count, window.height, window.width), dtype=bool)
-    if inner is not None:
-        rows = slice(inner.row_off - window.row_off, inner.row_off - window.row_off + inner.height)
-        cols = slice(inner.col_off - window.col_off, inner.col_off - window.col_off + inner.width)
-        try:
-            raw = ds.read(list(gdal_indexes), window=inner, out_dtype=np.float64)
-            masks = ds.read_masks(list(gdal_indexes), window=inner)
-        except (RasterioIOError, OSError) as exc:
-            raise RasterReadError(
-                f"cannot read window {inner} of {ds.name!r}: {exc}. The file is probably truncated or damaged "
-                "(an interrupted copy or download): create or download it again ('gdalinfo -checksum' on it "
-                "shows whether every block can be read)."
-            ) from exc
-        scale = np.asarray(scales, dtype=np.float64)[:, None, None]
-        offset = np.asarray(offsets, dtype=np.float64)[:, None, None]
-        with np.errstate(over="ignore", invalid="ignore"):
-            physical = (raw * scale + offset).astype(np.float32)
-        ok = (masks != 0) & np.isfinite(physical)
-        if ds.nodata is not None and not math.isnan(ds.nodata):
-            ok &= raw != ds.nodata
-        physical[~ok] = np.nan
-        data[:, rows, cols] = physical
-        band_valid[:, rows, cols] = ok
+    data, band_valid = _read_bands(ds, window, gdal_indexes, scales, offsets, boundless)
     deciding = np.asarray(good, dtype=bool)
     if not deciding.any():
-        deciding = np.ones(count, dtype=bool)
+        deciding = np.ones(len(gdal_indexes), dtype=bool)
     valid = band_valid[deciding].all(axis=0)
     data[:, ~valid] = np.nan
     return data, valid
+
+
+def count_valid(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequence[int], *,
+                scales: Sequence[float], offsets: Sequence[float]) -> np.ndarray:
+    """``(C,)`` int64: the valid pixels of each band in ``window``, each band judged on its own.
+
+    Finds bands that hold no value at all (e.g. water-vapour bands filled
+    with nodata but not flagged bad), which :func:`read_dataset_window`
+    would otherwise let invalidate every pixel.
+    """
+    _, band_valid = _read_bands(ds, window, gdal_indexes, scales, offsets, boundless=False)
+    return band_valid.sum(axis=(1, 2), dtype=np.int64)
 
 
 def read_window(
