@@ -5,7 +5,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
-from pipeline_fakes import ArraySource, RecordingSink, write_geotiff
+from pipeline_fakes import write_geotiff
 from rasterio.windows import Window
 
 from csakd_qgis.errors import Cancelled
@@ -303,43 +303,6 @@ def test_non_integer_ratio_gives_scale_3_and_a_note(pair, tmp_path):
     assert report.scale == 3 and report.grid.transform[0] == pytest.approx(10.0)
     assert any("using scale 3" in n for n in report.notes)
     assert (report.grid.width, report.grid.height) == (144, 144)
-
-
-def test_column_blocks_are_aligned_and_list_every_reaching_tile():
-    from csakd_qgis.fusion.blend import ColumnBlocks, schedule
-    from csakd_qgis.fusion.tiling import plan_tiles
-    plan = plan_tiles(48, 48, tile=10, overlap=2, scale=S)  # HR tile windows 0-36, 24-66, 54-96, 84-123, 111-144
-    blocks = ColumnBlocks.build(plan, block_width=64, out_block=32)
-    assert blocks.spans == ((0, 64), (64, 128), (128, 144))
-    assert blocks.columns == ((0, 1, 2), (1, 2, 3, 4), (4,))
-    assert blocks.owner == (0, 0, 0, 1, 1)
-    assert ColumnBlocks.build(plan, block_width=100, out_block=32).spans == ((0, 96), (96, 144))
-    assert ColumnBlocks.build(plan, block_width=10, out_block=32).spans[:2] == ((0, 32), (32, 64))
-    order = [(t.row, t.col, b) for t, b in schedule(plan, blocks)]
-    assert len(order) == 5 * 8 and order[:4] == [(0, 0, 0), (0, 1, 0), (0, 2, 0), (1, 0, 0)]
-
-
-def test_pipeline_writes_each_block_aligned_strip_once(pair):
-    from contextlib import nullcontext
-
-    from csakd_qgis.fusion.pipeline import run_pipeline
-    from csakd_qgis.fusion.radiometry import Radiometry
-    from csakd_qgis.fusion.tiling import plan_tiles, reflect_pad
-    _p, _q, lr, msi = pair
-    plan = plan_tiles(48, 48, tile=10, overlap=2, halo=2, scale=S)
-    sink = RecordingSink((5, 144, 144))
-    radiometry = Radiometry(1.0, 1.0, np.zeros(5, np.float32), np.zeros(3, np.float32))
-    result = run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), BicubicMethod(S), plan, sink, radiometry,
-                          batch_size=3, block_width=64, out_block=32)
-    assert result.recomputed == 15
-    # 3 column blocks x 5 strips (4 of 32 rows, one of 16), each written once as a whole window
-    expected = {(x0, y, x1 - x0, min(32, 144 - y)) for x0, x1 in ((0, 64), (64, 128), (128, 144))
-                for y in range(0, 144, 32)}
-    got = sink.windows
-    assert len(got) == 15 and set(got) == expected
-    # whole image upsampled at once, with the same 2-px mirrored context at the edges
-    whole = BicubicMethod(S).predict(reflect_pad(lr, ((2, 2), (2, 2)))[None], None)[0, :, 6:-6, 6:-6]
-    np.testing.assert_allclose(sink.out, whole, rtol=0, atol=2e-6)
 
 
 def test_run_gets_a_small_gdal_cache_for_sampling_a_sized_one_for_tiles_and_restores_it(pair, tmp_path,

@@ -1,0 +1,124 @@
+"""The reader -> compute -> blender/writer pipeline on in-memory pairs (csakd_qgis/fusion/pipeline.py, blend.py)."""
+
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+from pipeline_fakes import ArraySource, RecordingSink
+from rasterio.windows import Window
+
+from csakd_qgis.errors import Cancelled, TilingError
+from csakd_qgis.fusion.methods import BicubicMethod
+from csakd_qgis.fusion.pipeline import run_pipeline
+from csakd_qgis.fusion.radiometry import Radiometry
+from csakd_qgis.fusion.tiling import plan_tiles
+from csakd_qgis.progress import Reporter
+
+S = 3
+
+
+@pytest.fixture
+def pair():
+    """48 x 48 LR (5 bands) and 144 x 144 MSI (3 bands) arrays, scale 3."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48] / 48.0
+    lr = np.stack([0.2 + 0.1 * k + 0.3 * np.sin(3 * xx + k) * np.cos(2 * yy) for k in range(5)])
+    lr = (lr + 0.01 * rng.random(lr.shape)).astype(np.float32)
+    msi = (0.3 + 0.2 * rng.random((3, 144, 144))).astype(np.float32)
+    return None, None, lr, msi
+
+
+def _levels(bands=5, empty=()):
+    return Radiometry(1.0, 1.0, np.zeros(bands, np.float32), np.zeros(3, np.float32), tuple(empty))
+
+
+class Constant:
+    """A method predicting ``value`` everywhere: blending must give back exactly ``value`` (weights sum to 1)."""
+
+    name, halo = "constant", 0
+
+    def __init__(self, value, scale=S):
+        self.value, self.scale = value, scale
+
+    def predict(self, lr, msi):
+        return np.full((lr.shape[0], lr.shape[1], msi.shape[2], msi.shape[3]), self.value, np.float32)
+
+
+def test_column_blocks_are_aligned_and_list_every_reaching_tile():
+    from csakd_qgis.fusion.blend import ColumnBlocks, schedule
+    plan = plan_tiles(48, 48, tile=10, overlap=2, scale=S)  # HR tile windows 0-36, 24-66, 54-96, 84-123, 111-144
+    blocks = ColumnBlocks.build(plan, block_width=64, out_block=32)
+    assert blocks.spans == ((0, 64), (64, 128), (128, 144))
+    assert blocks.columns == ((0, 1, 2), (1, 2, 3, 4), (4,))
+    assert blocks.owner == (0, 0, 0, 1, 1)
+    assert ColumnBlocks.build(plan, block_width=100, out_block=32).spans == ((0, 96), (96, 144))
+    assert ColumnBlocks.build(plan, block_width=10, out_block=32).spans[:2] == ((0, 32), (32, 64))
+    order = [(t.row, t.col, b) for t, b in schedule(plan, blocks)]
+    assert len(order) == 5 * 8 and order[:4] == [(0, 0, 0), (0, 1, 0), (0, 2, 0), (1, 0, 0)]
+
+
+def test_pipeline_writes_each_block_aligned_strip_once(pair):
+    from csakd_qgis.fusion.tiling import reflect_pad
+    _p, _q, lr, msi = pair
+    plan = plan_tiles(48, 48, tile=10, overlap=2, halo=2, scale=S)
+    sink = RecordingSink((5, 144, 144))
+    radiometry = Radiometry(1.0, 1.0, np.zeros(5, np.float32), np.zeros(3, np.float32))
+    result = run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), BicubicMethod(S), plan, sink, radiometry,
+                          batch_size=3, block_width=64, out_block=32)
+    assert result.recomputed == 15
+    # 3 column blocks x 5 strips (4 of 32 rows, one of 16), each written once as a whole window
+    expected = {(x0, y, x1 - x0, min(32, 144 - y)) for x0, x1 in ((0, 64), (64, 128), (128, 144))
+                for y in range(0, 144, 32)}
+    got = sink.windows
+    assert len(got) == 15 and set(got) == expected
+    # whole image upsampled at once, with the same 2-px mirrored context at the edges
+    whole = BicubicMethod(S).predict(reflect_pad(lr, ((2, 2), (2, 2)))[None], None)[0, :, 6:-6, 6:-6]
+    np.testing.assert_allclose(sink.out, whole, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("tile, overlap", [(10, 2), (7, 1), (16, 4), (48, 0)])
+def test_blend_weights_sum_to_one_everywhere(pair, tile, overlap):
+    _p, _q, lr, msi = pair
+    sink = RecordingSink((5, 144, 144))
+    plan = plan_tiles(48, 48, tile=tile, overlap=overlap, scale=S)
+    run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), Constant(0.7), plan, sink, _levels(),
+                 block_width=64, out_block=32)
+    np.testing.assert_allclose(sink.out, 0.7, rtol=0, atol=1e-6)
+
+
+def test_empty_bands_are_written_as_nodata(pair):
+    _p, _q, lr, msi = pair
+    sink = RecordingSink((5, 144, 144))
+    plan = plan_tiles(48, 48, tile=16, overlap=4, scale=S)
+    run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), Constant(0.5), plan, sink, _levels(empty=(1, 3)))
+    assert np.isnan(sink.out[[1, 3]]).all()
+    np.testing.assert_allclose(sink.out[[0, 2, 4]], 0.5, rtol=0, atol=1e-6)
+
+
+def test_a_region_equals_the_same_pixels_of_the_whole_output(pair):
+    _p, _q, lr, msi = pair
+    plan = plan_tiles(48, 48, tile=10, overlap=2, halo=2, scale=S)
+    whole, part = RecordingSink((5, 144, 144)), RecordingSink((5, 50, 70))
+    run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), BicubicMethod(S), plan, whole, _levels())
+    run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), BicubicMethod(S), plan, part, _levels(),
+                 region=Window(40, 30, 70, 50))
+    np.testing.assert_array_equal(part.out, whole.out[:, 30:80, 40:110])
+    with pytest.raises(TilingError):
+        run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), BicubicMethod(S), plan, part, _levels(),
+                     region=Window(100, 100, 70, 50))
+
+
+def test_cancel_stops_before_writing_everything(pair):
+    _p, _q, lr, msi = pair
+    sink = RecordingSink((5, 144, 144))
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), BicubicMethod(S),
+                     plan_tiles(48, 48, tile=8, overlap=2, scale=S), sink, _levels(), batch_size=1,
+                     reporter=Reporter(is_cancelled=cancelled))
+    assert np.isnan(sink.out).any()
