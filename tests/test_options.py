@@ -56,3 +56,13 @@ def test_options_module_imports_neither_torch_nor_gdal():
             "print(sorted(m for m in ('torch', 'rasterio', 'osgeo', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_short_imports_load_lazily():
+    import subprocess
+    import sys
+    code = ("import sys, csakd_qgis; before = 'torch' in sys.modules; "
+            "from csakd_qgis import fuse, FuseOptions, CsakdError; "
+            "print(before, fuse.__module__, FuseOptions.__module__, CsakdError.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "csakd_qgis.fusion.engine", "csakd_qgis.options", "csakd_qgis.errors"]
