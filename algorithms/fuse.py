@@ -3,6 +3,7 @@
 from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -34,7 +35,7 @@ class FuseAlgorithm(CsakdAlgorithm):
     DEVICE, TILE_SIZE, OVERLAP, BATCH_SIZE = "DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE"
     SHIFT_CORRECTION, DATA_TYPE, OUTPUT, REPORT = "SHIFT_CORRECTION", "DATA_TYPE", "OUTPUT", "REPORT"
     SCALE, SHIFT_X, SHIFT_Y, MODEL_USED = "SCALE", "SHIFT_X", "SHIFT_Y", "MODEL_USED"
-    BACKEND, PRECISION, SCHEDULER = "BACKEND", "PRECISION", "SCHEDULER"
+    BACKEND, PRECISION, SCHEDULER, GUARD = "BACKEND", "PRECISION", "SCHEDULER", "GUARD"
     METHOD_USED, PSF_SIGMA, SNR_LR_DB, EMPTY_BANDS = "METHOD_USED", "PSF_SIGMA", "SNR_LR_DB", "EMPTY_BANDS"
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -68,6 +69,8 @@ class FuseAlgorithm(CsakdAlgorithm):
             QgsProcessingParameterEnum(self.PRECISION, self.tr("Network precision on a GPU (the CPU uses float32)"),
                                        options=list(choices.PRECISIONS), defaultValue="float32",
                                        usesStaticStrings=True),
+            QgsProcessingParameterBoolean(self.GUARD, self.tr("Refuse an output that disagrees with its inputs "
+                                                              "(a misread input: units, offset, band order)"), True),
             QgsProcessingParameterString(self.SCHEDULER, self.tr("Dask scheduler address, e.g. tcp://host:8786 "
                                                                  "(empty: fuse on this machine)"),
                                          defaultValue="", optional=True),
@@ -102,6 +105,7 @@ class FuseAlgorithm(CsakdAlgorithm):
             precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "float32",
             shift_correction=self.parameterAsBool(parameters, self.SHIFT_CORRECTION, context),
             dtype=self.parameterAsEnumString(parameters, self.DATA_TYPE, context),
+            guard=self.parameterAsBool(parameters, self.GUARD, context),
             overwrite=True,
         )
 

@@ -35,6 +35,10 @@ class OutputExistsError(RasterWriteError, InputError):
     """The output exists and overwriting was not allowed (also an :class:`InputError`: the user chose the name)."""
 
 
+class ImplausibleOutputError(InputError):
+    """The fused image does not agree with its own inputs (a misread input, see :mod:`csakd_qgis.quality.guard`)."""
+
+
 class TileTooLarge(CsakdError):
     """One tile does not fit in the device's memory (the engine retries with a smaller tile)."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from csakd_qgis.errors import InputError
 
@@ -101,6 +101,9 @@ class FuseOptions:
         output (None: the LR-HSI's band scale, 1 when it has none).
     compress, cog, overwrite:
         GeoTIFF compression (None: none), Cloud Optimized GeoTIFF, replace an existing output.
+    guard:
+        Check the output against its inputs after fusing and refuse it when
+        they disagree (:mod:`csakd_qgis.quality.guard`).
     block_width, output_block:
         Column-block width and output block side, output pixels
         (``output_block`` a multiple of 16; ``block_width`` is rounded down
@@ -127,6 +130,7 @@ class FuseOptions:
     compress: Optional[str] = "zstd"
     cog: bool = False
     overwrite: bool = False
+    guard: bool = True
     block_width: int = BLOCK_WIDTH
     output_block: int = OUTPUT_BLOCK
 
@@ -165,6 +169,6 @@ class FuseOptions:
         """The overlap used: :attr:`overlap`, or :data:`OVERLAP` capped at ``tile // 4`` when it is None."""
         return min(OVERLAP, self.tile // 4) if self.overlap is None else self.overlap
 
-    def replace(self, **changes: object) -> FuseOptions:
+    def replace(self, **changes: Any) -> FuseOptions:
         """A copy with ``changes`` applied, checked again."""
         return dataclasses.replace(self, **changes)

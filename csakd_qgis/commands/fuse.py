@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Dict, List, Protocol
 
 from csakd_qgis.distributed.regions import REGION_SIZE
 from csakd_qgis.fusion.engine import fuse
@@ -73,6 +73,9 @@ def add_fusion_options(parser: argparse.ArgumentParser) -> None:
                         help="physical value per stored unit for integer outputs, e.g. 1e-4")
     parser.add_argument("--cog", action="store_true", help="write a Cloud Optimized GeoTIFF")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    parser.add_argument("--no-guard", action="store_true",
+                        help="keep an output that disagrees with its inputs (by default it is refused: a misread "
+                             "input, see docs/classical.md)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
 
@@ -81,7 +84,8 @@ def fuse_options(args: argparse.Namespace) -> FuseOptions:
     return FuseOptions(tile=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, halo=args.halo,
                        device=args.device, threads=args.threads, backend=getattr(args, "backend", "auto"),
                        precision=args.precision, shift_correction=not args.no_shift_correction, scale=args.scale,
-                       dtype=args.dtype, output_scale=args.output_scale, cog=args.cog, overwrite=args.overwrite)
+                       dtype=args.dtype, output_scale=args.output_scale, cog=args.cog, overwrite=args.overwrite,
+                       guard=not args.no_guard)
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +129,17 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
                           fuse=fuse_options(args))
 
 
-def print_report(report, as_json: bool) -> None:
+class Report(Protocol):
+    """What :func:`print_report` prints: a fuse, distributed or batch report."""
+
+    def to_dict(self) -> Dict[str, object]:
+        """JSON-ready dict."""
+
+    def summary_lines(self) -> List[str]:
+        """Human-readable lines."""
+
+
+def print_report(report: Report, as_json: bool) -> None:
     """The report as JSON or as its summary lines, on stdout."""
     if as_json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
@@ -138,6 +152,7 @@ def print_report(report, as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the fusion; print a progress bar on stderr and the report on stdout."""
     reporter = Reporter(progress=progress_bar)
+    report: Report
     if args.scheduler is not None or args.workers is not None:
         from csakd_qgis.distributed import fuse_distributed, open_client
 

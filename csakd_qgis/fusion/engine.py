@@ -59,13 +59,15 @@ reflectance x 10000.  Float outputs default to ``output_scale=1``.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from typing import Callable, List, Optional, Tuple, Union
 
 from rasterio.windows import Window
 
 from csakd_qgis.devices import resolve_device, set_threads
-from csakd_qgis.errors import TileTooLarge
+from csakd_qgis.errors import ImplausibleOutputError, TileTooLarge
 from csakd_qgis.fusion.methods import FusionMethod
 from csakd_qgis.fusion.pipeline import PipelineResult, run_pipeline
 from csakd_qgis.fusion.plan import FusionPlan, prepare
@@ -74,6 +76,7 @@ from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
 from csakd_qgis.io.write import check_destination
 from csakd_qgis.options import FuseOptions
 from csakd_qgis.progress import SILENT, Reporter
+from csakd_qgis.quality.guard import GuardReport, check_fused, describe
 
 #: Smallest tile (LR pixels) the out-of-memory policy goes down to.
 MIN_TILE = 8
@@ -175,6 +178,26 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model: object = None,
         notes.append(text)
         reporter.update(0.02, text)
 
-    result, tile = run_plan(plan, fusion, options, output, reporter=reporter.phase(0.02, 1.0), notify=notify)
-    return plan.report(output, result, tile=tile, device=str(torch_device),
-                       seconds=time.perf_counter() - started, notes=tuple(notes))
+    result, tile = run_plan(plan, fusion, options, output, reporter=reporter.phase(0.02, 0.98), notify=notify)
+    guard = _guard(plan, output) if options.guard else None
+    report = plan.report(output, result, tile=tile, device=str(torch_device),
+                         seconds=time.perf_counter() - started, notes=tuple(notes) + (describe(guard),))
+    return dataclasses.replace(report, guard=guard.to_dict() if guard else {})
+
+
+def _guard(plan: FusionPlan, output: str) -> GuardReport:
+    """:func:`~csakd_qgis.quality.guard.check_fused`; a failed output is removed and refused.
+
+    Raises
+    ------
+    ImplausibleOutputError
+        The output disagrees with its inputs; the message names the likely cause.
+    """
+    with gdal_block_cache(BLOCK_CACHE_MB):
+        guard = check_fused(plan, output)
+    if not guard.passed:
+        os.remove(output)
+        raise ImplausibleOutputError(
+            f"the fused image does not agree with its inputs, so it was not kept: {guard.message}. Check the "
+            "inputs; to keep such an output anyway, turn the output guard off (--no-guard)")
+    return guard

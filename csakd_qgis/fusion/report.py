@@ -30,7 +30,9 @@ class FuseReport:
     (:meth:`csakd_qgis.estimation.Degradation.to_dict`: PSF ``sigma`` in HR
     pixels, residual ``offset`` in LR pixels, spectral response, noise per
     band, subspace rank), ``empty_bands`` the LR-HSI bands (1-based) found
-    without any value and written as nodata.
+    without any value and written as nodata, ``guard`` what the output
+    guard measured (:class:`csakd_qgis.quality.guard.GuardReport`; empty
+    when it was off).
     """
 
     output: str
@@ -53,6 +55,7 @@ class FuseReport:
     notes: Tuple[str, ...] = field(default_factory=tuple)
     degradation: Dict[str, Any] = field(default_factory=dict)
     empty_bands: Tuple[int, ...] = ()
+    guard: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, object]:
         """JSON-ready dict."""

@@ -8,7 +8,7 @@ of the output uses the same ones and no seam can appear between them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from rasterio.windows import Window
@@ -17,7 +17,7 @@ from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.radiometry import Radiometry, robust_level
 from csakd_qgis.fusion.tiling import read_mirrored
 from csakd_qgis.geo.coregister import AlignedPair
-from csakd_qgis.geo.grid import GridPlan
+from csakd_qgis.geo.grid import Grid, GridPlan
 
 #: LR pixels per side of each sample window.
 SAMPLE_SIZE = 32
@@ -57,9 +57,9 @@ class SceneSample:
         grid, each window framed by ``M`` = :data:`MOSAIC_MARGIN` LR pixels
         of NaN, and ``(m, (h + 2 M) s, n (w + 2 M) s)`` on the output grid,
         each window with ``M s`` output pixels of real context around it
-        (mirrored at the raster's edges, as tile halos are).  So a PSF applied to the MSI mosaic sees
-        what it would see in the scene, and pixels of two windows never
-        mix.  NaN where the input is invalid.
+        (mirrored at the raster's edges, as tile halos are).  So a PSF
+        applied to the MSI mosaic sees what it would see in the scene, and
+        pixels of two windows never mix.  NaN where the input is invalid.
     """
 
     lr: np.ndarray
@@ -81,24 +81,38 @@ def _side_by_side(parts: List[np.ndarray]) -> np.ndarray:
                            for p in parts], axis=2)
 
 
-def sample_scene(pair: AlignedPair) -> SceneSample:
-    """Read the scene sample (:func:`sample_windows`) of ``pair``: see :class:`SceneSample`."""
-    s, m = pair.plan.scale, MOSAIC_MARGIN
-    lrs, msis, lr_tiles, msi_tiles = [], [], [], []
-    for window in sample_windows(pair.plan):
+def framed_mosaic(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], grid: Grid,
+                  windows: Sequence[Window], scale: int) -> np.ndarray:
+    """``(C, (h + 2 M) s, n (w + 2 M) s)``: the output-grid pixels of LR ``windows``, framed as in :class:`SceneSample`.
+
+    ``read`` reads a window of ``grid`` (an output-grid raster: the HR-MSI,
+    or a fused output) as ``(data, valid)``; outside the raster the frame is
+    mirrored; invalid pixels are NaN.
+    """
+    m, parts = MOSAIC_MARGIN, []
+    for window in windows:
+        framed = Window((window.col_off - m) * scale, (window.row_off - m) * scale, (window.width + 2 * m) * scale,
+                        (window.height + 2 * m) * scale)
+        data, valid = read_mirrored(read, framed, grid.width, grid.height)
+        parts.append(np.where(valid, data, np.nan))
+    return _side_by_side(parts)
+
+
+def sample_scene(pair: AlignedPair, windows: Optional[Sequence[Window]] = None) -> SceneSample:
+    """Read the scene sample of ``pair`` (``windows``, default :func:`sample_windows`): see :class:`SceneSample`."""
+    windows = sample_windows(pair.plan) if windows is None else windows
+    m = MOSAIC_MARGIN
+    lrs, msis, lr_tiles = [], [], []
+    for window in windows:
         lr, lr_valid = pair.read_lr(window)
         msi, msi_valid = pair.read_msi_lr(window)
         valid = lr_valid & msi_valid
         lrs.append(np.where(valid, lr, np.nan).reshape(lr.shape[0], -1))
         msis.append(np.where(valid, msi, np.nan).reshape(msi.shape[0], -1))
-        framed = Window((window.col_off - m) * s, (window.row_off - m) * s, (window.width + 2 * m) * s,
-                        (window.height + 2 * m) * s)
-        out = pair.plan.output
-        msi_hr, msi_hr_valid = read_mirrored(pair.read_msi, framed, out.width, out.height)
         lr_tiles.append(np.pad(np.where(lr_valid, lr, np.nan), ((0, 0), (m, m), (m, m)), constant_values=np.nan))
-        msi_tiles.append(np.where(msi_hr_valid, msi_hr, np.nan))
     return SceneSample(lr=np.concatenate(lrs, axis=1)[:, None], msi_lr=np.concatenate(msis, axis=1)[:, None],
-                       mosaic_lr=_side_by_side(lr_tiles), mosaic_msi=_side_by_side(msi_tiles))
+                       mosaic_lr=_side_by_side(lr_tiles),
+                       mosaic_msi=framed_mosaic(pair.read_msi, pair.plan.output, windows, pair.plan.scale))
 
 
 def measure_radiometry(lr: np.ndarray, msi: np.ndarray, empty: Sequence[int] = ()) -> Radiometry:
