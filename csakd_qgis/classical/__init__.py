@@ -19,7 +19,7 @@ method on a whole image as the tiled engine would (mirrored edges),
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, Union, cast
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ NOISY_SNR_DB = 38.0
 
 def from_dict(d: Dict[str, Any]) -> Classical:
     """Rebuild any classical method from its ``to_dict`` output (dispatch on ``d["type"]``)."""
-    kinds = {"glp": GLP, "psf_gsa": PsfGSA, "subspace": SubspaceFusion}
+    kinds: Dict[str, Type[Classical]] = {"glp": GLP, "psf_gsa": PsfGSA, "subspace": SubspaceFusion}
     kind = d.get("type")
     if kind not in kinds:
         raise InputError(f"unknown classical method type {kind!r}; expected one of {', '.join(kinds)}")
@@ -67,7 +67,7 @@ def fuse_whole(model: Classical, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
     halo, s = model.halo, model.scale
     x = reflect_pad(lr, ((halo, halo), (halo, halo)))
     g = reflect_pad(msi, ((halo * s, halo * s), (halo * s, halo * s)))
-    out = model.apply(x[None], g[None])[0]
+    out = cast(np.ndarray, model.apply(x[None], g[None]))[0]  # numpy in, numpy out
     return out[:, halo * s:out.shape[1] - halo * s, halo * s:out.shape[2] - halo * s]
 
 
@@ -102,7 +102,7 @@ def fit_method(name: str, lr: np.ndarray, msi: np.ndarray, scale: int, sigma: fl
     (HR pixels) and ``offset`` (LR pixels) the estimated PSF and residual
     misregistration; ``good`` the good-band flags.
     """
-    fits = {"gsa": PsfGSA.fit, "glp": GLP.fit,
+    fits: Dict[str, Callable[..., Classical]] = {"gsa": PsfGSA.fit, "glp": GLP.fit,
             "subspace": functools.partial(SubspaceFusion.fit, method="glp")}
     if name not in fits:
         raise InputError(f"unknown classical method {name!r}; use one of {', '.join(fits)}")
@@ -158,4 +158,4 @@ class ClassicalMethod:
         x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
         g = torch.from_numpy(np.ascontiguousarray(msi, dtype=np.float32))
         with torch.inference_mode():
-            return self.model.apply(x, g).numpy()
+            return cast(torch.Tensor, self.model.apply(x, g)).numpy()  # tensor in, tensor out

@@ -32,7 +32,7 @@ intercepts already put ``I_l`` on the MSI's radiometric scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union, overload
 
 import numpy as np
 import torch
@@ -45,6 +45,14 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 #: Ridge strength relative to the mean eigenvalue of the regressors' covariance.
 DEFAULT_RIDGE = 1e-6
+
+
+@overload
+def bicubic_upsample(lr: np.ndarray, scale: int) -> np.ndarray: ...
+
+
+@overload
+def bicubic_upsample(lr: torch.Tensor, scale: int) -> torch.Tensor: ...
 
 
 def bicubic_upsample(lr: ArrayLike, scale: int) -> ArrayLike:
@@ -70,7 +78,7 @@ def bicubic_upsample(lr: ArrayLike, scale: int) -> ArrayLike:
         raise InputError(f"the scale must be a positive integer, got {scale!r}")
     scale = int(scale)
     is_numpy = not isinstance(lr, torch.Tensor)
-    t = torch.from_numpy(np.asarray(lr, dtype=np.float64)) if is_numpy else lr
+    t = lr if isinstance(lr, torch.Tensor) else torch.from_numpy(np.asarray(lr, dtype=np.float64))
     if t.ndim not in (3, 4):
         raise InputError(f"expected (bands, rows, cols) or (batch, bands, rows, cols), got shape {tuple(t.shape)}")
     if not t.is_floating_point():
@@ -152,13 +160,19 @@ class GSA:
         gains[ok] = gains_good
         return cls(weights, g_mean - h_mean @ a, gains)
 
+    @overload
+    def apply(self, lr_up: np.ndarray, msi: ArrayLike) -> np.ndarray: ...
+
+    @overload
+    def apply(self, lr_up: torch.Tensor, msi: ArrayLike) -> torch.Tensor: ...
+
     def apply(self, lr_up: ArrayLike, msi: ArrayLike) -> ArrayLike:
         """Sharpen ``lr_up`` ``(C, H, W)`` or ``(B, C, H, W)`` with ``msi`` ``(m, H, W)`` or ``(B, m, H, W)``.
 
         Inputs may be numpy arrays or torch tensors (the result has the kind of ``lr_up``).
         """
         is_numpy = not isinstance(lr_up, torch.Tensor)
-        x = torch.from_numpy(np.asarray(lr_up, dtype=np.float64)) if is_numpy else lr_up
+        x = lr_up if isinstance(lr_up, torch.Tensor) else torch.from_numpy(np.asarray(lr_up, dtype=np.float64))
         g = torch.as_tensor(np.asarray(msi) if not isinstance(msi, torch.Tensor) else msi,
                              dtype=x.dtype, device=x.device)
         c, m = self.gains.shape

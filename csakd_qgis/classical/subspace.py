@@ -30,7 +30,7 @@ on noisy EnMAP tiles, hence :data:`MIN_RANK`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Type, Union, cast
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ RANK_MARGIN = 4.0
 Inner = Union[GLP, PsfGSA]
 
 #: Methods :class:`SubspaceFusion` can wrap, by name.
-INNER = {"glp": GLP, "psf_gsa": PsfGSA}
+INNER: Dict[str, Type[Inner]] = {"glp": GLP, "psf_gsa": PsfGSA}
 
 
 def default_rank(eigenvalues: np.ndarray, pixels: int) -> int:
@@ -168,7 +168,7 @@ class SubspaceFusion:
         if method not in INNER:
             raise InputError(f"unknown subspace method {method!r}; use one of {', '.join(INNER)}")
         subspace = Subspace.fit(lr_sample, good, rank)
-        projected = subspace.project(np.asarray(lr_sample, dtype=np.float64))
+        projected = cast(np.ndarray, subspace.project(np.asarray(lr_sample, dtype=np.float64)))  # numpy in, numpy out
         inner = INNER[method].fit(projected, msi_sample_hr, scale, sigma, offset, good, **options)
         return cls(subspace, inner)
 

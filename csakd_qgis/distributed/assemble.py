@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -102,7 +102,7 @@ def write_vrt(path: str, width: int, height: int, regions: Sequence[Tuple[Window
                 ET.SubElement(source, "SourceProperties", RasterXSize=str(int(window.width)),
                               RasterYSize=str(int(window.height)), DataType=GDAL_TYPES[dtype],
                               BlockXSize=str(block_w), BlockYSize=str(block_h))
-                size = {"xSize": str(int(window.width)), "ySize": str(int(window.height))}
+                size: Dict[str, Any] = {"xSize": str(int(window.width)), "ySize": str(int(window.height))}
                 ET.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
                 ET.SubElement(source, "DstRect", xOff=str(int(window.col_off)), yOff=str(int(window.row_off)),
                               **size)

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from csakd_qgis.distributed.runner import ClusterOptions, ClusterRun, DistributedReport, SceneRun
 from csakd_qgis.errors import Cancelled, InputError
@@ -117,7 +117,7 @@ class BatchReport:
         lines = []
         for r in self.results:
             if r.ok:
-                grid = r.report.fuse.grid
+                grid = cast(DistributedReport, r.report).fuse.grid  # an ok result has its report
                 lines.append(f"ok      {r.pair.output}: {grid.width} x {grid.height} px, {r.seconds:.1f} s")
             else:
                 lines.append(f"FAILED  {r.pair.output}: {r.error}")
@@ -130,7 +130,7 @@ def _message(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def fuse_batch(pairs: Sequence[ScenePair], *, client, options: Optional[ClusterOptions] = None,
+def fuse_batch(pairs: Sequence[ScenePair], *, client: Any, options: Optional[ClusterOptions] = None,
                reporter: Optional[Reporter] = None) -> BatchReport:
     """Fuse every pair on the cluster; one pair's failure is reported, not raised.
 
@@ -156,7 +156,7 @@ def fuse_batch(pairs: Sequence[ScenePair], *, client, options: Optional[ClusterO
     run = ClusterRun(client, reporter or SILENT)
     outcome: Dict[int, PairResult] = {}
     scenes: Dict[int, SceneRun] = {}
-    futures: Dict[int, List[object]] = {}
+    futures: Dict[int, List[Any]] = {}
     owner: Dict[str, int] = {}
 
     def fail(index: int, error: BaseException) -> None:
@@ -167,7 +167,7 @@ def fuse_batch(pairs: Sequence[ScenePair], *, client, options: Optional[ClusterO
         outcome[index] = PairResult(pairs[index], False, _message(error),
                                     time.perf_counter() - (scene.started if scene else started))
 
-    def handle(future) -> None:
+    def handle(future: Any) -> None:
         index = owner[str(future.key)]
         if index in outcome:
             return

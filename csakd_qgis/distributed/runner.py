@@ -25,7 +25,8 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from types import ModuleType
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from rasterio.windows import Window
 
@@ -67,7 +68,7 @@ STOP_GRACE = 60.0
 LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
-def require_distributed():
+def require_distributed() -> ModuleType:
     """The ``distributed`` module, or :class:`DependencyError` saying how to install it."""
     return import_optional("distributed", "the distributed mode (Dask)",
                            f'python -m pip install "{PIP_REQUIREMENT}" (in the Python that runs csakd, '
@@ -76,7 +77,7 @@ def require_distributed():
 
 @contextmanager
 def open_client(scheduler: Optional[str] = None, workers: Optional[int] = None, *,
-                threads_per_worker: int = 1) -> Iterator[object]:
+                threads_per_worker: int = 1) -> Iterator[Any]:
     """A ``distributed.Client`` on a running scheduler, or on a new ``LocalCluster``; closed on exit.
 
     Parameters
@@ -109,7 +110,7 @@ def open_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
         with client:
             yield client
         return
-    if workers < 1:
+    if workers is None or workers < 1:  # None cannot reach here: exactly one of the two is given
         raise InputError(f"the number of local workers must be >= 1, got {workers}")
     import dask
 
@@ -139,7 +140,7 @@ class ClusterOptions:
 
     @classmethod
     def build(cls, *, model: object = None, method: Union[str, FusionMethod] = "auto",
-              region_size: int = REGION_SIZE, **fuse_options: object) -> ClusterOptions:
+              region_size: int = REGION_SIZE, **fuse_options: Any) -> ClusterOptions:
         """Options from flat keywords: ``fuse_options`` are :class:`~csakd_qgis.options.FuseOptions` fields."""
         return cls(model=model, method=method, region_size=region_size, fuse=FuseOptions(**fuse_options))
 
@@ -253,7 +254,7 @@ class SceneRun:
         self.regions = plan_regions(grid.width, grid.height, scale=self.plan.grids.scale,
                                     block=options.output_block, size=self.options.region_size)
 
-    def submit(self, client, cancel_event: str, topic: str) -> List[object]:
+    def submit(self, client: Any, cancel_event: str, topic: str) -> List[Any]:
         """Empty the staging folder and submit one task per region; returns the futures."""
         self.abort()
         os.makedirs(self.folder)
@@ -272,7 +273,7 @@ class SceneRun:
         """True when every region's file is written."""
         return bool(self.regions) and len(self.results) == len(self.regions)
 
-    def finish(self, client) -> DistributedReport:
+    def finish(self, client: Any) -> DistributedReport:
         """Assemble the region files into the output and report; removes the staging folder."""
         start = time.perf_counter()
         for stray in glob.glob(os.path.join(self.folder, f".*{PARTIAL_MARKER}*")):
@@ -296,7 +297,7 @@ class SceneRun:
         """Remove the staging folder and whatever is in it."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _report(self, client, assemble_seconds: float) -> DistributedReport:
+    def _report(self, client: Any, assemble_seconds: float) -> DistributedReport:
         results = [self.results[i] for i in range(len(self.regions))]
         parts = [r.result for r in results]
         visits = sum(p.tiles + p.recomputed for p in parts)
@@ -330,23 +331,23 @@ class ClusterRun:
         cancel raises :class:`~csakd_qgis.errors.Cancelled` there.
     """
 
-    def __init__(self, client, reporter: Reporter = SILENT) -> None:
+    def __init__(self, client: Any, reporter: Reporter = SILENT) -> None:
         self.distributed = require_distributed()
         self.client, self.reporter = client, reporter
         self.topic = f"csakd-progress-{uuid.uuid4().hex[:12]}"
-        self.events: Dict[int, object] = {}
+        self.events: Dict[int, Any] = {}
         self.fractions: Dict[str, float] = {}
-        self.futures: List[object] = []
+        self.futures: List[Any] = []
         self.finished = 0
         self.pending = self.distributed.as_completed()
         client.subscribe_topic(self.topic, self._on_event)
 
-    def _on_event(self, event) -> None:
+    def _on_event(self, event: Tuple[float, Dict[str, Any]]) -> None:
         message = event[1]
         key = str(message["key"])
         self.fractions[key] = max(self.fractions.get(key, 0.0), float(message["fraction"]))
 
-    def submit(self, scene: SceneRun) -> List[object]:
+    def submit(self, scene: SceneRun) -> List[Any]:
         """Submit ``scene``'s regions with a cancel event of its own; returns their futures."""
         event = self.distributed.Event(f"csakd-cancel-{uuid.uuid4().hex[:12]}", client=self.client)
         self.events[id(scene)] = event
@@ -356,7 +357,7 @@ class ClusterRun:
             self.pending.add(future)
         return futures
 
-    def progress(self, futures: Optional[Sequence[object]] = None) -> float:
+    def progress(self, futures: Optional[Sequence[Any]] = None) -> float:
         """Mean fraction done over ``futures`` (default: all submitted), 1 for each finished one."""
         futures = self.futures if futures is None else futures
         if not futures:
@@ -364,7 +365,7 @@ class ClusterRun:
         done = sum(1.0 if f.done() else self.fractions.get(str(f.key), 0.0) for f in futures)
         return done / len(futures)
 
-    def wait_some(self, fraction: Optional[Callable[[], float]] = None) -> List[object]:
+    def wait_some(self, fraction: Optional[Callable[[], float]] = None) -> List[Any]:
         """Futures that finished (with a result or an error) since the last call; [] when none is left.
 
         Reports ``fraction()`` (default :meth:`progress`) and checks for
@@ -385,7 +386,7 @@ class ClusterRun:
             time.sleep(POLL_INTERVAL)
         return []
 
-    def stop(self, scene: SceneRun, futures: Sequence[object], grace: float = STOP_GRACE) -> None:
+    def stop(self, scene: SceneRun, futures: Sequence[Any], grace: float = STOP_GRACE) -> None:
         """Stop ``scene``'s ``futures``: set its cancel event, give running tasks ``grace`` s, cancel the rest.
 
         Tasks that see the event raise :class:`~csakd_qgis.errors.Cancelled`
@@ -409,7 +410,7 @@ class ClusterRun:
             event.clear()
 
 
-def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client, options: Optional[ClusterOptions] = None,
+def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client: Any, options: Optional[ClusterOptions] = None,
                      reporter: Optional[Reporter] = None) -> DistributedReport:
     """Fuse one scene on a Dask cluster; the output equals :func:`csakd_qgis.fusion.engine.fuse`'s.
 
@@ -444,7 +445,7 @@ def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client, options: 
     scene = SceneRun(lr_hsi, hr_msi, output, options or ClusterOptions())
     scene.prepare(reporter.phase(0.0, 0.05))
     run = ClusterRun(client, reporter.phase(0.05, 0.95))
-    futures: List[object] = []
+    futures: List[Any] = []
     try:
         futures = run.submit(scene)
         while not scene.complete:

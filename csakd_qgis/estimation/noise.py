@@ -37,7 +37,7 @@ and clamps the count to ``[min_rank, max_rank]``.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, cast
 
 import numpy as np
 from scipy import ndimage
@@ -90,8 +90,8 @@ def _spectral_noise(pixels: np.ndarray) -> np.ndarray:
         others = [k for k in range(max(0, b - reach), min(bands, b + reach + 1)) if k != b]
         design = centred[:, others]
         coef, *_ = np.linalg.lstsq(design, centred[:, b], rcond=None)
-        rss = float(((centred[:, b] - design @ coef) ** 2).sum())
-        out[b] = np.sqrt(rss / max(count - len(others) - 1, 1))
+        band_rss = float(((centred[:, b] - design @ coef) ** 2).sum())
+        out[b] = np.sqrt(band_rss / max(count - len(others) - 1, 1))
     return out
 
 
@@ -177,7 +177,8 @@ def estimate_subspace_rank(image: np.ndarray, noise_std: Optional[np.ndarray] = 
     count, bands = pixels.shape
     if count < 2:
         raise InputError(f"only {count} valid pixels: the rank needs at least 2")
-    sigma = estimate_noise(x, good=mask) if noise_std is None else np.asarray(noise_std, dtype=np.float64)
+    flags = cast(Sequence[bool], mask)  # the (C,) boolean array serves as the flags
+    sigma = estimate_noise(x, good=flags) if noise_std is None else np.asarray(noise_std, dtype=np.float64)
     if sigma.shape != (x.shape[0],):
         raise InputError(f"the noise vector must have {x.shape[0]} entries, got shape {sigma.shape}")
     centred = pixels - pixels.mean(axis=0)

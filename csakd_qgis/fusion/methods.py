@@ -36,7 +36,7 @@ model) exports it to ONNX in memory first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, Tuple, Union
+from typing import Optional, Protocol, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from csakd_qgis.classical.baselines import bicubic_upsample
 from csakd_qgis.errors import InputError, ModelMismatchError
 from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.models.card import ModelCard
-from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod, is_onnx, read_onnx, read_onnx_card
+from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod, PathLike, is_onnx, read_onnx, read_onnx_card
 from csakd_qgis.models.receptive_field import network_halo
 from csakd_qgis.options import BACKENDS, METHODS
 
@@ -139,7 +139,7 @@ class NetworkMethod:
             self.halo = int(halo)
         else:
             self.halo = network_halo(cfg) if cfg is not None else DEFAULT_NETWORK_HALO
-        self.name = name or getattr(cfg, "role", "csakd")
+        self.name = cast(str, name or getattr(cfg, "role", "csakd"))  # a config's role is a str
         self.model_name = model_name
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -197,7 +197,7 @@ def _check_card(card: ModelCard, method: str, lr_bands: Sequence[BandInfo], msi_
             )
 
 
-def _load_network(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
+def _load_network(model: object, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
                   msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]):
     """``(module, card or None)`` for a module, a checkpoint path or name, or the auto-selected model."""
     if isinstance(model, torch.nn.Module):
@@ -215,7 +215,7 @@ def _load_network(model, method: str, device: torch.device, lr_bands: Sequence[B
     return load_checkpoint(path, device)
 
 
-def _backend(backend: str, model) -> str:
+def _backend(backend: str, model: object) -> str:
     """``"torch"`` or ``"onnxruntime"`` for the requested ``backend`` and ``model``."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -227,12 +227,12 @@ def _backend(backend: str, model) -> str:
     return "torch" if backend == "auto" else backend
 
 
-def _onnx_method(model, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
+def _onnx_method(model: object, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
                  msi_wavelengths: Optional[Sequence[Optional[float]]], scale: Optional[int]) -> OnnxNetworkMethod:
     """An :class:`OnnxNetworkMethod` from an ``.onnx`` file, or from a checkpoint exported in memory."""
     name = None if method == "csakd" else method
     if is_onnx(model):
-        data, card = read_onnx(model)
+        data, card = read_onnx(cast(PathLike, model))  # is_onnx: a str or os.PathLike
         _check_card(card, method, lr_bands, msi_bands, msi_wavelengths, scale)
         return OnnxNetworkMethod(data, device=device, name=name)
     if isinstance(model, torch.nn.Module):
@@ -267,13 +267,14 @@ def auto_network(model: object, lr_bands: Sequence[BandInfo], msi_bands: int,
 
     if isinstance(model, torch.nn.Module):
         return model, "the given network"
+    path: object  # an installed checkpoint's Path, or the model as the user gave it
     if model in AUTO:
         try:
             path, card = auto_select(lr_bands, msi_bands, msi_wavelengths, scale, "student")
         except ModelMismatchError as error:
             return None, f"no installed network fits the inputs ({str(error).split(';')[0]})"
     else:
-        path, card = (model, read_onnx_card(model)) if is_onnx(model) else resolve_model(str(model))
+        path, card = (model, read_onnx_card(cast(PathLike, model))) if is_onnx(model) else resolve_model(str(model))
         _check_card(card, "csakd", lr_bands, msi_bands, msi_wavelengths, scale)
     if not pays_off(card):
         return None, (f"model {card.name!r} fits, but its card does not show it beating the classical methods "
@@ -281,12 +282,12 @@ def auto_network(model: object, lr_bands: Sequence[BandInfo], msi_bands: int,
     return str(path), f"model {card.name!r}: +{card.metrics[CLASSICAL_GAIN_KEY]:.2f} dB over classical on validation"
 
 
-def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
+def model_scales(model: object, method: str) -> Optional[Tuple[int, ...]]:
     """Scales the method can fuse at: a network's card or config scale; None for any integer or auto-selection."""
     if method not in NETWORKS + ("auto",) or model in AUTO:
         return None
     if is_onnx(model):
-        return (int(read_onnx_card(model).scale),)
+        return (int(read_onnx_card(cast(PathLike, model)).scale),)  # is_onnx: a str or os.PathLike
     if isinstance(model, torch.nn.Module):
         cfg = getattr(model, "cfg", None)
         return (int(cfg.scale),) if cfg is not None else None
@@ -295,7 +296,7 @@ def model_scales(model, method: str) -> Optional[Tuple[int, ...]]:
     return (int(resolve_model(str(model))[1].scale),)
 
 
-def make_method(method: str = "csakd", model=None, *, device: Union[str, torch.device] = "cpu",
+def make_method(method: str = "csakd", model: object = None, *, device: Union[str, torch.device] = "cpu",
                 scale: Optional[int] = None, lr_bands: Sequence[BandInfo] = (), msi_bands: int = 0,
                 msi_wavelengths: Optional[Sequence[Optional[float]]] = None, backend: str = "auto",
                 precision: str = "float32") -> FusionMethod:

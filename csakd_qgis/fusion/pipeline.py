@@ -121,7 +121,7 @@ class _Stage(threading.Thread):
             self.error = exc
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     """Put ``item`` unless ``stop`` is set; False when the pipeline is stopping."""
     while not stop.is_set():
         try:

@@ -237,7 +237,8 @@ def _estimate_degradation(sample: SceneSample, radiometry: Radiometry, scale: in
     try:
         estimate = estimate_degradation(sample.mosaic_lr / radiometry.lr_level,
                                         sample.mosaic_msi / radiometry.msi_level, scale, good=good,
-                                        wavelengths_nm=wavelengths if None not in wavelengths else None)
+                                        wavelengths_nm=cast(List[float], wavelengths)
+                                        if None not in wavelengths else None)
     except InputError as error:
         return None, [f"degradation not estimated: {error}"]
     return estimate, [f"degradation: {line}" for line in estimate.messages]
@@ -316,6 +317,7 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
         else:
             name = "csakd"
         notes.append(f"method auto: {why}")
+    fusion: FusionMethod
     if name in CLASSICAL_METHODS:
         fusion, more = _fit_classical(name, sample, radiometry, grids.scale, lr_info, degradation)
         notes += more
@@ -327,7 +329,7 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
         fusion = cast(FusionMethod, method)
     if fusion.scale != grids.scale:
         raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {grids.scale}")
-    report = degradation.to_dict() if degradation is not None else {"error": notes[-1]}
+    report: Dict[str, Any] = degradation.to_dict() if degradation is not None else {"error": notes[-1]}
     if snr is not None:
         report["snr_lr_db"] = snr
     rank = getattr(getattr(getattr(fusion, "model", None), "subspace", None), "rank", None)

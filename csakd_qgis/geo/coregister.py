@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.io import DatasetReaderBase
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -78,7 +79,7 @@ def choose_resampling(info: RasterInfo, grid: Grid) -> Resampling:
 class _Source:
     """One raster presented on one grid: a direct window offset or a warped VRT."""
 
-    def __init__(self, info: RasterInfo, dataset, grid: Grid, stack: ExitStack,
+    def __init__(self, info: RasterInfo, dataset: DatasetReaderBase, grid: Grid, stack: ExitStack,
                  shift: Tuple[float, float] = (0.0, 0.0), resampling: Optional[Resampling] = None) -> None:
         self.info = info
         self.indexes = data_band_indexes(dataset)

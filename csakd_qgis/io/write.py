@@ -12,11 +12,14 @@ import errno
 import math
 import os
 import shutil
-from typing import Optional, Sequence, Tuple
+from types import TracebackType
+from typing import Any, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Interleaving
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
@@ -98,7 +101,7 @@ def missing_blocks(path: str) -> Tuple[int, int]:
     return missing, len(bands) * rows * cols
 
 
-def _default_nodata(dtype: str, nodata: Optional[float]) -> Optional[float]:
+def _default_nodata(dtype: str, nodata: Optional[float]) -> float:
     """Return the nodata to declare: the given one, else NaN (float) or an end of the integer range."""
     if nodata is not None:
         return float(nodata)
@@ -193,10 +196,11 @@ class RasterWriter:
     (:mod:`csakd_qgis.fusion.pipeline`).
     """
 
-    def __init__(self, path: str, *, width: int, height: int, count: int, crs, transform,
+    def __init__(self, path: str, *, width: int, height: int, count: int,
+                 crs: Union[CRS, str, None], transform: Affine,
                  dtype: str = "float32", nodata: Optional[float] = None, bands: Sequence[BandInfo] = (),
                  scale: float = 1.0, compress: Optional[str] = "zstd", blocksize: int = 256, cog: bool = False,
-                 overwrite: bool = False, **creation_options) -> None:
+                 overwrite: bool = False, **creation_options: Any) -> None:
         self.path = str(path)
         self.width, self.height, self.count = int(width), int(height), int(count)
         self.dtype = np.dtype(dtype).name
@@ -358,7 +362,8 @@ class RasterWriter:
             os.fsync(handle.fileno())
         os.replace(source, self.path)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         if exc_type is not None:
             self._discard()
             return
@@ -373,9 +378,9 @@ class RasterWriter:
             raise failure from error
 
 
-def write_raster(path: str, data: np.ndarray, *, crs, transform, nodata: Optional[float] = None,
-                 bands: Sequence[BandInfo] = (), dtype: str = "float32", scale: float = 1.0,
-                 overwrite: bool = False, **creation_options) -> None:
+def write_raster(path: str, data: np.ndarray, *, crs: Union[CRS, str, None], transform: Affine,
+                 nodata: Optional[float] = None, bands: Sequence[BandInfo] = (), dtype: str = "float32",
+                 scale: float = 1.0, overwrite: bool = False, **creation_options: Any) -> None:
     """Write a whole ``(C, H, W)`` array (physical units, NaN = nodata) atomically.
 
     A convenience for small rasters (simulated pairs, tests); big outputs use

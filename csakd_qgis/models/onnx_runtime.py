@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from types import ModuleType
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -55,24 +56,27 @@ _PIP = "pip install onnx onnxruntime  (or: pip install 'csakd-qgis[onnx]')"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def is_onnx(model) -> bool:
+def is_onnx(model: object) -> bool:
     """True when ``model`` is a path (str or path-like) whose name ends in ``.onnx`` (any case)."""
     return isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(SUFFIX)
 
 
-def import_onnx():
+def import_onnx() -> ModuleType:
     """The ``onnx`` package; :class:`DependencyError` with the install command when it is missing."""
     return import_optional("onnx", "reading or writing .onnx models", _PIP)
 
 
-def import_onnxruntime():
+def import_onnxruntime() -> ModuleType:
     """The ``onnxruntime`` package; :class:`DependencyError` with the install command when it is missing."""
     return import_optional("onnxruntime", "the onnxruntime backend",
                            f"{_PIP}; for NVIDIA GPUs use onnxruntime-gpu instead of onnxruntime")
 
 
-def _static_dim(value_info, axis: int) -> Optional[int]:
-    """The fixed size of ``axis`` of a graph input/output, None when it is dynamic or absent."""
+def _static_dim(value_info: Any, axis: int) -> Optional[int]:
+    """The fixed size of ``axis`` of a graph input/output, None when it is dynamic or absent.
+
+    ``value_info`` is an ``onnx.ValueInfoProto`` (``Any``: onnx is optional and untyped).
+    """
     dims = value_info.type.tensor_type.shape.dim
     if axis >= len(dims) or not dims[axis].HasField("dim_value"):
         return None
