@@ -236,6 +236,68 @@ def _snap_down(value: float, origin: float, step: float) -> float:
     return origin + math.floor((value - origin) / step + _SNAP_EPS) * step
 
 
+def _scale_and_resolution(lr_res: float, msi_res: float, unit: str, scale: Optional[int],
+                          resolution: Optional[float], model_scales: Optional[Sequence[int]],
+                          notes: List[str]) -> Tuple[int, float]:
+    """``(scale, output resolution)`` for :func:`plan_grids` (its ``scale``, ``resolution``, ``model_scales``).
+
+    Appends to ``notes`` what was chosen and resampled; raises :class:`GridError` as :func:`plan_grids` says.
+    """
+    ratio = lr_res / msi_res
+    if scale is not None:
+        if int(scale) != scale or scale < 2:
+            raise GridError(f"scale must be an integer of at least 2, got {scale}.")
+        scale = int(scale)
+        if model_scales and scale not in model_scales:
+            raise GridError(f"scale {scale} is not supported by the model (supports {sorted(model_scales)}).")
+    if resolution is not None:
+        if not resolution > 0:
+            raise GridError(f"output resolution must be positive, got {resolution}.")
+        out_res = float(resolution)
+        if scale is None:
+            scale = _nearest_scale(lr_res / out_res, model_scales)
+        notes.append(f"output resolution {out_res:.6g} {unit} as requested, scale {scale}.")
+    else:
+        nearest = round(ratio)
+        integer_ratio = abs(ratio - nearest) <= RATIO_TOLERANCE * nearest
+        if scale is None:
+            scale = nearest if integer_ratio and (not model_scales or nearest in model_scales) \
+                else _nearest_scale(ratio, model_scales)
+            if model_scales and scale > MAX_MSI_UPSAMPLING * ratio:
+                raise GridError(
+                    f"the resolution ratio of the inputs is {ratio:.3g} (LR-HSI {lr_res:.4g} {unit}, HR-MSI "
+                    f"{msi_res:.4g} {unit}), but the model fuses at scale {', '.join(map(str, sorted(model_scales)))}"
+                    f" only: the HR-MSI would have to be resampled to {lr_res / scale:.4g} {unit}, {scale / ratio:.2g}"
+                    f" times finer than it is. Use a model trained for scale {max(2, round(ratio))} ('csakd train "
+                    "--scene LR_HSI.tif HR_MSI.tif'), or the bicubic or gsa method, which fuse at any integer scale."
+                )
+        if integer_ratio and scale == nearest:
+            out_res = msi_res
+        else:
+            out_res = lr_res / scale
+            notes.append(f"resolution ratio {lr_res:.6g} / {msi_res:.6g} {unit} = {ratio:.3f}; using scale "
+                         f"{scale}: HR-MSI resampled to {out_res:.6g} {unit}.")
+    return scale, out_res
+
+
+def _overlap(lr_info: RasterInfo, msi_info: RasterInfo, crs: CRS, extent: Optional[Bounds]) -> Bounds:
+    """The overlap of the two footprints in ``crs``, limited to ``extent``; :class:`GridError` when empty."""
+    lr_box, msi_box = _footprint(lr_info, crs), _footprint(msi_info, crs)
+    overlap = _intersection(lr_box, msi_box)
+    if overlap is None:
+        raise GridError(
+            f"the footprints do not overlap: LR-HSI {lr_info.path!r} covers {_fmt_bounds(lr_box)}, "
+            f"HR-MSI {msi_info.path!r} covers {_fmt_bounds(msi_box)} ({_crs_text(crs)})."
+        )
+    if extent is not None:
+        limited = _intersection(overlap, cast(Bounds, tuple(extent)))
+        if limited is None:
+            raise GridError(f"extent {_fmt_bounds(extent)} lies outside the overlap of the inputs "
+                            f"{_fmt_bounds(overlap)} ({_crs_text(crs)}).")
+        overlap = limited
+    return overlap
+
+
 def plan_grids(
     lr_info: RasterInfo,
     msi_info: RasterInfo,
@@ -287,56 +349,12 @@ def plan_grids(
             f"the LR-HSI {lr_info.path!r} ({lr_res:.4g} {unit} pixels) is not coarser than the HR-MSI "
             f"{msi_info.path!r} ({msi_res:.4g} {unit}); did you swap the two inputs?"
         )
-    if scale is not None:
-        if int(scale) != scale or scale < 2:
-            raise GridError(f"scale must be an integer of at least 2, got {scale}.")
-        scale = int(scale)
-        if model_scales and scale not in model_scales:
-            raise GridError(f"scale {scale} is not supported by the model (supports {sorted(model_scales)}).")
-    if resolution is not None:
-        if not resolution > 0:
-            raise GridError(f"output resolution must be positive, got {resolution}.")
-        out_res = float(resolution)
-        if scale is None:
-            scale = _nearest_scale(lr_res / out_res, model_scales)
-        notes.append(f"output resolution {out_res:.6g} {unit} as requested, scale {scale}.")
-    else:
-        nearest = round(ratio)
-        integer_ratio = abs(ratio - nearest) <= RATIO_TOLERANCE * nearest
-        if scale is None:
-            scale = nearest if integer_ratio and (not model_scales or nearest in model_scales) \
-                else _nearest_scale(ratio, model_scales)
-            if model_scales and scale > MAX_MSI_UPSAMPLING * ratio:
-                raise GridError(
-                    f"the resolution ratio of the inputs is {ratio:.3g} (LR-HSI {lr_res:.4g} {unit}, HR-MSI "
-                    f"{msi_res:.4g} {unit}), but the model fuses at scale {', '.join(map(str, sorted(model_scales)))}"
-                    f" only: the HR-MSI would have to be resampled to {lr_res / scale:.4g} {unit}, {scale / ratio:.2g}"
-                    f" times finer than it is. Use a model trained for scale {max(2, round(ratio))} ('csakd train "
-                    "--scene LR_HSI.tif HR_MSI.tif'), or the bicubic or gsa method, which fuse at any integer scale."
-                )
-        if integer_ratio and scale == nearest:
-            out_res = msi_res
-        else:
-            out_res = lr_res / scale
-            notes.append(f"resolution ratio {lr_res:.6g} / {msi_res:.6g} {unit} = {ratio:.3f}; using scale "
-                         f"{scale}: HR-MSI resampled to {out_res:.6g} {unit}.")
+    scale, out_res = _scale_and_resolution(lr_res, msi_res, unit, scale, resolution, model_scales, notes)
     lr_grid_res = out_res * scale
     if abs(lr_grid_res - lr_res) > RATIO_TOLERANCE * lr_res:
         notes.append(f"LR-HSI resampled from {lr_res:.6g} to {lr_grid_res:.6g} {unit}.")
 
-    lr_box, msi_box = _footprint(lr_info, crs), _footprint(msi_info, crs)
-    overlap = _intersection(lr_box, msi_box)
-    if overlap is None:
-        raise GridError(
-            f"the footprints do not overlap: LR-HSI {lr_info.path!r} covers {_fmt_bounds(lr_box)}, "
-            f"HR-MSI {msi_info.path!r} covers {_fmt_bounds(msi_box)} ({_crs_text(crs)})."
-        )
-    if extent is not None:
-        limited = _intersection(overlap, cast(Bounds, tuple(extent)))
-        if limited is None:
-            raise GridError(f"extent {_fmt_bounds(extent)} lies outside the overlap of the inputs "
-                            f"{_fmt_bounds(overlap)} ({_crs_text(crs)}).")
-        overlap = limited
+    overlap = _overlap(lr_info, msi_info, crs, extent)
 
     anchor = _anchor(msi_info, crs, out_res) or _anchor(lr_info, crs, lr_grid_res)
     origin = anchor if anchor is not None else (0.0, 0.0)

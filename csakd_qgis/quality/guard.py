@@ -109,9 +109,11 @@ def check_fused(plan: FusionPlan, output: str) -> GuardReport:
     """Compare the fused ``output`` of ``plan`` with its inputs (module notes); reads a few sample windows.
 
     Not measured (``passed`` True, NaN errors) when the plan holds no
-    reliable degradation estimate.
+    reliable degradation estimate, or for bicubic, which ignores the HR-MSI.
     """
     degradation = plan.degradation
+    if plan.method_name == "bicubic":
+        return GuardReport(*(float("nan"),) * 4, True, "not checked: bicubic does not use the HR-MSI")
     if not degradation.get("reliable") or "sigma" not in degradation:
         return GuardReport(*(float("nan"),) * 4, True, "not checked: no reliable degradation estimate")
     windows = sample_windows(plan.grids)[::WINDOW_STRIDE]
