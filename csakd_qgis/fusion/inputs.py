@@ -148,7 +148,8 @@ def network_msi_order(model: object, method: str, lr_bands: Sequence[BandInfo],
     from csakd_qgis.models.onnx_runtime import is_onnx, read_onnx_card
     from csakd_qgis.models.store import list_models, mismatches, msi_band_order, resolve_model
 
-    if method not in NETWORKS + ("auto",) or None in msi_wavelengths or not isinstance(model, (str, os.PathLike, type(None))):
+    named = isinstance(model, (str, os.PathLike, type(None)))
+    if method not in NETWORKS + ("auto",) or None in msi_wavelengths or not named:
         return None
     role = "teacher" if method == "teacher" else "student"
     if model in AUTO:
