@@ -1,6 +1,7 @@
 """``csakd:fuse``: LR-HSI + HR-MSI → HR-HSI GeoTIFF through the engine's one fusion path."""
 
 from qgis.core import (
+    QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
@@ -18,9 +19,10 @@ from .parameters import (
     add_device_parameter,
     add_grid_outputs,
     add_pair_inputs,
+    add_product_inputs,
     engine_choices,
     installed_models,
-    layer_source,
+    product_sources,
     raster_destination,
 )
 
@@ -42,6 +44,7 @@ class FuseAlgorithm(CsakdAlgorithm):
         """Declare parameters and outputs (choice lists and defaults from ``csakd_qgis.options``)."""
         choices = engine_choices()
         add_pair_inputs(self)
+        add_product_inputs(self)
         self.addParameter(QgsProcessingParameterEnum(
             self.METHOD, self.tr("Method (auto: a network only where its card shows it beats the classical methods)"),
             options=list(choices.METHODS), defaultValue="auto",
@@ -112,22 +115,27 @@ class FuseAlgorithm(CsakdAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run the engine's ``fuse`` and return the outputs keyed by the output constants."""
         self.engine()
+        from csakd_qgis.errors import CsakdError
         from csakd_qgis.fusion.engine import fuse
         from csakd_qgis.quality.report import write_fuse_report
 
         output = raster_destination(self, parameters, context)
-        inputs = (layer_source(self, parameters, self.LR_HSI, context),
-                  layer_source(self, parameters, self.HR_MSI, context), output)
+        try:
+            sources = product_sources(self, parameters, context)
+        except CsakdError as error:
+            raise QgsProcessingException(str(error)) from None
+        inputs = (sources.pop("lr_hsi"), sources.pop("hr_msi"), output)
         model_file = (self.parameterAsFile(parameters, self.MODEL_FILE, context) or "").strip()
         what = dict(model=model_file or self.parameterAsEnumString(parameters, self.MODEL, context) or "auto",
                     method=self.parameterAsEnumString(parameters, self.METHOD, context))
         options = self._fuse_options(parameters, context)
         scheduler = (self.parameterAsString(parameters, self.SCHEDULER, context) or "").strip()
         if scheduler:
-            cluster = self.run_engine(feedback, _fuse_on_cluster, *inputs, scheduler=scheduler, **what, **options)
+            cluster = self.run_engine(feedback, _fuse_on_cluster, *inputs, scheduler=scheduler, **what, **sources,
+                                      **options)
             lines, report = cluster.summary_lines(), cluster.fuse
         else:
-            report = self.run_engine(feedback, fuse, *inputs, **what, **options)
+            report = self.run_engine(feedback, fuse, *inputs, **what, **sources, **options)
             lines = report.summary_lines()
         for line in lines:
             feedback.pushInfo(line)
@@ -149,10 +157,12 @@ class FuseAlgorithm(CsakdAlgorithm):
         return results
 
 
-def _fuse_on_cluster(lr_hsi, hr_msi, output, *, scheduler, model, method, reporter, **options):
+def _fuse_on_cluster(lr_hsi, hr_msi, output, *, scheduler, model, method, reporter, lr_mask, msi_mask, msi_bands,
+                     **options):
     """``csakd_qgis.distributed.fuse_distributed`` on the Dask scheduler at ``scheduler`` with ``fuse``'s options."""
     from csakd_qgis.distributed import ClusterOptions, fuse_distributed, open_client
 
-    cluster_options = ClusterOptions.build(model=model, method=method, **options)
+    cluster_options = ClusterOptions.build(model=model, method=method, msi_bands=msi_bands, **options)
     with open_client(scheduler) as client:
-        return fuse_distributed(lr_hsi, hr_msi, output, client=client, options=cluster_options, reporter=reporter)
+        return fuse_distributed(lr_hsi, hr_msi, output, client=client, options=cluster_options, reporter=reporter,
+                                lr_mask=lr_mask, msi_mask=msi_mask)

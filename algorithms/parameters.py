@@ -6,8 +6,11 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
 )
 
 from .dependencies import ensure_engine_importable, missing_packages
@@ -76,6 +79,59 @@ def add_pair_inputs(algorithm, shift_correction=True):
         "HR_MSI", algorithm.tr("High-resolution multispectral image (HR-MSI)")))
     algorithm.addParameter(QgsProcessingParameterBoolean(
         "SHIFT_CORRECTION", algorithm.tr("Estimate and correct sub-pixel misregistration"), shift_correction))
+
+
+def add_product_inputs(algorithm):
+    """Make ``LR_HSI``/``HR_MSI`` optional and add product files, masks and the MSI band identity.
+
+    A product as downloaded is given as a file (``LR_PRODUCT``, ``MSI_PRODUCT``:
+    EnMAP METADATA.XML, Sentinel-2 MTD_MSIL2A.xml or .zip, Landsat MTL,
+    PRISMA .he5, EMIT .nc), which works in qgis_process and Model Builder
+    where a folder or an XML is no raster layer.  Call after
+    :func:`add_pair_inputs`.
+    """
+    for name in ("LR_HSI", "HR_MSI"):
+        parameter = algorithm.parameterDefinition(name)
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagOptional)
+    algorithm.addParameter(QgsProcessingParameterFile(
+        "LR_PRODUCT", algorithm.tr("LR-HSI product file (EnMAP METADATA.XML, PRISMA .he5, EMIT .nc; replaces the "
+                                   "layer)"), optional=True))
+    algorithm.addParameter(QgsProcessingParameterFile(
+        "MSI_PRODUCT", algorithm.tr("HR-MSI product file (Sentinel-2 MTD_MSIL2A.xml or .zip, Landsat MTL; "
+                                    "replaces the layer)"), optional=True))
+    algorithm.addParameter(QgsProcessingParameterRasterLayer(
+        "LR_MASK", algorithm.tr("LR-HSI mask (nonzero = exclude)"), optional=True))
+    algorithm.addParameter(QgsProcessingParameterRasterLayer(
+        "MSI_MASK", algorithm.tr("HR-MSI mask (nonzero = exclude)"), optional=True))
+    sensor = QgsProcessingParameterEnum(
+        "MSI_SENSOR", algorithm.tr("HR-MSI sensor (when its metadata lacks wavelengths)"),
+        options=[""] + list(engine_choices().SENSORS), defaultValue="", optional=True, usesStaticStrings=True)
+    bands = QgsProcessingParameterString(
+        "MSI_BANDS", algorithm.tr("HR-MSI bands of that sensor in the raster's order, e.g. B4,B3,B2,B8"),
+        optional=True)
+    wavelengths = QgsProcessingParameterString(
+        "MSI_WAVELENGTHS", algorithm.tr("HR-MSI band centres [nm] of another camera, e.g. 490,560,665,842"),
+        optional=True)
+    for parameter in (sensor, bands, wavelengths):
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        algorithm.addParameter(parameter)
+
+
+def product_sources(algorithm, parameters, context):
+    """``dict(lr_hsi, hr_msi, lr_mask, msi_mask, msi_bands)`` for the engine: a product file, else the layer."""
+    from csakd_qgis.options import MsiBands
+
+    found = {}
+    for key, layer, product in (("lr_hsi", "LR_HSI", "LR_PRODUCT"), ("hr_msi", "HR_MSI", "MSI_PRODUCT")):
+        path = (algorithm.parameterAsFile(parameters, product, context) or "").strip()
+        found[key] = path or layer_source(algorithm, parameters, layer, context)
+    found["lr_mask"] = optional_layer_source(algorithm, parameters, "LR_MASK", context)
+    found["msi_mask"] = optional_layer_source(algorithm, parameters, "MSI_MASK", context)
+    found["msi_bands"] = MsiBands.parse(
+        algorithm.parameterAsEnumString(parameters, "MSI_SENSOR", context) or None,
+        algorithm.parameterAsString(parameters, "MSI_BANDS", context) or None,
+        algorithm.parameterAsString(parameters, "MSI_WAVELENGTHS", context) or None)
+    return found
 
 
 def add_grid_outputs(algorithm):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 from csakd_qgis.errors import InputError
 
@@ -58,6 +58,10 @@ BLOCK_WIDTH = 1024
 
 #: Default side (output pixels) of the output GeoTIFF's blocks.
 OUTPUT_BLOCK = 256
+
+#: MSI sensors whose band names ``MsiBands.bands`` may use (centre wavelengths in
+#: :data:`csakd_qgis.simulation.srf.BAND_TABLES`).
+SENSORS = ("sentinel2", "sentinel2b", "landsat8", "landsat9")
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -172,3 +176,75 @@ class FuseOptions:
     def replace(self, **changes: Any) -> FuseOptions:
         """A copy with ``changes`` applied, checked again."""
         return dataclasses.replace(self, **changes)
+
+
+def _numbers(values: Union[str, Sequence[float], None], option: str) -> Tuple[float, ...]:
+    """``"490,560"`` or a sequence -> floats; refuses anything else naming ``option``."""
+    if values is None or values == "":
+        return ()
+    items = values.split(",") if isinstance(values, str) else list(values)
+    try:
+        return tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise InputError(f"{option} takes numbers in nm separated by commas, e.g. 490,560,665,842; "
+                         f"got {values!r}") from None
+
+
+@dataclass(frozen=True)
+class MsiBands:
+    """What the HR-MSI's bands are, for a raster whose metadata does not say (or says it in another order).
+
+    Give a known ``sensor`` and its ``bands`` in the raster's order
+    (``sensor="sentinel2", bands=("B4", "B3", "B2", "B8")``), or the
+    ``wavelengths_nm`` of a custom camera (optionally with ``fwhm_nm``).
+    Built from text with :meth:`parse` (``--msi-sensor``, ``--msi-bands``,
+    ``--msi-wavelengths``, ``--msi-fwhm``).
+
+    Raises
+    ------
+    InputError
+        A sensor without bands or bands without a sensor, an unknown sensor,
+        both a sensor and wavelengths, or FWHMs that do not pair with the
+        wavelengths.
+    """
+
+    sensor: str = ""
+    bands: Tuple[str, ...] = ()
+    wavelengths_nm: Tuple[float, ...] = ()
+    fwhm_nm: Tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Check the combination (see the class's Raises)."""
+        _refuse(bool(self.sensor) != bool(self.bands),
+                "--msi-sensor and --msi-bands go together: name the sensor and its bands in the raster's "
+                "order, e.g. --msi-sensor sentinel2 --msi-bands B2,B3,B4,B8")
+        _refuse(bool(self.sensor) and self.sensor not in SENSORS,
+                f"unknown MSI sensor {self.sensor!r}; use one of {', '.join(SENSORS)}, or give the band "
+                "centres with --msi-wavelengths")
+        _refuse(bool(self.sensor) and bool(self.wavelengths_nm),
+                "give either --msi-sensor/--msi-bands or --msi-wavelengths, not both")
+        _refuse(bool(self.fwhm_nm) and len(self.fwhm_nm) != len(self.wavelengths_nm),
+                f"--msi-fwhm needs one value per --msi-wavelengths value ({len(self.wavelengths_nm)}), "
+                f"got {len(self.fwhm_nm)}")
+        _refuse(any(not w > 0 for w in self.wavelengths_nm + self.fwhm_nm),
+                "MSI wavelengths and FWHMs must be positive numbers of nanometres")
+
+    @classmethod
+    def parse(cls, sensor: Optional[str] = None, bands: Union[str, Sequence[str], None] = None,
+              wavelengths: Union[str, Sequence[float], None] = None,
+              fwhm: Union[str, Sequence[float], None] = None) -> Optional[MsiBands]:
+        """The identity the options give, or None when they give none (``bands`` as ``"B2,B3"`` or a list)."""
+        names = tuple(b.strip() for b in (bands.split(",") if isinstance(bands, str) else bands or ()) if b.strip())
+        found = cls((sensor or "").strip().lower(), names, _numbers(wavelengths, "--msi-wavelengths"),
+                    _numbers(fwhm, "--msi-fwhm"))
+        return found if found.given else None
+
+    @property
+    def given(self) -> bool:
+        """True when a sensor or wavelengths were given."""
+        return bool(self.sensor or self.wavelengths_nm)
+
+    @property
+    def count(self) -> int:
+        """Number of bands described."""
+        return len(self.bands) or len(self.wavelengths_nm)

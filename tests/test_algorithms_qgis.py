@@ -243,3 +243,26 @@ def test_fuse_outputs_the_method_and_the_degradation_it_estimated(processing, tm
     assert result["METHOD_USED"] == "gsa" and result["MODEL_USED"] == "gsa"  # auto: the card shows no gain
     assert result["PSF_SIGMA"] == pytest.approx(1.482, rel=0.1) and 30 < result["SNR_LR_DB"] < 50
     assert result["EMPTY_BANDS"] == "130,131,132,133,134,135"  # EnMAP's water-vapour bands, flagged bad too
+
+
+def test_fuse_takes_a_product_file_and_a_mask_and_opens_in_true_colour(processing, tmp_path):
+    from qgis.core import QgsRasterLayer
+    from test_inputs import ENMAP, _enmap_product, _mask
+
+    folder, _ = _enmap_product(tmp_path)
+    mask, _ = _mask(SAMPLE / "s2_hr_msi.tif", tmp_path / "m.tif", slice(0, 9), slice(0, 9))
+    out = processing.run("csakd:fuse", {
+        "LR_PRODUCT": str(folder / f"{ENMAP}-METADATA.XML"), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"),
+        "MSI_MASK": mask, "MSI_SENSOR": "sentinel2", "MSI_BANDS": "B2,B3,B4,B8", "METHOD": "gsa",
+        "SHIFT_CORRECTION": False, "OUTPUT": str(tmp_path / "f.tif")})
+    with rasterio.open(out["OUTPUT"]) as fused:
+        assert not (fused.read_masks(20)[:9, :9] > 0).any()
+        waves = [float(fused.tags(i)["wavelength"]) for i in fused.indexes]
+    layer = QgsRasterLayer(out["OUTPUT"], "fused")
+    renderer = layer.renderer()
+    assert renderer.type() == "multibandcolor"
+    chosen = [waves[b - 1] for b in (renderer.redBand(), renderer.greenBand(), renderer.blueBand())]
+    for got, want in zip(chosen, (640.0, 550.0, 470.0)):
+        assert abs(got - want) == min(abs(w - want) for w in waves)
+    enhancement = renderer.redContrastEnhancement()
+    assert enhancement.minimumValue() < enhancement.maximumValue()

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
     parser.add_argument("pairs", metavar="PAIR_LIST",
                         help="CSV with the columns lr_hsi,hr_msi,output (header row) or a JSON list of objects "
-                             "with those keys; relative paths are relative to the list's folder")
+                             "with those keys, and optionally lr_mask,msi_mask; inputs may be products as "
+                             "downloaded; relative paths are relative to the list's folder")
     add_fusion_options(parser)
     add_cluster_options(parser)
 

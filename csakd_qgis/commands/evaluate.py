@@ -16,6 +16,7 @@ import json
 import numpy as np
 
 from csakd_qgis.errors import InputError
+from csakd_qgis.fusion.inputs import resolve_one
 from csakd_qgis.quality.evaluation import evaluate_rasters
 from csakd_qgis.simulation.degradation import DEFAULT_MTF_NYQUIST
 
@@ -28,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rasters", nargs="+", metavar="[REFERENCE] FUSED",
                         help="reference and fused rasters on one grid, or the fused raster alone "
                              "(then --lr-hsi and --hr-msi are needed)")
-    parser.add_argument("--lr-hsi", help="LR hyperspectral input, for the no-reference consistency")
-    parser.add_argument("--hr-msi", help="HR multispectral input, for the no-reference consistency")
+    parser.add_argument("--lr-hsi", help="LR hyperspectral input (raster or product), for the no-reference "
+                                         "consistency")
+    parser.add_argument("--hr-msi", help="HR multispectral input (raster or product), for the no-reference "
+                                         "consistency")
     parser.add_argument("--scale", type=int, default=None,
                         help="resolution ratio LR/HR (default: from the LR-HSI grid, else 4)")
     parser.add_argument("--peak", choices=("range", "band_max"), default="range",
@@ -52,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if len(args.rasters) == 1 and (args.lr_hsi is None or args.hr_msi is None):
         raise InputError("give REFERENCE FUSED, or FUSED with --lr-hsi and --hr-msi")
     reference = args.rasters[0] if len(args.rasters) == 2 else None
-    result = evaluate_rasters(reference, args.rasters[-1], lr_hsi=args.lr_hsi, hr_msi=args.hr_msi,
+    lr_hsi, hr_msi = (None if path is None else resolve_one(path, role)[0]
+                      for path, role in ((args.lr_hsi, "LR-HSI"), (args.hr_msi, "HR-MSI")))
+    result = evaluate_rasters(reference, args.rasters[-1], lr_hsi=lr_hsi, hr_msi=hr_msi,
                               scale=args.scale, peak=args.peak, data_range=args.data_range, sensor=args.sensor,
                               bands=args.bands.split(","), mtf=args.mtf, report_html=args.report)
     if args.json:  # strict JSON: an infinite PSNR (no error at all) is written as null

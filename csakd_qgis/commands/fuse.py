@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Dict, List, Protocol
+from typing import TYPE_CHECKING, Dict, List, Optional, Protocol
 
 from csakd_qgis.distributed.regions import REGION_SIZE
 from csakd_qgis.fusion.engine import fuse
@@ -17,8 +17,10 @@ from csakd_qgis.options import (
     METHODS,
     OVERLAP,
     PRECISIONS,
+    SENSORS,
     TILE,
     FuseOptions,
+    MsiBands,
 )
 from csakd_qgis.progress import Reporter
 
@@ -77,6 +79,22 @@ def add_fusion_options(parser: argparse.ArgumentParser) -> None:
                         help="keep an output that disagrees with its inputs (by default it is refused: a misread "
                              "input, see docs/classical.md)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    identity = parser.add_argument_group(
+        "HR-MSI band identity", "what the HR-MSI's bands are when its metadata does not say; a network then "
+        "gets them in its own order")
+    identity.add_argument("--msi-sensor", choices=SENSORS, default=None,
+                          help="the HR-MSI's sensor (with --msi-bands)")
+    identity.add_argument("--msi-bands", metavar="B2,B3,B4,B8", default=None,
+                          help="the sensor's bands in the raster's order, e.g. B4,B3,B2,B8")
+    identity.add_argument("--msi-wavelengths", metavar="NM,NM,...", default=None,
+                          help="band centres (nm) of another camera, in the raster's order, e.g. 490,560,665,842")
+    identity.add_argument("--msi-fwhm", metavar="NM,NM,...", default=None,
+                          help="band widths (FWHM, nm) for --msi-wavelengths")
+
+
+def msi_bands(args: argparse.Namespace) -> Optional[MsiBands]:
+    """The HR-MSI band identity the parsed options give, or None (checked by :class:`MsiBands`)."""
+    return MsiBands.parse(args.msi_sensor, args.msi_bands, args.msi_wavelengths, args.msi_fwhm)
 
 
 def fuse_options(args: argparse.Namespace) -> FuseOptions:
@@ -102,11 +120,19 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
-    parser.add_argument("lr_hsi", metavar="LR_HSI", help="low-resolution hyperspectral raster")
-    parser.add_argument("hr_msi", metavar="HR_MSI", help="high-resolution multispectral raster (any CRS; must overlap)")
+    parser.add_argument("lr_hsi", metavar="LR_HSI",
+                        help="low-resolution hyperspectral raster, or a product as downloaded (EnMAP L2A folder or "
+                             "METADATA.XML, PRISMA L2D .he5, EMIT L2A .nc; docs/inputs.md)")
+    parser.add_argument("hr_msi", metavar="HR_MSI",
+                        help="high-resolution multispectral raster (any CRS; must overlap), or a product as "
+                             "downloaded (Sentinel-2 L2A .SAFE/.zip/MTD_MSIL2A.xml, Landsat C2 L2 MTL)")
     parser.add_argument("output", metavar="OUTPUT",
                         help="output GeoTIFF (written atomically); with --scheduler/--workers also a .vrt over "
                              "region files kept in OUTPUT_regions/")
+    parser.add_argument("--lr-mask", metavar="RASTER", default=None,
+                        help="pixels of the LR-HSI to exclude (nonzero), on its grid; added to a product's own mask")
+    parser.add_argument("--msi-mask", metavar="RASTER", default=None,
+                        help="pixels of the HR-MSI to exclude (nonzero), on its grid; added to a product's own mask")
     add_fusion_options(parser)
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="network inference: torch, onnxruntime, or auto = onnxruntime for a .onnx model "
@@ -126,7 +152,7 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
     from csakd_qgis.distributed import ClusterOptions
 
     return ClusterOptions(model=args.model, method=args.method, region_size=args.region_size,
-                          fuse=fuse_options(args))
+                          fuse=fuse_options(args), msi_bands=msi_bands(args))
 
 
 class Report(Protocol):
@@ -158,10 +184,12 @@ def run(args: argparse.Namespace) -> int:
 
         with open_client(args.scheduler, args.workers) as client:
             report = fuse_distributed(args.lr_hsi, args.hr_msi, args.output, client=client,
-                                      options=cluster_options(args), reporter=reporter)
+                                      options=cluster_options(args), reporter=reporter, lr_mask=args.lr_mask,
+                                      msi_mask=args.msi_mask)
     else:
         report = fuse(args.lr_hsi, args.hr_msi, args.output, model=args.model, method=args.method,
-                      options=fuse_options(args), reporter=reporter)
+                      options=fuse_options(args), reporter=reporter, lr_mask=args.lr_mask, msi_mask=args.msi_mask,
+                      msi_bands=msi_bands(args))
     sys.stderr.write("\n")
     print_report(report, args.json)
     return 0

@@ -17,10 +17,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from csakd_qgis.errors import InputError
+from csakd_qgis.fusion.inputs import resolve_one, resolve_pair
 from csakd_qgis.progress import Reporter
 from csakd_qgis.training import TrainConfig, TrainingData, train
 from csakd_qgis.training.config import MODES, PRESET_FAMILIES
@@ -35,7 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--reference", metavar="REF", help="hyperspectral reference raster (simulation)")
     src.add_argument("--scene", nargs=2, metavar=("LR_HSI", "HR_MSI"),
-                     help="a real co-registered pair (scene-adaptive, Wald protocol)")
+                     help="a real co-registered pair (scene-adaptive, Wald protocol); rasters or products")
+    parser.add_argument("--lr-mask", metavar="RASTER", default=None,
+                        help="with --scene: LR-HSI pixels to leave out (nonzero), added to a product's own mask")
+    parser.add_argument("--msi-mask", metavar="RASTER", default=None,
+                        help="with --scene: HR-MSI pixels to leave out (nonzero), added to a product's own mask")
     parser.add_argument("--sensor", default="sentinel2", help="MSI sensor to simulate (default sentinel2)")
     parser.add_argument("--bands", default="B2,B3,B4,B8", help="MSI bands to simulate (default B2,B3,B4,B8)")
     parser.add_argument("--scale", type=int, default=None,
@@ -66,9 +72,20 @@ def load_data(args: argparse.Namespace) -> TrainingData:
     if args.reference:
         if args.scale is None:
             raise InputError("--reference needs --scale (the LR/HR pixel-size ratio to simulate)")
-        return reference_data(args.reference, sensor=args.sensor, bands=args.bands.split(","), scale=args.scale,
+        reference, _, notes = resolve_one(args.reference, "reference")
+        _log(notes)
+        return reference_data(reference, sensor=args.sensor, bands=args.bands.split(","), scale=args.scale,
                               val_fraction=args.val_fraction, seed=args.seed)
-    return scene_data(*args.scene, scale=args.scale, val_fraction=args.val_fraction)
+    inputs = resolve_pair(*args.scene, lr_mask=args.lr_mask, msi_mask=args.msi_mask)
+    _log(inputs.notes)
+    return scene_data(inputs.lr_hsi, inputs.hr_msi, scale=args.scale, val_fraction=args.val_fraction,
+                      lr_masks=inputs.lr_masks, msi_masks=inputs.msi_masks)
+
+
+def _log(lines: Sequence[str]) -> None:
+    """What was read from products, on stderr (stdout is the report)."""
+    for line in lines:
+        sys.stderr.write(line + "\n")
 
 
 def _progress(fraction: float, message: str) -> None:

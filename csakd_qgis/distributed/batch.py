@@ -27,6 +27,9 @@ from csakd_qgis.progress import SILENT, Reporter
 #: Columns (CSV) or keys (JSON) of a pair list.
 PAIR_FIELDS = ("lr_hsi", "hr_msi", "output")
 
+#: Optional columns or keys: the inputs' masks (nonzero = exclude; empty: none).
+MASK_FIELDS = ("lr_mask", "msi_mask")
+
 
 @dataclass(frozen=True)
 class ScenePair:
@@ -35,6 +38,8 @@ class ScenePair:
     lr_hsi: str
     hr_msi: str
     output: str
+    lr_mask: Optional[str] = None
+    msi_mask: Optional[str] = None
 
 
 def _pair(entry: Dict[str, object], where: str, folder: str) -> ScenePair:
@@ -42,7 +47,9 @@ def _pair(entry: Dict[str, object], where: str, folder: str) -> ScenePair:
     if missing:
         raise InputError(f"{where}: missing {', '.join(missing)}; every pair needs {', '.join(PAIR_FIELDS)}")
     paths = [os.path.join(folder, str(entry[key]).strip()) for key in PAIR_FIELDS]
-    return ScenePair(*paths)
+    masks = [os.path.join(folder, str(entry[key]).strip()) if str(entry.get(key) or "").strip() else None
+             for key in MASK_FIELDS]
+    return ScenePair(*paths, *masks)
 
 
 def read_pair_list(path: str) -> Tuple[ScenePair, ...]:
@@ -188,7 +195,7 @@ def fuse_batch(pairs: Sequence[ScenePair], *, client: Any, options: Optional[Clu
 
     try:
         for index, pair in enumerate(pairs):
-            scene = SceneRun(pair.lr_hsi, pair.hr_msi, pair.output, options)
+            scene = SceneRun(pair.lr_hsi, pair.hr_msi, pair.output, options, pair.lr_mask, pair.msi_mask)
             try:
                 scene.prepare()
             except Exception as error:  # reported with the pair; the others go on

@@ -49,7 +49,7 @@ from csakd_qgis.fusion.report import FuseReport
 from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
 from csakd_qgis.io.write import PARTIAL_MARKER, check_destination
 from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod
-from csakd_qgis.options import FuseOptions
+from csakd_qgis.options import FuseOptions, MsiBands
 from csakd_qgis.progress import SILENT, Reporter
 
 #: The pip requirement that provides Dask's distributed scheduler.
@@ -130,19 +130,23 @@ class ClusterOptions:
     once per worker, see :class:`.worker.MethodSpec`); ``fuse`` is how
     (``device`` and ``threads`` apply on each worker; ``backend`` must be
     ``auto``: workers run torch).  ``region_size`` is the requested region
-    side in HR pixels (:func:`.regions.region_side`).
+    side in HR pixels (:func:`.regions.region_side`).  ``msi_bands`` says
+    what every scene's HR-MSI bands are (see :func:`~csakd_qgis.fusion.engine.fuse`).
     """
 
     model: object = None
     method: Union[str, FusionMethod] = "auto"
     region_size: int = REGION_SIZE
     fuse: FuseOptions = field(default_factory=FuseOptions)
+    msi_bands: Optional[MsiBands] = None
 
     @classmethod
     def build(cls, *, model: object = None, method: Union[str, FusionMethod] = "auto",
-              region_size: int = REGION_SIZE, **fuse_options: Any) -> ClusterOptions:
+              region_size: int = REGION_SIZE, msi_bands: Optional[MsiBands] = None,
+              **fuse_options: Any) -> ClusterOptions:
         """Options from flat keywords: ``fuse_options`` are :class:`~csakd_qgis.options.FuseOptions` fields."""
-        return cls(model=model, method=method, region_size=region_size, fuse=FuseOptions(**fuse_options))
+        return cls(model=model, method=method, region_size=region_size, fuse=FuseOptions(**fuse_options),
+                   msi_bands=msi_bands)
 
 
 @dataclass(frozen=True)
@@ -222,10 +226,15 @@ class SceneRun:
         VRT, any other name one GeoTIFF (COG with ``options.cog``).
     options:
         The job's options.
+    lr_mask, msi_mask:
+        Masks of the inputs (nonzero = exclude), as for ``fuse``.
     """
 
-    def __init__(self, lr_hsi: str, hr_msi: str, output: str, options: ClusterOptions) -> None:
+    def __init__(self, lr_hsi: str, hr_msi: str, output: str, options: ClusterOptions,
+                 lr_mask: Optional[str] = None, msi_mask: Optional[str] = None) -> None:
         self.lr_hsi, self.hr_msi = _local_path(str(lr_hsi)), _local_path(str(hr_msi))
+        self.lr_mask = None if lr_mask is None else _local_path(str(lr_mask))
+        self.msi_mask = None if msi_mask is None else _local_path(str(msi_mask))
         self.output = os.path.abspath(str(output))
         self.options = options
         self.is_vrt = self.output.lower().endswith(".vrt")
@@ -247,7 +256,8 @@ class SceneRun:
         with gdal_block_cache(BLOCK_CACHE_MB):
             self.plan, fusion = prepare(self.lr_hsi, self.hr_msi, model=self.options.model,
                                         method=self.options.method, device="cpu", options=options,
-                                        reporter=reporter)
+                                        reporter=reporter, lr_mask=self.lr_mask, msi_mask=self.msi_mask,
+                                        msi_bands=self.options.msi_bands)
         self.spec = method_spec(fusion, self.options)
         self.tiles = self.plan.tiles(options.tile, options.tile_overlap)
         grid = self.plan.grids.output
@@ -411,14 +421,18 @@ class ClusterRun:
 
 
 def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client: Any, options: Optional[ClusterOptions] = None,
-                     reporter: Optional[Reporter] = None) -> DistributedReport:
+                     reporter: Optional[Reporter] = None, lr_mask: Optional[str] = None,
+                     msi_mask: Optional[str] = None) -> DistributedReport:
     """Fuse one scene on a Dask cluster; the output equals :func:`csakd_qgis.fusion.engine.fuse`'s.
 
     Parameters
     ----------
     lr_hsi, hr_msi:
-        Input rasters; every worker must be able to open them under these
-        names (a shared file system or URLs GDAL reads).
+        Input rasters or products; every worker must be able to open them
+        (products: the files written for them in the client's product cache)
+        under these names (a shared file system or URLs GDAL reads).
+    lr_mask, msi_mask:
+        Masks of the inputs (nonzero = exclude), as for ``fuse``.
     output:
         A GeoTIFF (``.tif``; COG with ``options.cog``), or a ``.vrt`` over
         region files kept in ``NAME_regions/`` beside it.  Written
@@ -442,7 +456,7 @@ def fuse_distributed(lr_hsi: str, hr_msi: str, output: str, *, client: Any, opti
         Nothing is left at ``output`` nor in the staging folder.
     """
     reporter = reporter or SILENT
-    scene = SceneRun(lr_hsi, hr_msi, output, options or ClusterOptions())
+    scene = SceneRun(lr_hsi, hr_msi, output, options or ClusterOptions(), lr_mask, msi_mask)
     scene.prepare(reporter.phase(0.0, 0.05))
     run = ClusterRun(client, reporter.phase(0.05, 0.95))
     futures: List[Any] = []

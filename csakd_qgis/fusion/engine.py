@@ -73,8 +73,9 @@ from csakd_qgis.fusion.pipeline import PipelineResult, run_pipeline
 from csakd_qgis.fusion.plan import FusionPlan, prepare
 from csakd_qgis.fusion.report import FuseReport
 from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
+from csakd_qgis.io.style import write_true_colour_style
 from csakd_qgis.io.write import check_destination
-from csakd_qgis.options import FuseOptions
+from csakd_qgis.options import FuseOptions, MsiBands
 from csakd_qgis.progress import SILENT, Reporter
 from csakd_qgis.quality.guard import GuardReport, check_fused, describe
 
@@ -125,14 +126,19 @@ def run_plan(plan: FusionPlan, method: FusionMethod, options: FuseOptions, path:
 
 def fuse(lr_hsi: str, hr_msi: str, output: str, *, model: object = None,
          method: Union[str, FusionMethod] = "auto", options: Optional[FuseOptions] = None,
-         reporter: Optional[Reporter] = None, **overrides: object) -> FuseReport:
+         reporter: Optional[Reporter] = None, lr_mask: Optional[str] = None, msi_mask: Optional[str] = None,
+         msi_bands: Optional[MsiBands] = None, cache_dir: Optional[str] = None,
+         **overrides: object) -> FuseReport:
     """Fuse an LR-HSI with an HR-MSI into an HR-HSI GeoTIFF.
 
     Parameters
     ----------
     lr_hsi, hr_msi:
         Input rasters (any GDAL format, any CRS with an overlap; see
-        :func:`csakd_qgis.geo.grid.plan_grids`).
+        :func:`csakd_qgis.geo.grid.plan_grids`) or products as downloaded
+        (EnMAP, Sentinel-2, Landsat, PRISMA, EMIT; ``docs/inputs.md``),
+        resolved once by :func:`~csakd_qgis.fusion.plan.prepare`; what was
+        read is in the report's notes.
     output:
         Output GeoTIFF; written atomically (a partial file never appears
         under this name).  Checked before any input is read
@@ -147,6 +153,17 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model: object = None,
         output format...); None: the defaults.
     reporter:
         Progress and cancellation.
+    lr_mask, msi_mask:
+        Rasters of pixels to exclude (nonzero) on each input's grid, added
+        to a product's own mask: those pixels are nodata in the output and
+        left out of the shift, radiometry and degradation estimates.
+    msi_bands:
+        What the HR-MSI's bands are (:class:`~csakd_qgis.options.MsiBands`),
+        filling in wavelengths its metadata lacks; with known wavelengths a
+        network gets the bands in its own order.
+    cache_dir:
+        Folder for the files written for products (None: the user cache,
+        :func:`csakd_qgis.products.default_cache_root`).
     overrides:
         :class:`~csakd_qgis.options.FuseOptions` fields replacing those of
         ``options``, e.g. ``fuse(lr, msi, out, tile=32, device="cpu")``.
@@ -171,7 +188,8 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model: object = None,
     # each input block they touch, which grows with the raster; the tiles then under one sized for them
     with gdal_block_cache(BLOCK_CACHE_MB):
         plan, fusion = prepare(lr_hsi, hr_msi, model=model, method=method, device=torch_device, options=options,
-                               reporter=reporter)
+                               reporter=reporter, lr_mask=lr_mask, msi_mask=msi_mask, msi_bands=msi_bands,
+                               cache_dir=cache_dir)
     notes: List[str] = list(plan.notes)
 
     def notify(text: str) -> None:
@@ -180,6 +198,13 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model: object = None,
 
     result, tile = run_plan(plan, fusion, options, output, reporter=reporter.phase(0.02, 0.98), notify=notify)
     guard = _guard(plan, output) if options.guard else None
+    try:
+        style = write_true_colour_style(output, plan.lr_info.bands)
+    except OSError as error:
+        notes.append(f"no QGIS style written beside the output: {error}")
+    else:
+        if style:
+            notes.append(f"QGIS style (true colour, 2-98 % stretch): {style}")
     report = plan.report(output, result, tile=tile, device=str(torch_device),
                          seconds=time.perf_counter() - started, notes=tuple(notes) + (describe(guard),))
     return dataclasses.replace(report, guard=guard.to_dict() if guard else {})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union, cast
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from csakd_qgis.classical import ClassicalMethod, choose, fit_method, median_snr_db
 from csakd_qgis.errors import InputError
 from csakd_qgis.estimation import Degradation, estimate_degradation
+from csakd_qgis.fusion.inputs import network_msi_order, reorder, resolve_pair, with_msi_bands
 from csakd_qgis.fusion.methods import NETWORK_METHODS, FusionMethod, auto_network, make_method, model_scales
 from csakd_qgis.fusion.pipeline import PipelineResult
 from csakd_qgis.fusion.radiometry import Radiometry
@@ -34,7 +35,7 @@ from csakd_qgis.geo.grid import GridPlan, plan_grids
 from csakd_qgis.io.bands import RasterInfo
 from csakd_qgis.io.read import BLOCK_CACHE_MB, read_info
 from csakd_qgis.io.write import RasterWriter
-from csakd_qgis.options import CLASSICAL_METHODS, OUTPUT_BLOCK, FuseOptions
+from csakd_qgis.options import CLASSICAL_METHODS, OUTPUT_BLOCK, FuseOptions, MsiBands
 from csakd_qgis.progress import SILENT, Reporter
 from csakd_qgis.simulation.degradation import psf_sigma
 
@@ -72,11 +73,14 @@ def _output_format(options: FuseOptions, lr: RasterInfo) -> Tuple[str, float]:
     return name, (float(lr.scales[0]) if is_int and lr.scales else 1.0)
 
 
-def _estimate_shift(lr_hsi: str, hr_msi: str, plan: GridPlan,
-                    lr_info: RasterInfo) -> Tuple[Tuple[float, float], bool, str]:
+#: ``opener(lr_info, shift)``: the inputs on the plan's grids (:meth:`FusionPlan.open_pair` before the plan exists).
+Opener = Callable[[RasterInfo, Tuple[float, float]], ContextManager[AlignedPair]]
+
+
+def _estimate_shift(opener: Opener, lr_info: RasterInfo) -> Tuple[Tuple[float, float], bool, str]:
     """``((dx, dy), reliable, message)`` measured on a central sample; unreliable when it cannot be measured."""
     try:
-        with open_aligned(lr_hsi, hr_msi, plan, lr_info=lr_info) as pair:
+        with opener(lr_info, (0.0, 0.0)) as pair:
             estimate = measure_shift(pair)
     except InputError as error:
         return (0.0, 0.0), False, f"shift not estimated: {error}"
@@ -90,11 +94,14 @@ class FusionPlan:
     Attributes
     ----------
     lr_hsi, hr_msi:
-        The input rasters (paths GDAL opens).
+        The input rasters (paths GDAL opens: products already resolved,
+        :func:`csakd_qgis.fusion.inputs.resolve_pair`).
     grids:
         Output and LR grids (:func:`csakd_qgis.geo.grid.plan_grids`).
     lr_info, msi_info:
-        The inputs' sizes and band metadata (the output takes the LR-HSI's bands).
+        The inputs' sizes and band metadata (the output takes the LR-HSI's
+        bands); ``msi_info`` with the wavelengths the MSI options filled in,
+        its bands in ``msi_order``.
     shift:
         LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads (0, 0
         when not estimated, not reliable, below :data:`MIN_SHIFT_CORRECTION`
@@ -121,6 +128,12 @@ class FusionPlan:
         What was reprojected, resampled or chosen, for the user.
     sample_seconds:
         Time spent reading the radiometry sample.
+    msi_order:
+        1-based HR-MSI band numbers read, in this order (None: the raster's
+        order), so that a network gets its bands in its own order.
+    lr_masks, msi_masks:
+        Rasters of pixels to exclude (nonzero) for each input: invalid in
+        every read, so nodata in the output and left out of every estimate.
     """
 
     lr_hsi: str
@@ -141,10 +154,15 @@ class FusionPlan:
     model_name: str
     notes: Tuple[str, ...]
     sample_seconds: float
+    msi_order: Optional[Tuple[int, ...]] = None
+    lr_masks: Tuple[str, ...] = ()
+    msi_masks: Tuple[str, ...] = ()
 
     def open_pair(self) -> ContextManager[AlignedPair]:
         """The inputs on the plan's grids, shift applied (one pair per thread, see :func:`open_aligned`)."""
-        return open_aligned(self.lr_hsi, self.hr_msi, self.grids, self.shift, lr_info=self.lr_info)
+        return open_aligned(self.lr_hsi, self.hr_msi, self.grids, self.shift, lr_info=self.lr_info,
+                            msi_info=self.msi_info, msi_order=self.msi_order, lr_masks=self.lr_masks,
+                            msi_masks=self.msi_masks)
 
     def tiles(self, tile: int, overlap: int) -> TilePlan:
         """Tile plan of the LR grid: cores of ``tile`` LR px overlapping by ``overlap``, with the plan's halo."""
@@ -202,8 +220,7 @@ class FusionPlan:
         )
 
 
-def _bad_bands_from_data(lr_hsi: str, hr_msi: str, grids: GridPlan,
-                         lr_info: RasterInfo) -> Tuple[RasterInfo, Tuple[int, ...], List[str]]:
+def _bad_bands_from_data(opener: Opener, lr_info: RasterInfo) -> Tuple[RasterInfo, Tuple[int, ...], List[str]]:
     """``(lr_info with empty bands marked bad, empty band indexes (0-based), notes)``.
 
     A band without any valid value in the scene sample
@@ -213,7 +230,7 @@ def _bad_bands_from_data(lr_hsi: str, hr_msi: str, grids: GridPlan,
     every band is empty, nothing is changed (the radiometry then says
     there is no valid pixel).
     """
-    with open_aligned(lr_hsi, hr_msi, grids, lr_info=lr_info) as pair:
+    with opener(lr_info, (0.0, 0.0)) as pair:
         empty = empty_bands(pair)
     if empty.all():
         return lr_info, (), []
@@ -259,15 +276,34 @@ def _fit_classical(name: str, sample: SceneSample, radiometry: Radiometry, scale
     return fusion, notes
 
 
+def _msi_order(model: object, name: str, lr_info: RasterInfo, msi_info: RasterInfo,
+               scale: int) -> Tuple[Optional[Tuple[int, ...]], RasterInfo, List[str]]:
+    """``(order, msi_info in that order, notes)`` when a network takes the HR-MSI's bands in another order."""
+    wavelengths = [b.wavelength_nm for b in msi_info.bands]
+    found = network_msi_order(model, name, lr_info.bands, wavelengths, scale) if name else None
+    if found is None:
+        return None, msi_info, []
+    order, model_name = found
+    have = ", ".join(f"{w:.0f}" for w in wavelengths if w is not None)
+    ordered = ", ".join(f"{wavelengths[b - 1]:.0f}" for b in order)
+    return order, reorder(msi_info, order), [
+        f"HR-MSI bands read in the order {', '.join(map(str, order))} ({ordered} nm) that model {model_name!r} "
+        f"expects; the file holds them as {have} nm"]
+
+
 def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str, FusionMethod] = "auto",
             device: Union[str, torch.device] = "cpu", options: Optional[FuseOptions] = None,
-            reporter: Reporter = SILENT) -> Tuple[FusionPlan, FusionMethod]:
-    """Plan a fusion: grids, bad bands, shift, radiometry, degradation, the method (fitted) and the halo.
+            reporter: Reporter = SILENT, lr_mask: Optional[str] = None, msi_mask: Optional[str] = None,
+            msi_bands: Optional[MsiBands] = None,
+            cache_dir: Optional[str] = None) -> Tuple[FusionPlan, FusionMethod]:
+    """Plan a fusion: inputs, grids, bad bands, shift, radiometry, degradation, the method (fitted) and the halo.
 
     Reads samples only.  Parameters are those of
     :func:`~csakd_qgis.fusion.engine.fuse` (``device``: a name or
     ``torch.device`` the method's network is loaded on, instead of
-    ``options.device``).  Run it under
+    ``options.device``).  Products are resolved here, once
+    (:func:`~csakd_qgis.fusion.inputs.resolve_pair`): the plan names the
+    rasters written for them, and their masks.  Run it under
     :func:`~csakd_qgis.io.read.gdal_block_cache` (:func:`fuse` does).
 
     Returns
@@ -283,22 +319,33 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
     InputError, GridError, RasterReadError, CheckpointError, ModelMismatchError, Cancelled
     """
     options = options or FuseOptions()
+    inputs = resolve_pair(lr_hsi, hr_msi, lr_mask=lr_mask, msi_mask=msi_mask, cache_dir=cache_dir)
+    lr_hsi, hr_msi = inputs.lr_hsi, inputs.hr_msi
     lr_info, msi_info = read_info(lr_hsi), read_info(hr_msi)
+    msi_info, input_notes = with_msi_bands(msi_info, msi_bands)
     scales = model_scales(model, method) if isinstance(method, str) else (method.scale,)
     grids = plan_grids(lr_info, msi_info, scale=options.scale, model_scales=scales)
+    order, msi_info, more = _msi_order(model, method if isinstance(method, str) else "", lr_info, msi_info,
+                                       grids.scale)
+    input_notes = list(inputs.notes) + input_notes + more
+
+    def opener(info: RasterInfo, shift: Tuple[float, float]) -> ContextManager[AlignedPair]:
+        return open_aligned(lr_hsi, hr_msi, grids, shift, lr_info=info, msi_info=msi_info, msi_order=order,
+                            lr_masks=inputs.lr_masks, msi_masks=inputs.msi_masks)
+
     out_dtype, out_scale = _output_format(options, lr_info)
     read_start = time.perf_counter()
-    lr_info, empty, notes = _bad_bands_from_data(lr_hsi, hr_msi, grids, lr_info)
+    lr_info, empty, notes = _bad_bands_from_data(opener, lr_info)
     shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
     if options.shift_correction:
         reporter.update(0.0, "estimating the shift between the inputs")
-        shift, reliable, message = _estimate_shift(lr_hsi, hr_msi, grids, lr_info)
+        shift, reliable, message = _estimate_shift(opener, lr_info)
     measured = shift if reliable else (0.0, 0.0)
     applied = measured if max(abs(measured[0]), abs(measured[1])) >= MIN_SHIFT_CORRECTION else (0.0, 0.0)
     if reliable and applied == (0.0, 0.0):
         message += f" Below {MIN_SHIFT_CORRECTION} LR px on both axes: left uncorrected (a warped read of every " \
                    "tile would change the output less than the estimate's own uncertainty)."
-    with open_aligned(lr_hsi, hr_msi, grids, applied, lr_info=lr_info) as pair:
+    with opener(lr_info, applied) as pair:
         sample = sample_scene(pair)
     radiometry = measure_radiometry(sample.lr, sample.msi_lr, empty)
     sample_seconds = time.perf_counter() - read_start
@@ -340,6 +387,7 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
                       radiometry=radiometry, degradation=report,
                       halo=tile_halo(fusion, options.halo), dtype=out_dtype, output_scale=out_scale,
                       method_name=fusion.name, model_name=getattr(fusion, "model_name", ""),
-                      notes=tuple(grids.notes) + tuple(notes), sample_seconds=sample_seconds)
+                      notes=tuple(input_notes) + tuple(grids.notes) + tuple(notes), sample_seconds=sample_seconds,
+                      msi_order=order, lr_masks=inputs.lr_masks, msi_masks=inputs.msi_masks)
     reporter.update(0.02, "scene sampled")
     return plan, fusion

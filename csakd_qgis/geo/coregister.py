@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from affine import Affine
@@ -38,7 +38,7 @@ from csakd_qgis.errors import InputError
 from csakd_qgis.geo.grid import Grid, GridPlan, plan_grids
 from csakd_qgis.geo.shift import ShiftEstimate, estimate_shift, fit_band_mixing
 from csakd_qgis.io.bands import RasterInfo, data_band_indexes
-from csakd_qgis.io.read import count_valid, open_raster, read_dataset_window, read_info
+from csakd_qgis.io.read import count_valid, open_raster, read_dataset_window, read_exclusion, read_info
 from csakd_qgis.io.write import RasterWriter
 from csakd_qgis.progress import SILENT, Reporter
 
@@ -80,9 +80,12 @@ class _Source:
     """One raster presented on one grid: a direct window offset or a warped VRT."""
 
     def __init__(self, info: RasterInfo, dataset: DatasetReaderBase, grid: Grid, stack: ExitStack,
-                 shift: Tuple[float, float] = (0.0, 0.0), resampling: Optional[Resampling] = None) -> None:
+                 shift: Tuple[float, float] = (0.0, 0.0), resampling: Optional[Resampling] = None,
+                 order: Optional[Sequence[int]] = None) -> None:
         self.info = info
         self.indexes = data_band_indexes(dataset)
+        if order is not None:  # ``info`` describes the bands in this order already
+            self.indexes = [self.indexes[b - 1] for b in order]
         self.good = [b.good for b in info.bands]
         offset = _pixel_offset(info, grid) if shift == (0.0, 0.0) and resampling is None else None
         self.offset = offset
@@ -112,21 +115,63 @@ class _Source:
                            offsets=self.info.offsets)
 
 
+class _Mask:
+    """Mask rasters (nonzero = exclude) presented on one grid: nearest, or 'max' onto a coarser grid.
+
+    'max' excludes a coarse pixel when any masked source pixel falls in it
+    (an HR-MSI mask read on the LR grid).  ``shift`` moves the grid as for
+    the data the masks belong to.
+    """
+
+    def __init__(self, paths: Sequence[str], grid: Grid, stack: ExitStack,
+                 shift: Tuple[float, float] = (0.0, 0.0)) -> None:
+        self.sources: List[Tuple[Any, Optional[Tuple[int, int]]]] = []
+        for path in paths:
+            dataset = stack.enter_context(open_raster(path))
+            info = read_info(path)
+            offset = _pixel_offset(info, grid) if shift == (0.0, 0.0) else None
+            if offset is None:
+                coarser = choose_resampling(info, grid) is Resampling.average
+                dataset = stack.enter_context(WarpedVRT(
+                    dataset, crs=grid.crs, transform=grid.transform * Affine.translation(*shift), width=grid.width,
+                    height=grid.height, resampling=Resampling.max if coarser else Resampling.nearest))
+            self.sources.append((dataset, offset))
+
+    def apply(self, window: Window, data: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(data, valid)`` with the masked pixels of ``window`` invalid and NaN."""
+        for dataset, offset in self.sources:
+            shifted = window if offset is None else Window(window.col_off + offset[0], window.row_off + offset[1],
+                                                           window.width, window.height)
+            excluded = read_exclusion(dataset, shifted)
+            if excluded.any():
+                valid = valid & ~excluded
+                data[:, excluded] = np.nan
+        return data, valid
+
+
 class AlignedPair:
     """Windowed readers of an LR-HSI and an HR-MSI on a plan's grids (use from one thread).
 
     Created by :func:`open_aligned`; ``shift`` is the ``(dx, dy)`` correction
     in LR pixels applied to LR-HSI reads (see :mod:`csakd_qgis.geo.shift`).
+    ``msi_order`` (1-based band numbers) reads the HR-MSI's bands in that
+    order (``msi_info`` describes them in it).  ``lr_masks`` and
+    ``msi_masks`` are rasters of each input's pixels to exclude (nonzero);
+    those pixels are invalid in every read.
     """
 
     def __init__(self, lr_info: RasterInfo, msi_info: RasterInfo, plan: GridPlan,
-                 shift: Tuple[float, float], stack: ExitStack) -> None:
+                 shift: Tuple[float, float], stack: ExitStack, *, msi_order: Optional[Sequence[int]] = None,
+                 lr_masks: Sequence[str] = (), msi_masks: Sequence[str] = ()) -> None:
         self.lr_info, self.msi_info, self.plan, self.shift = lr_info, msi_info, plan, shift
         lr_ds = stack.enter_context(open_raster(lr_info.path))
         msi_ds = stack.enter_context(open_raster(msi_info.path))
         self._lr = _Source(lr_info, lr_ds, plan.lr, stack, shift=shift)
-        self._msi = _Source(msi_info, msi_ds, plan.output, stack)
-        self._msi_lr = _Source(msi_info, msi_ds, plan.lr, stack, resampling=Resampling.average)
+        self._msi = _Source(msi_info, msi_ds, plan.output, stack, order=msi_order)
+        self._msi_lr = _Source(msi_info, msi_ds, plan.lr, stack, resampling=Resampling.average, order=msi_order)
+        self._lr_mask = _Mask(lr_masks, plan.lr, stack, shift=shift)
+        self._msi_mask = _Mask(msi_masks, plan.output, stack)
+        self._msi_lr_mask = _Mask(msi_masks, plan.lr, stack)
 
     @property
     def lr_warped(self) -> bool:
@@ -144,7 +189,7 @@ class AlignedPair:
         With ``boundless`` the window may reach outside the LR grid (tile
         halos); those pixels are NaN and invalid.
         """
-        return self._lr.read(window, boundless)
+        return self._lr_mask.apply(window, *self._lr.read(window, boundless))
 
     def count_lr_valid(self, window: Window) -> np.ndarray:
         """``(C,)`` valid pixels of each LR-HSI band in a window of ``plan.lr``, each band judged on its own."""
@@ -152,24 +197,29 @@ class AlignedPair:
 
     def read_msi(self, window: Window, boundless: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """HR-MSI ``(m, h, w)`` float32 and ``valid (h, w)`` for a window of ``plan.output``."""
-        return self._msi.read(window, boundless)
+        return self._msi_mask.apply(window, *self._msi.read(window, boundless))
 
     def read_msi_lr(self, window: Window) -> Tuple[np.ndarray, np.ndarray]:
         """HR-MSI averaged onto ``plan.lr`` (``s x s`` block means when aligned) for a window of it."""
-        return self._msi_lr.read(window, False)
+        return self._msi_lr_mask.apply(window, *self._msi_lr.read(window, False))
 
 
 @contextmanager
 def open_aligned(lr_path: str, msi_path: str, plan: GridPlan, shift: Tuple[float, float] = (0.0, 0.0),
-                 lr_info: Optional[RasterInfo] = None) -> Iterator[AlignedPair]:
+                 lr_info: Optional[RasterInfo] = None, *, msi_info: Optional[RasterInfo] = None,
+                 msi_order: Optional[Sequence[int]] = None, lr_masks: Sequence[str] = (),
+                 msi_masks: Sequence[str] = ()) -> Iterator[AlignedPair]:
     """Open the LR-HSI and HR-MSI on ``plan``'s grids; closes every dataset on exit.
 
-    ``lr_info`` replaces the LR-HSI's own band information (the plan's,
-    where bands found empty in the data are marked bad).
+    ``lr_info`` and ``msi_info`` replace the inputs' own band information
+    (the plan's: bands found empty in the data marked bad, MSI wavelengths
+    filled in, MSI bands in ``msi_order``); ``msi_order``, ``lr_masks`` and
+    ``msi_masks`` are those of :class:`AlignedPair`.
     """
     with ExitStack() as stack:
-        yield AlignedPair(lr_info or read_info(lr_path), read_info(msi_path), plan,
-                          (float(shift[0]), float(shift[1])), stack)
+        yield AlignedPair(lr_info or read_info(lr_path), msi_info or read_info(msi_path), plan,
+                          (float(shift[0]), float(shift[1])), stack, msi_order=msi_order, lr_masks=lr_masks,
+                          msi_masks=msi_masks)
 
 
 def central_window(grid: Grid, size: int) -> Window:
@@ -229,7 +279,8 @@ class CoregReport:
 
 def coregister(lr_path: str, msi_path: str, output: str, *, scale: Optional[int] = None,
                shift_correction: bool = True, srf: Optional[np.ndarray] = None, overwrite: bool = False,
-               reporter: Optional[Reporter] = None) -> CoregReport:
+               reporter: Optional[Reporter] = None, lr_masks: Sequence[str] = (),
+               msi_masks: Sequence[str] = ()) -> CoregReport:
     """Write the LR-HSI resampled onto the aligned LR grid, shift corrected, as a float32 GeoTIFF.
 
     Parameters
@@ -248,6 +299,9 @@ def coregister(lr_path: str, msi_path: str, output: str, *, scale: Optional[int]
         Replace an existing ``output``.
     reporter:
         Progress and cancellation.
+    lr_masks, msi_masks:
+        Rasters of pixels to leave out of the shift estimate (nonzero), on
+        each input's grid; the written LR-HSI keeps every pixel.
     """
     reporter = reporter or SILENT
     lr_info, msi_info = read_info(lr_path), read_info(msi_path)
@@ -257,7 +311,7 @@ def coregister(lr_path: str, msi_path: str, output: str, *, scale: Optional[int]
     shift = (0.0, 0.0)
     reporter.update(0.0, "estimating the shift" if shift_correction else "writing")
     if shift_correction:
-        with open_aligned(lr_path, msi_path, plan) as pair:
+        with open_aligned(lr_path, msi_path, plan, lr_masks=lr_masks, msi_masks=msi_masks) as pair:
             estimate = measure_shift(pair, srf)
         notes.append(estimate.message)
         if estimate.reliable:

@@ -148,6 +148,31 @@ def read_dataset_window(
     return data, valid
 
 
+def read_exclusion(ds: DatasetReaderBase, window: Window) -> np.ndarray:
+    """``bool (h, w)``: True where band 1 of the mask dataset ``ds`` is nonzero (exclude the pixel).
+
+    The window may reach outside the raster; pixels there, and pixels at
+    the mask's own nodata value, are not excluded.
+    """
+    window = Window(int(round(window.col_off)), int(round(window.row_off)),
+                    int(round(window.width)), int(round(window.height)))
+    excluded = np.zeros((int(window.height), int(window.width)), dtype=bool)
+    inner = intersect(window, ds.width, ds.height)
+    if inner is None:
+        return excluded
+    try:
+        raw = ds.read(1, window=inner)
+    except (RasterioIOError, OSError) as exc:
+        raise RasterReadError(f"cannot read window {inner} of the mask {ds.name!r}: {exc}") from exc
+    hit = raw != 0
+    if ds.nodata is not None and not math.isnan(ds.nodata):
+        hit &= raw != ds.nodata
+    rows = slice(inner.row_off - window.row_off, inner.row_off - window.row_off + inner.height)
+    cols = slice(inner.col_off - window.col_off, inner.col_off - window.col_off + inner.width)
+    excluded[rows, cols] = hit
+    return excluded
+
+
 def count_valid(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequence[int], *,
                 scales: Sequence[float], offsets: Sequence[float]) -> np.ndarray:
     """``(C,)`` int64: the valid pixels of each band in ``window``, each band judged on its own.

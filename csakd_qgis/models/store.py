@@ -129,6 +129,15 @@ def _reordering(expected: Sequence[Optional[float]], found: Sequence[Optional[fl
     return order
 
 
+def msi_band_order(card: ModelCard, msi_wavelengths: Sequence[Optional[float]]) -> Optional[List[int]]:
+    """1-based input band numbers that give ``card``'s MSI bands in its order, or None (see :func:`_reordering`).
+
+    Centres are matched within 20 nm (or :data:`WAVELENGTH_TOLERANCE_NM`
+    when larger), as the model check does.
+    """
+    return _reordering(card.msi.wavelengths_nm, msi_wavelengths, max(WAVELENGTH_TOLERANCE_NM, 20.0))
+
+
 def _msi_mismatch(card: ModelCard, msi_wavelengths: Sequence[Optional[float]], tolerance_nm: float) -> Optional[str]:
     """Why the input's MSI band centres do not fit ``card`` (None: they fit or are unknown).
 

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple, cast
 
 import numpy as np
+from rasterio.windows import Window
 
 from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.radiometry import robust_level
 from csakd_qgis.io.bands import RasterInfo
-from csakd_qgis.io.read import read_whole
+from csakd_qgis.io.read import open_raster, read_exclusion, read_whole
 from csakd_qgis.models.card import MsiInfo, SpectralBands
 from csakd_qgis.training.patches import Scene, fill_empty_bands
 
@@ -175,11 +176,28 @@ def reference_data(path: str, *, sensor: str, bands: Sequence[str], scale: int, 
         name=Path(path).name)
 
 
+def _unmasked(valid: np.ndarray, masks: Sequence[str], path: str) -> np.ndarray:
+    """``valid`` without the pixels any of ``masks`` (rasters of its shape, nonzero = exclude) marks."""
+    for mask in masks:
+        with open_raster(mask) as ds:
+            if (ds.height, ds.width) != valid.shape:
+                raise InputError(f"mask {mask} is {ds.width} x {ds.height} pixels, {path} "
+                                 f"{valid.shape[1]} x {valid.shape[0]}: a mask must be on its raster's grid")
+            valid = valid & ~read_exclusion(ds, Window(0, 0, ds.width, ds.height))
+    return valid
+
+
 def scene_data(lr_path: str, msi_path: str, *, scale: Optional[int] = None,
-               val_fraction: float = 0.2) -> TrainingData:
-    """Scene-adaptive data (Wald's protocol) from a real, co-registered LR-HSI / HR-MSI pair."""
+               val_fraction: float = 0.2, lr_masks: Sequence[str] = (),
+               msi_masks: Sequence[str] = ()) -> TrainingData:
+    """Scene-adaptive data (Wald's protocol) from a real, co-registered LR-HSI / HR-MSI pair.
+
+    Pixels the masks mark (nonzero; rasters on each input's grid) are
+    invalid, so left out of training and validation.
+    """
     lr_info, lr, lr_valid = read_whole(lr_path, "training")
     msi_info, msi, msi_valid = read_whole(msi_path, "training")
+    lr_valid, msi_valid = _unmasked(lr_valid, lr_masks, lr_path), _unmasked(msi_valid, msi_masks, msi_path)
     ratio = lr_info.res[0] / msi_info.res[0]
     scale = scale or int(round(ratio))
     if abs(ratio - scale) > 0.01 * scale or (lr_info.width * scale, lr_info.height * scale) != (
