@@ -194,9 +194,13 @@ def correct(net: CorrectionNet, examples: Sequence[Example]) -> List[np.ndarray]
 
 @dataclass
 class CorrectionRun:
-    """What :func:`train_correction` returns: the best weights and the validation curve."""
+    """What :func:`train_correction` returns: the best and the last weights, the validation curve.
+
+    ``curve`` rows are ``(step, training loss, validation PSNR, validation SAM)``.
+    """
 
     state: Dict[str, torch.Tensor]
+    last_state: Dict[str, torch.Tensor]
     best_step: int
     best_val: Dict[str, float]
     curve: List[Tuple[int, float, float, float]] = field(default_factory=list)
@@ -219,7 +223,8 @@ def train_correction(net: CorrectionNet, train_refs: Sequence[Reference], val: S
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     start = time.time()
     best = score(val, correct(net, val))
-    run = CorrectionRun({k: v.detach().clone() for k, v in net.state_dict().items()}, 0, best)
+    initial = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    run = CorrectionRun(initial, initial, 0, best)
     run.curve.append((0, float("nan"), best["psnr"], best["sam"]))
     for step in range(1, steps + 1):
         net.train()
@@ -242,5 +247,6 @@ def train_correction(net: CorrectionNet, train_refs: Sequence[Reference], val: S
                 log(f"step {step}: loss {loss.item():.5f}, val PSNR {got['psnr']:.3f} dB, SAM {got['sam']:.3f} deg "
                     f"({time.time() - start:.0f} s)")
     run.seconds = time.time() - start
+    run.last_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     net.load_state_dict(run.state)
     return run
