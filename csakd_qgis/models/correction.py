@@ -33,7 +33,7 @@ Every tensor is ``(B, C, H, W)`` float32 in the engine's normalised units
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,14 +49,14 @@ DEFAULT_RANK = 16
 
 
 def correction_config(rank: int, msi_bands: int, scale: int, *, nf: int = 24, gc: int = 12,
-                      blocks: Sequence[int] = (0, 2, 2, 1)) -> ModelConfig:
+                      blocks: Tuple[int, int, int, int] = (0, 2, 2, 1)) -> ModelConfig:
     """The DTS configuration of a correction network (default: the project student's streams).
 
     ``rank`` is the subspace rank ``k`` (the network's hyperspectral bands),
     ``msi_bands`` the HR-MSI's ``m``; the network's HR input has ``m + k``
     channels (the MSI and the base's coefficients).
     """
-    return ModelConfig(rank, msi_bands + rank, scale, nf=nf, gc=gc, blocks=tuple(blocks), lr_groups=gc,
+    return ModelConfig(rank, msi_bands + rank, scale, nf=nf, gc=gc, blocks=blocks, lr_groups=gc,
                        role="student", fusion="csa_pooled", paper_mode=False, upsample="bicubic", head="light")
 
 
@@ -86,7 +86,8 @@ class CoefficientBasis:
     scale: torch.Tensor
 
     @classmethod
-    def from_lr(cls, lr: np.ndarray, good: Sequence[bool], rank: int = DEFAULT_RANK) -> CoefficientBasis:
+    def from_lr(cls, lr: np.ndarray, good: Union[np.ndarray, Sequence[bool]],
+                rank: int = DEFAULT_RANK) -> CoefficientBasis:
         """PCA of one NaN-free LR-HSI ``(C, h, w)`` over its good bands; a batch of one.
 
         Raises

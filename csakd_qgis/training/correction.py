@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from csakd_qgis.quality.metrics import psnr, sam
 from csakd_qgis.simulation.degradation import add_noise, psf_sigma, spectral_degrade
 
 #: Classical bases the correction can sit on, by name.
-BASES = {"gsa": PsfGSA, "glp": GLP}
+BASES: Dict[str, Union[type[PsfGSA], type[GLP]]] = {"gsa": PsfGSA, "glp": GLP}
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def prepare(name: str, lr: np.ndarray, msi: np.ndarray, reference: np.ndarray, g
     lr_level = robust_level(lr, name="LR-HSI")
     msi_level = robust_level(msi, name="HR-MSI")
     lr_n, msi_n = lr / lr_level, msi / msi_level
-    model = BASES[base_method].fit(lr_n, msi_n, scale, sigma, offset, good)
+    model = BASES[base_method].fit(lr_n, msi_n, scale, sigma, offset, [bool(g) for g in good])
     lr_f, msi_f = _filled(lr_n), _filled(msi_n)
     base = fuse_whole(model, lr_f, msi_f)
     basis = CoefficientBasis.from_lr(lr_f, good, rank)
