@@ -149,6 +149,36 @@ def test_scale_offset_boundless_and_band_selection(geotiff):
         read_window(str(path), bands=[3])
 
 
+def test_uint16_scale_offset_in_float32_matches_float64(geotiff):
+    rng = np.random.default_rng(3)
+    stored = rng.integers(0, 65536, size=(3, 40, 50), dtype=np.uint16)
+    stored[1, 5, 7] = 65535                      # nodata in one band
+    scales, offsets = [1e-4, 2.5e-5, 0.1], [-0.1, 0.0, 273.15]
+    path = geotiff("u16.tif", stored, nodata=65535, scales=scales, offsets=offsets)
+    read, valid = read_window(str(path))
+    raw = stored.astype(np.float64)
+    exact = raw * np.array(scales)[:, None, None] + np.array(offsets)[:, None, None]
+    ok = (stored != 65535).all(axis=0)
+    np.testing.assert_array_equal(valid, ok)
+    assert np.isnan(read[:, ~ok]).all()
+    # a few float32 roundings of |raw * scale| + |offset|: float32(scale), the product, the sum
+    bound = 4 * 2.0 ** -24 * (np.abs(raw * np.array(scales)[:, None, None]) + np.abs(offsets)[:, None, None])
+    error = np.abs(read.astype(np.float64) - exact)
+    assert (error[:, ok] <= bound[:, ok]).all()
+    assert error[0, ok].max() < 1e-6                 # reflectance 0..6.45 at 1e-4: float32 ulp 4.8e-7 at 4..8
+
+
+def test_nodata_is_compared_on_the_stored_values(geotiff):
+    # raw -1 is nodata; raw -3 is valid although its physical value, -1.0, equals the nodata value
+    ints = np.array([[[-1, -3, 7]]], np.int16)
+    read, valid = read_window(str(geotiff("i16.tif", ints, nodata=-1, scales=[0.5], offsets=[0.5])))
+    np.testing.assert_array_equal(valid, [[False, True, True]])
+    assert read.dtype == np.float32 and read[0, 0, 1] == -1.0 and read[0, 0, 2] == 4.0
+    # a nodata value the stored type cannot hold marks nothing
+    _, valid = read_window(str(geotiff("i16b.tif", ints, nodata=0.5)))
+    np.testing.assert_array_equal(valid, [[True, True, True]])
+
+
 def test_unreadable_path_is_a_read_error(tmp_path):
     with pytest.raises(RasterReadError, match="gdalinfo"):
         read_info(str(tmp_path / "missing.tif"))
