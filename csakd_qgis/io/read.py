@@ -114,7 +114,7 @@ def _physical(raw: np.ndarray, scales: Sequence[float], offsets: Sequence[float]
     memory for int16 data.
     """
     work = np.float64 if raw.dtype == np.float64 else np.float32
-    physical = raw if raw.dtype == work else raw.astype(work)
+    physical: np.ndarray = raw if raw.dtype == work else raw.astype(work)
     scale = np.asarray(scales, dtype=np.float64)
     offset = np.asarray(offsets, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
