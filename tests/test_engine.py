@@ -205,20 +205,18 @@ def test_known_shift_is_estimated_and_corrected(shifted_pair, tmp_path, method):
     lr_path, msi_path, truth = shifted_pair((0.4, -0.25))
     on = fuse(lr_path, msi_path, str(tmp_path / "on.tif"), method=method, device="cpu")
     off = fuse(lr_path, msi_path, str(tmp_path / "off.tif"), method=method, device="cpu", shift_correction=False)
-    assert on.shift_reliable and on.shift_corrected
-    assert on.shift[0] == pytest.approx(0.4, abs=0.1) and on.shift[1] == pytest.approx(-0.25, abs=0.1)
-    assert off.shift == (0.0, 0.0) and not off.shift_corrected and "not estimated" in off.shift_message
+    assert on.shift_reliable
+    assert on.shift[0] == pytest.approx(0.4, abs=0.05) and on.shift[1] == pytest.approx(-0.25, abs=0.05)
+    assert not off.shift_corrected and "not estimated" in off.shift_message
     inner = (slice(None), slice(12, -12), slice(12, -12))
     err_on = np.abs(_read(on.output)[inner] - truth[inner]).mean()
     err_off = np.abs(_read(off.output)[inner] - truth[inner]).mean()
-    if method == "bicubic":
-        assert err_on < 0.8 * err_off
-    else:
-        # every HSI band here is a linear combination of MSI bands, and the PSF-matched fit takes the residual
-        # offset into account (it is measured with the PSF), so GSA is close to exact with or without the warp
-        assert off.degradation["offset"][0] == pytest.approx(0.4, abs=0.05)
-        assert off.degradation["offset"][1] == pytest.approx(-0.25, abs=0.05)
-        assert max(err_on, err_off) < 0.01 * truth.mean()
+    assert err_on < 0.8 * err_off
+    if method == "bicubic":  # the reads are resampled by the shift
+        assert on.shift_corrected and on.degradation["offset"] == pytest.approx([0.0, 0.0], abs=0.05)
+    else:  # the fit takes the offset into account and the LR-HSI is not resampled
+        assert not on.shift_corrected and any("taken into the fit of gsa" in n for n in on.notes)
+        assert on.degradation["offset"] == pytest.approx([0.4, -0.25], abs=0.05)
 
 
 def test_report_names_method_counts_and_summary(pair, tmp_path):

@@ -44,6 +44,10 @@ from csakd_qgis.simulation.degradation import psf_sigma
 MIN_SHIFT_CORRECTION = 0.05
 
 
+#: Largest misregistration (LR pixels, on either axis) left to the PSF fit; a larger one is corrected by the reads.
+#: The fit searches offsets up to 1 LR pixel (:func:`csakd_qgis.estimation.psf.estimate_psf`).
+FIT_OFFSET_LIMIT = 0.9
+
 #: Largest GDAL block cache (MB) :meth:`FusionPlan.block_cache_mb` asks for.
 MAX_BLOCK_CACHE_MB = 1024
 
@@ -105,10 +109,12 @@ class FusionPlan:
     shift:
         LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads (0, 0
         when not estimated, not reliable, below :data:`MIN_SHIFT_CORRECTION`
-        or correction is off).
+        or correction is off; for a classical method only a shift above
+        :data:`FIT_OFFSET_LIMIT`: its fit takes the rest into account).
     shift_measured:
-        The reliable estimate ``(dx, dy)`` (0, 0 when not reliable), reported
-        whether or not it was applied.
+        The estimate ``(dx, dy)``: the reads' shift plus the PSF fit's
+        offset, or phase correlation's where the fit is not reliable (0, 0
+        when neither is), reported whether or not it was applied.
     shift_reliable, shift_message:
         Whether the estimate was reliable, and what it said.
     radiometry:
@@ -261,16 +267,31 @@ def _estimate_degradation(sample: SceneSample, radiometry: Radiometry, scale: in
     return estimate, [f"degradation: {line}" for line in estimate.messages]
 
 
+def _total_shift(read_shift: Tuple[float, float], measured: Tuple[float, float],
+                 degradation: Optional[Degradation]) -> Tuple[float, float]:
+    """The LR-HSI's misregistration ``(dx, dy)`` in LR pixels: the reads' shift plus the PSF fit's offset.
+
+    Phase correlation's ``measured`` shift where the PSF fit is not reliable.
+    """
+    if degradation is None or not degradation.reliable:
+        return measured
+    return (read_shift[0] + float(degradation.offset[0]), read_shift[1] + float(degradation.offset[1]))
+
+
 def _fit_classical(name: str, sample: SceneSample, radiometry: Radiometry, scale: int, lr_info: RasterInfo,
-                   degradation: Optional[Degradation]) -> Tuple[ClassicalMethod, List[str]]:
-    """Fit classical method ``name`` on the normalised sample with the estimated PSF (the default when unreliable)."""
+                   degradation: Optional[Degradation],
+                   offset: Tuple[float, float]) -> Tuple[ClassicalMethod, List[str]]:
+    """Fit classical method ``name`` on the normalised sample with the estimated PSF (the default when unreliable).
+
+    ``offset`` (LR pixels) is the misregistration left between the sample's reads and the HR-MSI.
+    """
     notes = []
     if degradation is None or not degradation.reliable:
-        sigma, offset = psf_sigma(scale), (0.0, 0.0)
+        sigma = psf_sigma(scale)
         notes.append(f"PSF {'unknown' if degradation is None else 'estimate not reliable'}: the default Gaussian "
-                     f"(sigma {sigma:.2f} output px, MTF 0.3 at Nyquist) and no offset are used")
+                     f"(sigma {sigma:.2f} output px, MTF 0.3 at Nyquist) is used")
     else:
-        sigma, offset = degradation.sigma, degradation.offset
+        sigma = degradation.sigma
     fusion = fit_method(name, sample.mosaic_lr / radiometry.lr_level, sample.mosaic_msi / radiometry.msi_level,
                         scale, sigma, offset, [b.good for b in lr_info.bands])
     return fusion, notes
@@ -341,11 +362,10 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
         reporter.update(0.0, "estimating the shift between the inputs")
         shift, reliable, message = _estimate_shift(opener, lr_info)
     measured = shift if reliable else (0.0, 0.0)
-    applied = measured if max(abs(measured[0]), abs(measured[1])) >= MIN_SHIFT_CORRECTION else (0.0, 0.0)
-    if reliable and applied == (0.0, 0.0):
-        message += f" Below {MIN_SHIFT_CORRECTION} LR px on both axes: left uncorrected (a warped read of every " \
-                   "tile would change the output less than the estimate's own uncertainty)."
-    with opener(lr_info, applied) as pair:
+    # a misregistration within FIT_OFFSET_LIMIT is measured by the PSF fit on unshifted reads (more exactly than
+    # by phase correlation); only a larger one is corrected by the reads before the degradation is estimated
+    read_shift = measured if max(abs(measured[0]), abs(measured[1])) > FIT_OFFSET_LIMIT else (0.0, 0.0)
+    with opener(lr_info, read_shift) as pair:
         sample = sample_scene(pair)
     radiometry = measure_radiometry(sample.lr, sample.msi_lr, empty)
     sample_seconds = time.perf_counter() - read_start
@@ -365,25 +385,39 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
             name = "csakd"
         notes.append(f"method auto: {why}")
     fusion: FusionMethod
+    estimate = _total_shift(read_shift, measured, degradation)
+    total = estimate if options.shift_correction else (0.0, 0.0)
     if name in CLASSICAL_METHODS:
-        fusion, more = _fit_classical(name, sample, radiometry, grids.scale, lr_info, degradation)
+        applied = read_shift
+        fit_offset = (total[0] - read_shift[0], total[1] - read_shift[1])
+        fusion, more = _fit_classical(name, sample, radiometry, grids.scale, lr_info, degradation, fit_offset)
         notes += more
+        if fit_offset != (0.0, 0.0):
+            notes.append(f"offset ({fit_offset[0]:+.3f}, {fit_offset[1]:+.3f}) LR px taken into the fit of {name} "
+                         "(the LR-HSI is not resampled: a resampling would blur it)")
     elif name:
         fusion = make_method(name, model, device=device, scale=grids.scale, lr_bands=lr_info.bands,
                              msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands],
                              backend=options.backend, precision=options.precision)
     else:
         fusion = cast(FusionMethod, method)
+    if name not in CLASSICAL_METHODS:
+        applied = total if max(abs(total[0]), abs(total[1])) >= MIN_SHIFT_CORRECTION else (0.0, 0.0)
+        if total != (0.0, 0.0) and applied == (0.0, 0.0):
+            message += f" Below {MIN_SHIFT_CORRECTION} LR px on both axes: left uncorrected (a warped read of " \
+                       "every tile would change the output less than the estimate's own uncertainty)."
     if fusion.scale != grids.scale:
         raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {grids.scale}")
     report: Dict[str, Any] = degradation.to_dict() if degradation is not None else {"error": notes[-1]}
+    if degradation is not None:  # the offset left between the tiles' reads and the HR-MSI (the guard uses it)
+        report["offset"] = [estimate[0] - applied[0], estimate[1] - applied[1]]
     if snr is not None:
         report["snr_lr_db"] = snr
     rank = getattr(getattr(getattr(fusion, "model", None), "subspace", None), "rank", None)
     if rank is not None:
         report["subspace_rank"] = int(rank)
     plan = FusionPlan(lr_hsi=str(lr_hsi), hr_msi=str(hr_msi), grids=grids, lr_info=lr_info, msi_info=msi_info,
-                      shift=applied, shift_measured=measured, shift_reliable=reliable, shift_message=message,
+                      shift=applied, shift_measured=estimate, shift_reliable=reliable, shift_message=message,
                       radiometry=radiometry, degradation=report,
                       halo=tile_halo(fusion, options.halo), dtype=out_dtype, output_scale=out_scale,
                       method_name=fusion.name, model_name=getattr(fusion, "model_name", ""),
