@@ -36,8 +36,9 @@ from csakd_qgis.io.read import read_window
 #: An error above ``FACTOR`` x the inputs' own (and above theirs + :data:`MARGIN`) fails.
 FACTOR = 3.0
 
-#: See :data:`FACTOR`: relative error (fraction of the band's standard deviation).
-MARGIN = 0.25
+#: See :data:`FACTOR`: relative error (fraction of the band's standard deviation).  The bundled student, fitted to
+#: other scenes, sits at 0.18-0.21 on the sample; an MSI read 0.1 reflectance too high gives it 0.69.
+MARGIN = 0.4
 
 #: Output values further than this many LR-HSI value ranges (0.1-99.9 percentile) outside it are out of range.
 RANGE_SLACK = 1.0
