@@ -67,8 +67,11 @@ class ResolvedInput:
 
 
 @dataclass(frozen=True)
-class Grid:
-    """Size and georeferencing of a raster: ``width`` x ``height`` pixels, ``transform`` into ``crs_wkt``."""
+class PixelGrid:
+    """Size and georeferencing of a product raster: ``width`` x ``height`` pixels, ``transform`` into ``crs_wkt``.
+
+    Not :class:`csakd_qgis.geo.grid.Grid` (the engine's north-up grids): a product may have no CRS yet.
+    """
 
     width: int
     height: int
@@ -76,7 +79,7 @@ class Grid:
     transform: affine.Affine
 
     @classmethod
-    def of(cls, path: str) -> Grid:
+    def of(cls, path: str) -> PixelGrid:
         """The grid of the raster GDAL opens as ``path``."""
         with open_raster(path) as ds:
             return cls(ds.width, ds.height, ds.crs.to_wkt() if ds.crs else "", ds.transform)
@@ -156,7 +159,7 @@ def _sub(parent: ET.Element, tag: str, text: Optional[str] = None, **attrs: str)
     return element
 
 
-def vrt_xml(grid: Grid, dtype: str, nodata: Optional[float], bands: Sequence[SourceBand]) -> str:
+def vrt_xml(grid: PixelGrid, dtype: str, nodata: Optional[float], bands: Sequence[SourceBand]) -> str:
     """Text of a VRT on ``grid`` whose bands are ``bands``, all stored as GDAL type ``dtype``.
 
     Each band gets a description, the metadata items ``wavelength``,
@@ -195,7 +198,7 @@ def vrt_xml(grid: Grid, dtype: str, nodata: Optional[float], bands: Sequence[Sou
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_vrt(path: Path, grid: Grid, dtype: str, nodata: Optional[float], bands: Sequence[SourceBand]) -> None:
+def write_vrt(path: Path, grid: PixelGrid, dtype: str, nodata: Optional[float], bands: Sequence[SourceBand]) -> None:
     """Write :func:`vrt_xml` to ``path`` atomically."""
     text = vrt_xml(grid, dtype, nodata, bands)
 
@@ -206,7 +209,7 @@ def write_vrt(path: Path, grid: Grid, dtype: str, nodata: Optional[float], bands
     publish(path, write)
 
 
-def mask_profile(grid: Grid) -> dict:
+def mask_profile(grid: PixelGrid) -> dict:
     """Rasterio profile of a mask GeoTIFF on ``grid``: one ``uint8`` band, 0 = keep, 1 = exclude."""
     return dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
                 crs=grid.crs_wkt or None, transform=grid.transform, compress="deflate", tiled=True,
@@ -219,7 +222,7 @@ def strips(height: int, rows: int = STRIP_ROWS) -> Iterable[Tuple[int, int]]:
         yield row, min(rows, height - row)
 
 
-def write_mask(path: Path, grid: Grid, layers: Sequence[Tuple[str, Callable[[np.ndarray], np.ndarray]]]) -> None:
+def write_mask(path: Path, grid: PixelGrid, layers: Sequence[Tuple[str, Callable[[np.ndarray], np.ndarray]]]) -> None:
     """Write the union of ``layers`` as a mask GeoTIFF (:func:`mask_profile`) at ``path``, strip by strip.
 
     Each layer is ``(gdal_name, flag)``: a raster on ``grid`` and a function
@@ -302,7 +305,7 @@ def band_tags(band: SourceBand) -> Dict[str, str]:
     return tags
 
 
-def open_cube_writer(temp: str, grid: Grid, dtype: str, nodata: Optional[float],
+def open_cube_writer(temp: str, grid: PixelGrid, dtype: str, nodata: Optional[float],
                      bands: Sequence[SourceBand]) -> rasterio.io.DatasetWriter:
     """Open a tiled, band-interleaved, ZSTD-compressed GeoTIFF for a converted cube, its band metadata set.
 

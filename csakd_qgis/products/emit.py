@@ -34,7 +34,7 @@ import rasterio
 
 from csakd_qgis.errors import InputError
 from csakd_qgis.products.common import (
-    Grid,
+    PixelGrid,
     ResolvedInput,
     SourceBand,
     attribute,
@@ -72,7 +72,7 @@ def _array(group: Any, name: str, path: str) -> Any:
     return array
 
 
-def _glt(root: Any, path: str) -> Tuple[Grid, np.ndarray, np.ndarray, np.ndarray]:
+def _glt(root: Any, path: str) -> Tuple[PixelGrid, np.ndarray, np.ndarray, np.ndarray]:
     """``(map grid, inside (H, W), downtrack index, crosstrack index)``, indexes 0-based where inside."""
     location = root.OpenGroup("location")
     glt_x = np.asarray(_array(location, "glt_x", path).ReadAsArray()).astype(np.int64)
@@ -81,7 +81,7 @@ def _glt(root: Any, path: str) -> Tuple[Grid, np.ndarray, np.ndarray, np.ndarray
     wkt = str(attribute(root, "spatial_ref", path))
     inside = (glt_x > 0) & (glt_y > 0)
     height, width = glt_x.shape
-    return Grid(width, height, wkt, affine.Affine.from_gdal(*geotransform)), inside, glt_y - 1, glt_x - 1
+    return PixelGrid(width, height, wkt, affine.Affine.from_gdal(*geotransform)), inside, glt_y - 1, glt_x - 1
 
 
 def _gather(array: Any, inside: np.ndarray, down: np.ndarray, across: np.ndarray, first: int, count: int,
@@ -152,7 +152,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
     return ResolvedInput(path=str(out), mask=None if mask is None else str(mask), product=NAME, log=tuple(log))
 
 
-def _write_mask(source: str, mask: Path, grid: Grid, inside: np.ndarray, down: np.ndarray,
+def _write_mask(source: str, mask: Path, grid: PixelGrid, inside: np.ndarray, down: np.ndarray,
                 across: np.ndarray) -> str:
     """Orthorectify the L2A mask file's flags into ``mask`` (unless there already); say which flags."""
     dataset, root = open_multidim(source, "netCDF", NAME)

@@ -26,7 +26,7 @@ from csakd_qgis.errors import InputError
 from csakd_qgis.io.read import open_raster
 from csakd_qgis.products.common import (
     GDAL_TYPES,
-    Grid,
+    PixelGrid,
     ResolvedInput,
     SourceBand,
     band_summary,
@@ -149,7 +149,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
             f"{xml_path} describes {len(table)} bands but {image} has {count}: they belong to different "
             "products or one is damaged; download the product again."
         )
-    grid = Grid.of(image)
+    grid = PixelGrid.of(image)
     empty = _empty_bands(image, nodata)
     bands = [
         SourceBand(filename=image, band=i + 1, size=(grid.width, grid.height), wavelength_nm=row["wavelength"],

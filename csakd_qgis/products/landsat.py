@@ -23,7 +23,7 @@ import numpy as np
 
 from csakd_qgis.errors import InputError
 from csakd_qgis.products.common import (
-    Grid,
+    PixelGrid,
     ResolvedInput,
     SourceBand,
     band_summary,
@@ -133,7 +133,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
     contents = groups.get("PRODUCT_CONTENTS", {})
     folder = os.path.dirname(mtl)
     images = {n: _file(folder, contents, f"FILE_NAME_BAND_{n}", f"_SR_B{n}.TIF", mtl) for n in OLI_BANDS}
-    grid = Grid.of(images[min(OLI_BANDS)])
+    grid = PixelGrid.of(images[min(OLI_BANDS)])
     bands: List[SourceBand] = []
     for number, (label, wavelength, width) in OLI_BANDS.items():
         try:
@@ -142,7 +142,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
         except (KeyError, ValueError) as exc:
             raise InputError(f"{mtl}: no valid REFLECTANCE_MULT/ADD for band {number} ({exc}); "
                              "download the product again.") from exc
-        if Grid.of(images[number]) != grid:
+        if PixelGrid.of(images[number]) != grid:
             raise InputError(f"{images[number]} is not on the grid of {images[min(OLI_BANDS)]}; the product is "
                              "mixed up: download it again.")
         bands.append(SourceBand(filename=images[number], band=1, size=(grid.width, grid.height),

@@ -34,7 +34,7 @@ from rasterio.windows import Window
 
 from csakd_qgis.errors import InputError
 from csakd_qgis.products.common import (
-    Grid,
+    PixelGrid,
     ResolvedInput,
     SourceBand,
     attribute,
@@ -95,13 +95,13 @@ def _cube(root: Any, path: str, part: str) -> Cube:
     return array, bands, kept
 
 
-def _grid(root: Any, path: str, rows: int, cols: int) -> Grid:
+def _grid(root: Any, path: str, rows: int, cols: int) -> PixelGrid:
     epsg = int(attribute(root, "Epsg_Code", path))
     east = float(attribute(root, "Product_ULcorner_easting", path))
     north = float(attribute(root, "Product_ULcorner_northing", path))
     half = PIXEL_M / 2.0
     transform = affine.Affine(PIXEL_M, 0.0, east - half, 0.0, -PIXEL_M, north + half)
-    return Grid(cols, rows, CRS.from_epsg(epsg).to_wkt(), transform)
+    return PixelGrid(cols, rows, CRS.from_epsg(epsg).to_wkt(), transform)
 
 
 def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
@@ -142,7 +142,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
     ))
 
 
-def _convert(temp: str, grid: Grid, cubes: List[Cube], order: List[int], bands: List[SourceBand]) -> List[int]:
+def _convert(temp: str, grid: PixelGrid, cubes: List[Cube], order: List[int], bands: List[SourceBand]) -> List[int]:
     """Copy the kept bands of both cubes, strip by strip, into the GeoTIFF ``temp``; return the bad band numbers.
 
     ``order[t]`` is the index, among the kept VNIR then SWIR bands, of

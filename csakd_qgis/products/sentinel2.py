@@ -28,7 +28,7 @@ import numpy as np
 
 from csakd_qgis.errors import InputError
 from csakd_qgis.products.common import (
-    Grid,
+    PixelGrid,
     ResolvedInput,
     SourceBand,
     band_summary,
@@ -177,7 +177,7 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
     files = {band: product.gdal_name(product.find(f"*/IMG_DATA/R10m/*_B{band[1:]:0>2}_10m.jp2", f"band {band}"))
              for band in BANDS}
     scl = product.gdal_name(product.find("*/IMG_DATA/R20m/*_SCL_20m.jp2", "the scene classification (SCL)"))
-    grid = Grid.of(files["B2"])
+    grid = PixelGrid.of(files["B2"])
     bands: List[SourceBand] = []
     for band in BANDS:
         wavelength = central.get(band, table[band][0])
@@ -185,14 +185,14 @@ def resolve(path: str, cache_dir: Optional[str] = None) -> ResolvedInput:
                                 wavelength_nm=wavelength, fwhm_nm=table[band][1], scale=1.0 / q,
                                 offset=offsets.get(band, 0.0) / q, description=f"{band} ({wavelength:g} Nanometers)"))
     for band in BANDS[1:]:
-        if Grid.of(files[band]) != grid:
+        if PixelGrid.of(files[band]) != grid:
             raise InputError(f"{files[band]} is not on the grid of {files['B2']}: the product is damaged; "
                              "download it again.")
     cache = cache_folder("sentinel2", product.key_file, cache_dir)
     stem = Path(product.where).name.split(".")[0]
     vrt = cache / f"{stem}_10m.vrt"
     write_vrt(vrt, grid, "UInt16", 0.0, bands)
-    scl_grid = Grid.of(scl)
+    scl_grid = PixelGrid.of(scl)
     mask20 = cache / f"{stem}_SCL_mask_20m.tif"
     if not mask20.exists():
         write_mask(mask20, scl_grid, [(scl, _excluded_class)])
