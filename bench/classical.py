@@ -54,6 +54,7 @@ from common import ROOT, machine, replace_section
 
 from csakd_qgis.classical import GLP, PsfGSA, SubspaceFusion, fuse_whole
 from csakd_qgis.classical.baselines import GSA, bicubic_upsample
+from csakd_qgis.fusion.radiometry import fill_with_band_medians
 from csakd_qgis.fusion.tiling import reflect_pad
 from csakd_qgis.io.read import read_whole
 from csakd_qgis.quality.metrics import ergas, psnr, sam, ssim
@@ -84,14 +85,6 @@ class Scene:
     valid: np.ndarray
 
 
-def _filled(x: np.ndarray) -> np.ndarray:
-    """NaN replaced by the band median (0 for all-NaN bands), float32: the engine's inputs are NaN-free."""
-    out = np.array(x, dtype=np.float32)
-    for band in out:
-        bad = ~np.isfinite(band)
-        if bad.any():
-            band[bad] = np.nanmedian(band) if (~bad).any() else 0.0
-    return out
 
 
 def simulated(name: str, cube: np.ndarray, wavelengths: Sequence[float], fwhm: Optional[Sequence[float]],
@@ -194,7 +187,8 @@ class OldGSA:
 def old_gsa(sc: Scene) -> np.ndarray:
     """The engine's GSA before the PSF-matched fit (:class:`OldGSA`)."""
     method = OldGSA(sc.lr, sc.msi, sc.scale, sc.good)
-    return _mirrored(method.predict, _filled(sc.lr), _filled(sc.msi), method.halo, sc.scale)
+    lr, msi = fill_with_band_medians(sc.lr), fill_with_band_medians(sc.msi)
+    return _mirrored(method.predict, lr, msi, method.halo, sc.scale)
 
 
 def classical(factory: Callable[[Scene, float], object], sigma_factor: float = 1.0) -> Method:
@@ -202,7 +196,7 @@ def classical(factory: Callable[[Scene, float], object], sigma_factor: float = 1
 
     def run(sc: Scene) -> np.ndarray:
         model = factory(sc, sc.sigma * sigma_factor)
-        return fuse_whole(model, _filled(sc.lr), _filled(sc.msi))
+        return fuse_whole(model, fill_with_band_medians(sc.lr), fill_with_band_medians(sc.msi))
 
     return run
 
@@ -219,7 +213,7 @@ def sub(method: str = "glp", rank: Optional[int] = None, **options) -> Method:
 
 
 METHODS: Dict[str, Method] = {
-    "bicubic": lambda sc: bicubic_upsample(_filled(sc.lr), sc.scale),
+    "bicubic": lambda sc: bicubic_upsample(fill_with_band_medians(sc.lr), sc.scale),
     "old GSA (block means)": old_gsa,
     "PSF-matched GSA": classical(lambda sc, sg: PsfGSA.fit(sc.lr, sc.msi, sc.scale, sg, good=sc.good)),
     "GLP": glp(),

@@ -74,3 +74,17 @@ class Radiometry:
     lr_fill: np.ndarray  # (C,) float32
     msi_fill: np.ndarray  # (m,) float32
     empty_bands: Tuple[int, ...] = ()  # LR-HSI bands (0-based) without any value: written as nodata
+
+
+def fill_with_band_medians(x: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` as float32 with each band's NaN replaced by the band's median (0 for an all-NaN band).
+
+    For whole-image tools that need NaN-free inputs, as the engine's methods
+    do (the engine itself fills with the scene's per-band means, :class:`Radiometry`).
+    """
+    out = np.array(x, dtype=np.float32)
+    for band in out:
+        bad = ~np.isfinite(band)
+        if bad.any():
+            band[bad] = np.nanmedian(band) if (~bad).any() else 0.0
+    return out

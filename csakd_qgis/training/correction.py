@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from csakd_qgis.classical import GLP, PsfGSA, fuse_whole
 from csakd_qgis.classical.filters import blur_sample
 from csakd_qgis.errors import InputError
-from csakd_qgis.fusion.radiometry import robust_level
+from csakd_qgis.fusion.radiometry import fill_with_band_medians, robust_level
 from csakd_qgis.models.correction import DEFAULT_RANK, CoefficientBasis, CorrectionNet
 from csakd_qgis.quality.metrics import psnr, sam
 from csakd_qgis.simulation.degradation import add_noise, psf_sigma, spectral_degrade
@@ -116,7 +116,7 @@ def prepare(name: str, lr: np.ndarray, msi: np.ndarray, reference: np.ndarray, g
     msi_level = robust_level(msi, name="HR-MSI")
     lr_n, msi_n = lr / lr_level, msi / msi_level
     model = BASES[base_method].fit(lr_n, msi_n, scale, sigma, offset, [bool(g) for g in good])
-    lr_f, msi_f = _filled(lr_n), _filled(msi_n)
+    lr_f, msi_f = fill_with_band_medians(lr_n), fill_with_band_medians(msi_n)
     base = fuse_whole(model, lr_f, msi_f)
     basis = CoefficientBasis.from_lr(lr_f, good, rank)
     mask = np.ones(msi.shape[1:], bool) if valid is None else valid
@@ -124,14 +124,6 @@ def prepare(name: str, lr: np.ndarray, msi: np.ndarray, reference: np.ndarray, g
                    good, srf, sigma, offset, lr_level / msi_level, mask)
 
 
-def _filled(x: np.ndarray) -> np.ndarray:
-    """NaN replaced by the band median (0 for an all-NaN band), float32."""
-    out = np.array(x, dtype=np.float32)
-    for band in out:
-        bad = ~np.isfinite(band)
-        if bad.any():
-            band[bad] = np.nanmedian(band) if (~bad).any() else 0.0
-    return out
 
 
 def draw_example(ref: Reference, rng: np.random.Generator, deg: Degradation, base_method: str = "gsa",
