@@ -22,7 +22,7 @@ fuse = json.load(open(f"{out}/fuse.json"))["results"]
 metrics = json.load(open(f"{out}/evaluate.json"))["results"]
 model = "" if fuse["MODEL_USED"] == fuse["METHOD_USED"] else f" (model {fuse['MODEL_USED']})"
 print(f"demo: method {fuse['METHOD_USED']}{model}, scale {fuse['SCALE']:g}, "
-      f"estimated shift ({fuse['SHIFT_X']:.2f}, {fuse['SHIFT_Y']:.2f}) LR px, PSF sigma {fuse['PSF_SIGMA']:.2f} "
+      f"estimated shift ({fuse['SHIFT_X']:+.3f}, {fuse['SHIFT_Y']:+.3f}) LR px, PSF sigma {fuse['PSF_SIGMA']:.2f} "
       f"output px, LR-HSI SNR {fuse['SNR_LR_DB']:.1f} dB")
 print("demo: fused vs reference: " + ", ".join(
     f"{k} {metrics[k]:.4g}" for k in ("PSNR", "SAM", "ERGAS", "SSIM", "RMSE") if k in metrics))
