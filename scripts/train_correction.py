@@ -115,6 +115,17 @@ def test_sets(base: str) -> Dict[str, List[Example]]:
     }
 
 
+def _rows(groups: list) -> list:
+    """Table rows ``| data | base PSNR | mean ± std PSNR | gain | base SAM | mean ± std SAM |`` of ``groups``."""
+    rows = []
+    for label, b, got in groups:
+        p = [x["psnr"] for x in got]
+        s = [x["sam"] for x in got]
+        rows.append(f"| {label} | {b['psnr']:.2f} | {_mean_std(p)} | {_mean_std([v - b['psnr'] for v in p])} | "
+                    f"{b['sam']:.2f} | {_mean_std(s)} |")
+    return rows
+
+
 def main() -> int:
     """Train every seed, score the test groups, print (and with --write store) the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -195,22 +206,14 @@ def table(args, base_val, base_test, runs, student_macs, corr_macs, header) -> s
     ]
     groups = [("validation (2 tiles x 3 SNR)", base_val, [r["val"] for r in runs])]
     groups += [(g, base_test[g], [r["test"][g] for r in runs]) for g in base_test]
-    for label, b, got in groups:
-        p = [x["psnr"] for x in got]
-        s = [x["sam"] for x in got]
-        lines.append(f"| {label} | {b['psnr']:.2f} | {_mean_std(p)} | {_mean_std([v - b['psnr'] for v in p])} | "
-                     f"{b['sam']:.2f} | {_mean_std(s)} |")
+    lines += _rows(groups)
     lines += ["", f"The last step's weights (step {args.steps}, not selected; for what training does):", "",
               f"| data | {name} PSNR | last-step PSNR | gain dB | {name} SAM | last-step SAM |",
               "|---|---|---|---|---|---|"]
     last = [("validation (2 tiles x 3 SNR)", base_val, [{"psnr": r["last_val"][2], "sam": r["last_val"][3]}
                                                          for r in runs])]
     last += [(g, base_test[g], [r["last_test"][g] for r in runs]) for g in base_test]
-    for label, b, got in last:
-        p = [x["psnr"] for x in got]
-        s = [x["sam"] for x in got]
-        lines.append(f"| {label} | {b['psnr']:.2f} | {_mean_std(p)} | {_mean_std([v - b['psnr'] for v in p])} | "
-                     f"{b['sam']:.2f} | {_mean_std(s)} |")
+    lines += _rows(last)
     lines += ["", "| seed | best step | val gain dB | test gains dB (selected; rows above) | last-step g "
               "(complement gain - 1) | seconds |", "|---|---|---|---|---|---|"]
     for r in runs:

@@ -20,19 +20,14 @@ job on the same workers; each pair gets its own result, and one pair's
 failure does not stop the others.
 
 Dask is optional: nothing here imports it until a function needs it
-(:func:`.runner.require_distributed` raises
+(:func:`.client.require_distributed` raises
 :class:`~csakd_qgis.errors.DependencyError` with the pip command).
 """
 
 from csakd_qgis.distributed.batch import BatchReport, PairResult, ScenePair, fuse_batch, read_pair_list
+from csakd_qgis.distributed.client import open_client, require_distributed
 from csakd_qgis.distributed.regions import REGION_SIZE, plan_regions
-from csakd_qgis.distributed.runner import (
-    ClusterOptions,
-    DistributedReport,
-    fuse_distributed,
-    open_client,
-    require_distributed,
-)
+from csakd_qgis.distributed.runner import ClusterOptions, DistributedReport, fuse_distributed
 
 __all__ = [
     "REGION_SIZE",

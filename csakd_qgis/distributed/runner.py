@@ -1,15 +1,15 @@
 """The client side: prepare a scene once, send its regions to the workers, assemble the result.
 
 :class:`SceneRun` holds one scene: :meth:`SceneRun.prepare` runs
-:func:`csakd_qgis.fusion.engine.prepare` on the client (grids, shift, radiometry,
-GSA coefficients: computed once for the whole scene, so every region is
-normalised alike) and plans the global tiles and the regions;
+:func:`csakd_qgis.fusion.plan.prepare` on the client (grids, shift, radiometry,
+degradation, the classical method's coefficients: computed once for the whole
+scene, so every region is normalised and fused alike) and plans the global tiles and the regions;
 :meth:`SceneRun.submit` sends one :func:`.worker.fuse_region` task per
 region; :meth:`SceneRun.finish` assembles the region files
 (:mod:`.assemble`).
 
 :class:`ClusterRun` drives the tasks of one or several scenes on a
-``distributed.Client``: it turns the workers' progress events into
+``distributed.Client`` (:func:`.client.open_client`): it turns the workers' progress events into
 ``Reporter.update`` calls (the mean over regions of their fraction done)
 and, when the reporter says cancel (or a scene fails), sets the scene's
 cancel event, waits up to :data:`STOP_GRACE` seconds for its running tasks
@@ -23,14 +23,13 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from rasterio.windows import Window
 
 from csakd_qgis.distributed.assemble import copy_to_geotiff, write_vrt
+from csakd_qgis.distributed.client import require_distributed
 from csakd_qgis.distributed.regions import (
     REGION_SIZE,
     plan_regions,
@@ -40,7 +39,7 @@ from csakd_qgis.distributed.regions import (
     staging_folder,
 )
 from csakd_qgis.distributed.worker import MethodSpec, RegionJob, RegionResult, fuse_region
-from csakd_qgis.errors import InputError, OutputExistsError, import_optional
+from csakd_qgis.errors import InputError, OutputExistsError
 from csakd_qgis.fusion.blend import Timings
 from csakd_qgis.fusion.methods import AUTO, FusionMethod, NetworkMethod
 from csakd_qgis.fusion.pipeline import PipelineResult
@@ -52,73 +51,11 @@ from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod
 from csakd_qgis.options import FuseOptions, MsiBands
 from csakd_qgis.progress import SILENT, Reporter
 
-#: The pip requirement that provides Dask's distributed scheduler.
-PIP_REQUIREMENT = "dask[distributed]"
-
 #: Seconds between two looks at the cluster while waiting (progress and cancel are checked as often).
 POLL_INTERVAL = 0.1
 
 #: Seconds running tasks get to notice a cancel before their futures are cancelled.
 STOP_GRACE = 60.0
-
-#: Dask configuration of the local clusters :func:`open_client` starts.  Dask's nannies export
-#: ``MALLOC_TRIM_THRESHOLD_=65536`` to their workers; any value of it turns off glibc's dynamic mmap
-#: threshold, so every large array is mapped and unmapped afresh: the student ran 2.3x slower per tile
-#: (4.93 s against 2.12 s, ``docs/distributed.md``).  None unsets it.
-LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-
-
-def require_distributed() -> ModuleType:
-    """The ``distributed`` module, or :class:`DependencyError` saying how to install it."""
-    return import_optional("distributed", "the distributed mode (Dask)",
-                           f'python -m pip install "{PIP_REQUIREMENT}" (in the Python that runs csakd, '
-                           'and on every worker)')
-
-
-@contextmanager
-def open_client(scheduler: Optional[str] = None, workers: Optional[int] = None, *,
-                threads_per_worker: int = 1) -> Iterator[Any]:
-    """A ``distributed.Client`` on a running scheduler, or on a new ``LocalCluster``; closed on exit.
-
-    Parameters
-    ----------
-    scheduler:
-        Address of a running scheduler (``tcp://host:8786``).
-    workers:
-        Number of worker processes of a new local cluster (one per GPU on
-        a multi-GPU machine); exactly one of ``scheduler`` and ``workers``.
-    threads_per_worker:
-        Tasks each local worker runs at once.
-
-    Raises
-    ------
-    DependencyError
-        Dask is not installed.
-    InputError
-        Both or neither of ``scheduler`` and ``workers``, ``workers < 1``,
-        or the scheduler cannot be reached.
-    """
-    distributed = require_distributed()
-    if (scheduler is None) == (workers is None):
-        raise InputError("give either a scheduler address or a number of local workers")
-    if scheduler is not None:
-        try:
-            client = distributed.Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as error:
-            raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {error}; check the address "
-                             "and that 'dask scheduler' runs there") from None
-        with client:
-            yield client
-        return
-    if workers is None or workers < 1:  # None cannot reach here: exactly one of the two is given
-        raise InputError(f"the number of local workers must be >= 1, got {workers}")
-    import dask
-
-    with dask.config.set(LOCAL_CLUSTER_CONFIG):
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                                           processes=True, dashboard_address=None)
-    with cluster, distributed.Client(cluster) as client:
-        yield client
 
 
 @dataclass(frozen=True)
