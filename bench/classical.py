@@ -24,10 +24,15 @@ Protocol (written into docs/benchmarks.md with the tables):
   (:func:`csakd_qgis.classical.fuse_whole`).  "old GSA" is
   :class:`csakd_qgis.classical.baselines.GSA` fitted against block means and
   applied to the bicubic upsampling, as the engine's GSA did before the
-  PSF-matched fit.  "subspace" uses the default rank rule
-  (:func:`csakd_qgis.classical.subspace.default_rank`).
+  PSF-matched fit.  "subspace" projects the method's output onto the LR-HSI's
+  signal subspace with the default rank rule
+  (:func:`csakd_qgis.classical.subspace.default_rank`); "input-projected GSA"
+  projects the LR-HSI instead and fits PSF-matched GSA on it (the engine's
+  design before issue 13's last change, kept here as the evidence against it).
 * Metrics against the reference over good bands and valid pixels: PSNR (dB,
   peak = the reference's maximum), SAM (degrees), ERGAS (ratio = scale), SSIM.
+* The EnMAP tiles also at 40 and 45 dB (:data:`CROSSOVER_DB`), for the SNR
+  above which plain GSA leads the subspace variant.
 * Design measurements on the first 4 EnMAP tiles (averages): interpolation kernels,
   injection rule, subspace rank, and the fit's sigma against the true one.
 * Throughput: 224 bands, 4 MSI bands, a batch of 4 tiles of 64x64 LR pixels
@@ -52,7 +57,7 @@ import numpy as np
 import torch
 from common import ROOT, machine, replace_section
 
-from csakd_qgis.classical import GLP, PsfGSA, SubspaceFusion, fuse_whole
+from csakd_qgis.classical import GLP, PsfGSA, Subspace, SubspaceFusion, fuse_whole
 from csakd_qgis.classical.baselines import GSA, bicubic_upsample
 from csakd_qgis.fusion.radiometry import fill_with_band_medians
 from csakd_qgis.fusion.tiling import reflect_pad
@@ -64,6 +69,8 @@ DATA = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "resources" / "sample"
 HEADING = "## Classical methods"
 NOISY_DB = 35.0
+#: Further SNRs (dB) of the EnMAP tiles, where the auto rule's threshold between gsa and subspace is read.
+CROSSOVER_DB = (40.0, 45.0)
 #: EnMAP tiles (the first, sorted by name) of the design-choice tables.
 ABLATION_TILES = 4
 MSI_BANDS = ("B2", "B3", "B4", "B8")
@@ -206,10 +213,18 @@ def glp(**options) -> Method:
     return classical(lambda sc, sg: GLP.fit(sc.lr, sc.msi, sc.scale, sg, good=sc.good, **options))
 
 
-def sub(method: str = "glp", rank: Optional[int] = None, **options) -> Method:
-    """Subspace variant of ``method``."""
+def sub(method: str = "psf_gsa", rank: Optional[int] = None, **options) -> Method:
+    """Subspace variant of ``method`` (its output projected)."""
     return classical(lambda sc, sg: SubspaceFusion.fit(sc.lr, sc.msi, sc.scale, sg, good=sc.good, rank=rank,
                                                       method=method, **options))
+
+
+def input_projected_gsa(sc: Scene) -> np.ndarray:
+    """PSF-matched GSA fitted on and applied to the subspace-projected LR-HSI."""
+    subspace = Subspace.fit(sc.lr, sc.good)
+    lr = subspace.project(fill_with_band_medians(sc.lr))
+    model = PsfGSA.fit(subspace.project(sc.lr), sc.msi, sc.scale, sc.sigma, good=sc.good)
+    return fuse_whole(model, lr, fill_with_band_medians(sc.msi))
 
 
 METHODS: Dict[str, Method] = {
@@ -218,7 +233,8 @@ METHODS: Dict[str, Method] = {
     "PSF-matched GSA": classical(lambda sc, sg: PsfGSA.fit(sc.lr, sc.msi, sc.scale, sg, good=sc.good)),
     "GLP": glp(),
     "subspace GLP": sub("glp"),
-    "subspace GSA": sub("psf_gsa"),
+    "subspace GSA (the engine's subspace)": sub("psf_gsa"),
+    "input-projected GSA": input_projected_gsa,
 }
 
 ABLATION: Dict[str, Method] = {
@@ -229,10 +245,10 @@ ABLATION: Dict[str, Method] = {
     "GLP, fit sigma 0 (box)": classical(lambda sc, sg: GLP.fit(sc.lr, sc.msi, sc.scale, sg, good=sc.good), 0.0),
     "GLP, fit sigma x0.7": classical(lambda sc, sg: GLP.fit(sc.lr, sc.msi, sc.scale, sg, good=sc.good), 0.7),
     "GLP, fit sigma x1.3": classical(lambda sc, sg: GLP.fit(sc.lr, sc.msi, sc.scale, sg, good=sc.good), 1.3),
-    "subspace GLP, rank 5": sub(rank=5),
-    "subspace GLP, rank 10": sub(rank=10),
-    "subspace GLP, rank 20": sub(rank=20),
-    "subspace GLP, default rank": sub(),
+    "subspace GSA, rank 5": sub(rank=5),
+    "subspace GSA, rank 10": sub(rank=10),
+    "subspace GSA, rank 20": sub(rank=20),
+    "subspace GSA, default rank": sub(),
 }
 
 
@@ -288,7 +304,7 @@ def throughput() -> List[str]:
         "PSF-matched GSA": PsfGSA.fit(fit_lr_hsi, fit_lr_hr, s, sigma),
         "GLP": GLP.fit(fit_lr_hsi, fit_lr_hr, s, sigma),
         "GLP, HPM injection": GLP.fit(fit_lr_hsi, fit_lr_hr, s, sigma, injection="hpm"),
-        "subspace GLP (rank 10)": SubspaceFusion.fit(fit_lr_hsi, fit_lr_hr, s, sigma, rank=10),
+        "subspace GSA (rank 10)": SubspaceFusion.fit(fit_lr_hsi, fit_lr_hr, s, sigma, rank=10),
     }
     core = batch * (tile * s) ** 2 / 1e6
 
@@ -330,6 +346,9 @@ def main() -> int:
                                [aviris_scene(scale, snr)]))
         groups.append((f"EnMAP tiles, mean of {4 if args.quick else 14}, {'clean' if snr is None else '35 dB'} "
                        "(scale 3)", enmap_tiles(snr, 4 if args.quick else None)))
+    if not args.quick:
+        for snr in CROSSOVER_DB:
+            groups.append((f"EnMAP tiles, mean of 14, {snr:.0f} dB (scale 3)", enmap_tiles(snr)))
     lines: List[str] = []
     for title, scenes in groups:
         table = evaluate(scenes, METHODS)

@@ -229,11 +229,12 @@ def test_glp_beats_block_mean_gsa_on_enmap(enmap_tile):
     assert gsa_psnr > old_psnr + 3.0
 
 
-def test_subspace_helps_glp_on_noisy_enmap(enmap_tile):
+@pytest.mark.parametrize("method, inner", [("psf_gsa", PsfGSA), ("glp", GLP)])
+def test_subspace_projection_helps_on_noisy_enmap(enmap_tile, method, inner):
     cube, wl, fwhm, good = enmap_tile
     sigma = psf_sigma(3)
     pair = simulate_pair(cube, wl, fwhm, good, scale=3, sigma=sigma, snr_db=35.0, seed=0)
     lr, msi = np.nan_to_num(pair.lr_hsi).astype(np.float32), pair.hr_msi.astype(np.float32)
-    plain = _score(pair, good, fuse_whole(GLP.fit(pair.lr_hsi, pair.hr_msi, 3, sigma, good=good), lr, msi))
-    model = SubspaceFusion.fit(pair.lr_hsi, pair.hr_msi, 3, sigma, good=good)
+    plain = _score(pair, good, fuse_whole(inner.fit(pair.lr_hsi, pair.hr_msi, 3, sigma, good=good), lr, msi))
+    model = SubspaceFusion.fit(pair.lr_hsi, pair.hr_msi, 3, sigma, good=good, method=method)
     assert _score(pair, good, fuse_whole(model, lr, msi)) > plain + 0.1

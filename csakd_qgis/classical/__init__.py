@@ -4,8 +4,8 @@
   blurred by the LR sensor's PSF (not block means).
 * :class:`~csakd_qgis.classical.glp.GLP`: MTF-GLP with a regression-synthesised
   guide per HSI band (additive regression gain or HPM injection).
-* :class:`~csakd_qgis.classical.subspace.SubspaceFusion`: either of them on
-  the LR-HSI projected onto its first principal directions (denoising).
+* :class:`~csakd_qgis.classical.subspace.SubspaceFusion`: either of them with
+  its output projected onto the LR-HSI's first principal directions (denoising).
 
 Every method has ``fit(lr_sample, msi_sample_hr, scale, sigma, offset, good)``
 returning frozen coefficients (``to_dict``/``from_dict`` for JSON), a
@@ -84,9 +84,9 @@ def glp_fuse(lr: np.ndarray, msi: np.ndarray, scale: int, sigma: float, offset: 
 
 
 def subspace_fuse(lr: np.ndarray, msi: np.ndarray, scale: int, sigma: float, offset: Offset = (0.0, 0.0),
-                  good: Optional[Sequence[bool]] = None, *, rank: Optional[int] = None, method: str = "glp",
+                  good: Optional[Sequence[bool]] = None, *, rank: Optional[int] = None, method: str = "psf_gsa",
                   **options: Any) -> np.ndarray:
-    """Fit :class:`SubspaceFusion` (``method`` ``"glp"`` or ``"psf_gsa"``) on the whole image and apply it."""
+    """Fit :class:`SubspaceFusion` (``method`` ``"psf_gsa"`` or ``"glp"``) on the whole image and apply it."""
     model = SubspaceFusion.fit(lr, msi, scale, sigma, offset, good, rank=rank, method=method, **options)
     return fuse_whole(model, lr, msi)
 
@@ -96,14 +96,14 @@ def fit_method(name: str, lr: np.ndarray, msi: np.ndarray, scale: int, sigma: fl
     """Fit the engine's classical method ``name`` on a scene sample.
 
     ``"gsa"``: :class:`PsfGSA`; ``"glp"``: :class:`GLP`; ``"subspace"``:
-    :class:`SubspaceFusion` with GLP inside (GSA inside loses on noisy
-    scenes, ``docs/benchmarks.md``).  ``lr`` ``(C, h, w)`` and ``msi``
+    :class:`SubspaceFusion` with PSF-matched GSA inside, its output
+    projected onto the LR-HSI's signal subspace.  ``lr`` ``(C, h, w)`` and ``msi``
     ``(m, h s, w s)`` are the normalised sample, NaN = invalid; ``sigma``
     (HR pixels) and ``offset`` (LR pixels) the estimated PSF and residual
     misregistration; ``good`` the good-band flags.
     """
     fits: Dict[str, Callable[..., Classical]] = {"gsa": PsfGSA.fit, "glp": GLP.fit,
-            "subspace": functools.partial(SubspaceFusion.fit, method="glp")}
+            "subspace": functools.partial(SubspaceFusion.fit, method="psf_gsa")}
     if name not in fits:
         raise InputError(f"unknown classical method {name!r}; use one of {', '.join(fits)}")
     return ClassicalMethod(fits[name](lr, msi, scale, sigma, offset, good), name)
@@ -136,8 +136,8 @@ def choose(snr_db: Optional[float]) -> Tuple[str, str]:
         return "gsa", "noise not measurable: PSF-matched GSA"
     snr = snr_db
     if snr < NOISY_SNR_DB:
-        return "subspace", (f"LR-HSI SNR {snr:.1f} dB < {NOISY_SNR_DB:g} dB: subspace-denoised GLP "
-                            "(leads PSF-matched GSA on noisy scenes)")
+        return "subspace", (f"LR-HSI SNR {snr:.1f} dB < {NOISY_SNR_DB:g} dB: PSF-matched GSA with its output "
+                            "projected onto the LR-HSI's signal subspace (denoised)")
     return "gsa", f"LR-HSI SNR {snr:.1f} dB >= {NOISY_SNR_DB:g} dB: PSF-matched GSA (leads GLP on clean scenes)"
 
 
