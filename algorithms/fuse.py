@@ -67,7 +67,7 @@ class FuseAlgorithm(CsakdAlgorithm):
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Tiles per batch"),
                                          QgsProcessingParameterNumber.Integer, choices.BATCH_SIZE, False, 1,
                                          choices.MAX_BATCH),
-            QgsProcessingParameterEnum(self.BACKEND, self.tr("Inference backend (auto: onnxruntime for .onnx)"),
+            QgsProcessingParameterEnum(self.BACKEND, self.tr("Inference backend (auto: onnxruntime on the CPU when installed, else torch)"),
                                        options=list(choices.BACKENDS), defaultValue="auto", usesStaticStrings=True),
             QgsProcessingParameterEnum(self.PRECISION, self.tr("Network precision on a GPU (the CPU uses float32)"),
                                        options=list(choices.PRECISIONS), defaultValue="float32",

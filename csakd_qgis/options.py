@@ -29,7 +29,8 @@ CLASSICAL_METHODS = ("gsa", "glp", "subspace")
 #: ``teacher``), ``bicubic`` and the :data:`CLASSICAL_METHODS`.
 METHODS = ("auto", "csakd", "student", "teacher", "bicubic") + CLASSICAL_METHODS
 
-#: Inference backends of networks; ``auto``: onnxruntime for ``.onnx`` files, torch otherwise.
+#: Inference backends of networks; ``auto``: onnxruntime for ``.onnx`` files and, on the CPU with onnx and
+#: onnxruntime installed, for checkpoints; torch otherwise (:func:`csakd_qgis.fusion.methods._backend`).
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 #: Device names (``cuda:N`` also accepted); ``auto``: CUDA, then Apple MPS, then the CPU.

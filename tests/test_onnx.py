@@ -239,8 +239,9 @@ def test_make_method_picks_the_backend(exported):
     assert (method.name, method.model_name, method.scale, method.halo) == ("student", "enmap_s2_x3", 3,
                                                                           network_halo(cfg))
     assert isinstance(make_method("csakd", str(path), backend="onnxruntime", **kwargs), OnnxNetworkMethod)
-    assert isinstance(make_method("csakd", STUDENT, **kwargs), NetworkMethod)
+    assert isinstance(make_method("csakd", STUDENT, **kwargs), OnnxNetworkMethod)  # auto: onnxruntime on the CPU
     assert isinstance(make_method("csakd", STUDENT, backend="torch", **kwargs), NetworkMethod)
+    assert isinstance(make_method("csakd", build_model(cfg), scale=3), NetworkMethod)  # a bare module: torch
     assert model_scales(path, "csakd") == (3,)
     with pytest.raises(InputError, match="onnxruntime only"):
         make_method("csakd", path, backend="torch", **kwargs)
@@ -262,10 +263,22 @@ def test_onnxruntime_backend_exports_a_checkpoint_in_memory():
     method = make_method("csakd", STUDENT, backend="onnxruntime", scale=3, lr_bands=_sample_bands(), msi_bands=4)
     assert isinstance(method, OnnxNetworkMethod) and method.model_name == "enmap_s2_x3"
     (lr, msi), _ = _sample_tiles()
-    expected = make_method("csakd", STUDENT).predict(lr, msi)
+    expected = make_method("csakd", STUDENT, backend="torch").predict(lr, msi)
     assert np.abs(method.predict(lr, msi) - expected).max() < 1e-4
     with pytest.raises(InputError, match="expects LR-HSI"):
         method.predict(lr[:, :100], msi)
+
+
+def test_auto_backend_is_torch_without_onnxruntime_or_on_a_gpu(monkeypatch):
+    from csakd_qgis.fusion.methods import _backend
+
+    assert _backend("auto", STUDENT, "csakd", "cpu") == "onnxruntime"
+    assert _backend("auto", STUDENT, "teacher", "cuda:0") == "torch"
+    assert _backend("auto", None, "bicubic", "cpu") == "torch"
+    assert _backend("torch", STUDENT, "csakd", "cpu") == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert _backend("auto", STUDENT, "csakd", "cpu") == "torch"
+    assert isinstance(make_method("csakd", STUDENT, scale=3, lr_bands=_sample_bands(), msi_bands=4), NetworkMethod)
 
 
 def test_missing_onnxruntime_names_the_pip_command(monkeypatch):

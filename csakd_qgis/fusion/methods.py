@@ -28,9 +28,15 @@ Methods
 Backends
 --------
 :func:`make_method` runs networks with torch or onnxruntime (``backend``):
-``"auto"`` is onnxruntime for an ``.onnx`` model file and torch otherwise;
-``"onnxruntime"`` with a ``.safetensors`` checkpoint (or an auto-selected
-model) exports it to ONNX in memory first.
+``"auto"`` is onnxruntime for an ``.onnx`` model file, and also for a
+checkpoint with a card (a ``.safetensors`` file, a model name or an
+auto-selected model) on the CPU when ``onnx`` and ``onnxruntime`` are
+installed: :func:`_backend`.  Measured on the bundled student
+(``docs/benchmarks.md``, "ONNX Runtime backend"): onnxruntime ran 1.6-2.7x
+faster than torch on a 2-core CPU with outputs within 1.1e-5; the in-memory
+export takes about 1.3 s.  Torch otherwise: GPUs (torch's CUDA path has the
+mixed precision), bare modules (no card to export with) and bicubic.
+``"onnxruntime"`` with a checkpoint exports it to ONNX in memory first.
 """
 
 from __future__ import annotations
@@ -42,10 +48,18 @@ import numpy as np
 import torch
 
 from csakd_qgis.classical.baselines import bicubic_upsample
-from csakd_qgis.errors import InputError, ModelMismatchError
+from csakd_qgis.errors import DependencyError, InputError, ModelMismatchError
 from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.models.card import ModelCard
-from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod, PathLike, is_onnx, read_onnx, read_onnx_card
+from csakd_qgis.models.onnx_runtime import (
+    OnnxNetworkMethod,
+    PathLike,
+    import_onnx,
+    import_onnxruntime,
+    is_onnx,
+    read_onnx,
+    read_onnx_card,
+)
 from csakd_qgis.models.receptive_field import network_halo
 from csakd_qgis.options import BACKENDS, METHODS
 
@@ -215,8 +229,23 @@ def _load_network(model: object, method: str, device: torch.device, lr_bands: Se
     return load_checkpoint(path, device)
 
 
-def _backend(backend: str, model: object) -> str:
-    """``"torch"`` or ``"onnxruntime"`` for the requested ``backend`` and ``model``."""
+def _onnx_installed() -> bool:
+    """True when both ``onnx`` (to export) and ``onnxruntime`` (to run) can be imported."""
+    try:
+        import_onnx()
+        import_onnxruntime()
+    except DependencyError:
+        return False
+    return True
+
+
+def _backend(backend: str, model: object, method: str = "csakd", device: Union[str, torch.device] = "cpu") -> str:
+    """``"torch"`` or ``"onnxruntime"`` for the requested ``backend``, ``model``, ``method`` and ``device``.
+
+    ``"auto"``: onnxruntime for an ``.onnx`` file, and for a network with a
+    card on the CPU when onnx and onnxruntime are installed (see the module
+    notes); torch otherwise.
+    """
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if is_onnx(model):
@@ -224,7 +253,11 @@ def _backend(backend: str, model: object) -> str:
             raise InputError(f"model {str(model)!r} is an ONNX export, which runs with onnxruntime only; "
                              "use backend 'onnxruntime' or 'auto', or pass the .safetensors checkpoint")
         return "onnxruntime"
-    return "torch" if backend == "auto" else backend
+    if backend != "auto":
+        return backend
+    exportable = method in NETWORKS and not isinstance(model, torch.nn.Module)
+    on_cpu = torch.device(device).type == "cpu"
+    return "onnxruntime" if exportable and on_cpu and _onnx_installed() else "torch"
 
 
 def _onnx_method(model: object, method: str, device: torch.device, lr_bands: Sequence[BandInfo], msi_bands: int,
@@ -328,7 +361,8 @@ def make_method(method: str = "csakd", model: object = None, *, device: Union[st
         wavelengths (nm), used to select and check a model.
     backend:
         For networks: ``"torch"``, ``"onnxruntime"`` or ``"auto"``
-        (onnxruntime for an ``.onnx`` model, else torch); see the module
+        (onnxruntime for an ``.onnx`` model, and for a checkpoint on the CPU
+        when onnx and onnxruntime are installed; else torch); see the module
         docstring.  Bicubic runs with torch only.
 
     Raises
@@ -347,7 +381,7 @@ def make_method(method: str = "csakd", model: object = None, *, device: Union[st
     if method not in NETWORKS + ("bicubic",):
         raise InputError(f"method {method!r} is not built here; use one of {', '.join(NETWORKS)} or bicubic "
                          "(the others are fitted on the scene by csakd_qgis.fusion.plan.prepare)")
-    runner = _backend(backend, model)
+    runner = _backend(backend, model, method, device)
     if method == "bicubic":
         if runner == "onnxruntime":
             raise InputError("method 'bicubic' is not a network and runs with torch only; "
