@@ -135,9 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pixels of the HR-MSI to exclude (nonzero), on its grid; added to a product's own mask")
     add_fusion_options(parser)
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="network inference: torch, onnxruntime, or auto = onnxruntime for a .onnx model and, on the "
-                             "CPU with onnx and onnxruntime installed, for a checkpoint (exported in memory); "
-                             "torch otherwise "
+                        help="network inference: torch, onnxruntime, or auto = onnxruntime for a .onnx model "
+                             "and, on the CPU with onnx and onnxruntime installed, for a checkpoint (exported in "
+                             "memory); torch otherwise "
                              "(default: auto; on this machine only, not with --scheduler/--workers)")
     add_cluster_options(parser)
 
