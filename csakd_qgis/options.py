@@ -21,7 +21,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 from csakd_qgis.errors import InputError
 
 #: Classical methods, fitted on each scene with the degradation estimated from the pair
-#: (:mod:`csakd_qgis.classical`): PSF-matched GSA, MTF-GLP, and GLP on the LR-HSI's signal subspace.
+#: (:mod:`csakd_qgis.classical`): PSF-matched GSA, MTF-GLP, and PSF-matched GSA
+#: with its output projected onto the LR-HSI's signal subspace.
 CLASSICAL_METHODS = ("gsa", "glp", "subspace")
 
 #: Fusion methods: ``auto`` (a network whose model card shows it beats the classical methods, else the classical

@@ -15,7 +15,7 @@ Methods
 * :class:`BicubicMethod`: :func:`csakd_qgis.classical.baselines.bicubic_upsample` of
   the LR-HSI; ignores the MSI.  Needs 2 LR pixels of context.
 * :class:`csakd_qgis.classical.ClassicalMethod`: PSF-matched GSA, MTF-GLP or
-  subspace GLP, fitted once on the scene sample with the degradation
+  subspace-projected GSA, fitted once on the scene sample with the degradation
   estimated from the pair (:func:`csakd_qgis.fusion.plan.prepare`) and
   applied per tile, so tiles cannot seam.
 * :class:`NetworkMethod`: a torch model whose ``forward(lr, msi)`` returns
