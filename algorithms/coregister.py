@@ -8,7 +8,7 @@ from qgis.core import (
 )
 
 from .base import CsakdAlgorithm
-from .parameters import add_grid_outputs, add_pair_inputs, layer_source, raster_destination
+from .parameters import add_grid_outputs, add_pair_inputs, add_product_inputs, raster_destination, resolved_sources
 
 
 class CoregisterAlgorithm(CsakdAlgorithm):
@@ -23,6 +23,7 @@ class CoregisterAlgorithm(CsakdAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         """Declare parameters and outputs."""
         add_pair_inputs(self)
+        add_product_inputs(self, msi_bands=False)  # the shift fit finds the MSI's spectral responses itself
         self.addParameter(QgsProcessingParameterNumber(
             self.SCALE, self.tr("Scale (HR-MSI pixels per LR-HSI pixel; 0 = from the resolutions)"),
             QgsProcessingParameterNumber.Integer, 0, False, 0, 16))
@@ -40,14 +41,14 @@ class CoregisterAlgorithm(CsakdAlgorithm):
 
         output = raster_destination(self, parameters, context)
         scale = self.parameterAsInt(parameters, self.SCALE, context)
+        inputs = resolved_sources(self, parameters, context, feedback)
         report = self.run_engine(
-            feedback, coregister,
-            layer_source(self, parameters, self.LR_HSI, context),
-            layer_source(self, parameters, self.HR_MSI, context),
-            output,
+            feedback, coregister, inputs["lr_hsi"], inputs["hr_msi"], output,
             scale=scale or None,
             shift_correction=self.parameterAsBool(parameters, self.SHIFT_CORRECTION, context),
             overwrite=True,
+            lr_masks=inputs["lr_masks"],
+            msi_masks=inputs["msi_masks"],
         )
         shift = report.shift
         for note in report.notes:

@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from .base import CsakdAlgorithm
-from .parameters import layer_source, optional_layer_source
+from .parameters import add_product_inputs, layer_source, optional_layer_source, resolved_sources
 
 #: Output name → description of every number the algorithm returns.
 METRICS = {
@@ -45,6 +45,8 @@ class EvaluateAlgorithm(CsakdAlgorithm):
             self.LR_HSI, self.tr("LR-HSI input (for the no-reference check)"), optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.HR_MSI, self.tr("HR-MSI input (for the no-reference check)"), optional=True))
+        # masks: the consistency check counts every pixel; the MSI's identity: SENSOR and BANDS below
+        add_product_inputs(self, masks=False, msi_bands=False)
         self.addParameter(QgsProcessingParameterNumber(
             self.SCALE, self.tr("Scale (0 = from the LR-HSI grid, else 4)"),
             QgsProcessingParameterNumber.Integer, 0, False, 0, 16))
@@ -66,12 +68,13 @@ class EvaluateAlgorithm(CsakdAlgorithm):
         from csakd_qgis.quality.evaluation import evaluate_rasters
 
         report = self.parameterAsFileOutput(parameters, self.REPORT, context) or None
+        inputs = resolved_sources(self, parameters, context, feedback, required=False)
         result = self.run_engine(
             feedback, evaluate_rasters,
             optional_layer_source(self, parameters, self.REFERENCE, context),
             layer_source(self, parameters, self.FUSED, context),
-            lr_hsi=optional_layer_source(self, parameters, self.LR_HSI, context),
-            hr_msi=optional_layer_source(self, parameters, self.HR_MSI, context),
+            lr_hsi=inputs["lr_hsi"],
+            hr_msi=inputs["hr_msi"],
             scale=self.parameterAsInt(parameters, self.SCALE, context) or None,
             peak=self.parameterAsEnumString(parameters, self.PEAK, context),
             sensor=self.parameterAsString(parameters, self.SENSOR, context),

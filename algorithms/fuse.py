@@ -1,7 +1,6 @@
 """``csakd:fuse``: LR-HSI + HR-MSI → HR-HSI GeoTIFF through the engine's one fusion path."""
 
 from qgis.core import (
-    QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
@@ -116,15 +115,11 @@ class FuseAlgorithm(CsakdAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run the engine's ``fuse`` and return the outputs keyed by the output constants."""
         self.engine()
-        from csakd_qgis.errors import CsakdError
         from csakd_qgis.fusion.engine import fuse
         from csakd_qgis.quality.report import write_fuse_report
 
         output = raster_destination(self, parameters, context)
-        try:
-            sources = product_sources(self, parameters, context)
-        except CsakdError as error:
-            raise QgsProcessingException(str(error)) from None
+        sources = product_sources(self, parameters, context)
         inputs = (sources.pop("lr_hsi"), sources.pop("hr_msi"), output)
         model_file = (self.parameterAsFile(parameters, self.MODEL_FILE, context) or "").strip()
         what = dict(model=model_file or self.parameterAsEnumString(parameters, self.MODEL, context) or "auto",

@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from .base import CsakdAlgorithm
-from .parameters import add_device_parameter, optional_layer_source
+from .parameters import add_device_parameter, add_product_inputs, resolved_sources
 from .simulate import SENSORS
 
 MODES = ("kd", "student", "teacher")
@@ -37,6 +37,7 @@ class TrainAlgorithm(CsakdAlgorithm):
             self.HR_MSI, self.tr("Scene-adaptive: HR-MSI"), optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.REFERENCE, self.tr("Supervised: reference HR-HSI to simulate pairs from"), optional=True))
+        add_product_inputs(self, layers=(self.LR_HSI, self.HR_MSI, self.REFERENCE), msi_bands=False)
         self.addParameter(QgsProcessingParameterEnum(
             self.SENSOR, self.tr("Supervised: multispectral sensor to simulate"), options=list(SENSORS),
             defaultValue="sentinel2", usesStaticStrings=True))
@@ -73,9 +74,8 @@ class TrainAlgorithm(CsakdAlgorithm):
         from csakd_qgis.training.data import reference_data, scene_data
 
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        lr = optional_layer_source(self, parameters, self.LR_HSI, context)
-        msi = optional_layer_source(self, parameters, self.HR_MSI, context)
-        reference = optional_layer_source(self, parameters, self.REFERENCE, context)
+        inputs = resolved_sources(self, parameters, context, feedback, required=False)
+        lr, msi, reference = inputs["lr_hsi"], inputs["hr_msi"], inputs["reference"]
         scale = self.parameterAsInt(parameters, self.SCALE, context) or None
 
         def load(reporter):
@@ -88,7 +88,7 @@ class TrainAlgorithm(CsakdAlgorithm):
                     bands=self.parameterAsString(parameters, self.BANDS, context).split(","), scale=scale,
                     seed=self.parameterAsInt(parameters, self.SEED, context))
             if lr is not None and msi is not None and reference is None:
-                return scene_data(lr, msi, scale=scale)
+                return scene_data(lr, msi, scale=scale, lr_masks=inputs["lr_masks"], msi_masks=inputs["msi_masks"])
             raise InputError("give either the LR-HSI and HR-MSI of a scene (scene-adaptive training, no "
                              "reference needed) or a reference HR-HSI (supervised), not both")
 

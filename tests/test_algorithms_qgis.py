@@ -266,3 +266,134 @@ def test_fuse_takes_a_product_file_and_a_mask_and_opens_in_true_colour(processin
         assert abs(got - want) == min(abs(w - want) for w in waves)
     enhancement = renderer.redContrastEnhancement()
     assert enhancement.minimumValue() < enhancement.maximumValue()
+
+
+def logging_feedback():
+    """A QgsProcessingFeedback whose ``lines`` keeps the info lines pushed (what the product readers said)."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, info):  # noqa: N802
+            self.lines.append(info)
+
+    return Recorder()
+
+
+def test_every_algorithm_that_reads_an_lr_hsi_or_hr_msi_takes_product_files(processing):
+    from qgis.core import QgsApplication, QgsProcessingParameterRasterLayer
+
+    pair = {"LR_PRODUCT", "MSI_PRODUCT"}
+    products, masks = {}, {}
+    for algorithm in QgsApplication.processingRegistry().providerById("csakd").algorithms():
+        if not any(isinstance(algorithm.parameterDefinition(name), QgsProcessingParameterRasterLayer)
+                   for name in ("LR_HSI", "HR_MSI")):
+            continue  # simulate writes them
+        products[algorithm.name()] = {name for name in pair | {"REFERENCE_PRODUCT"}
+                                      if algorithm.parameterDefinition(name) is not None}
+        masks[algorithm.name()] = algorithm.parameterDefinition("MSI_MASK") is not None
+        assert "product file" in algorithm.shortHelpString(), algorithm.name()
+    # evaluate's reference is on the fused grid, so no product; its consistency check takes no masks
+    assert products == {"fuse": pair, "coregister": pair, "evaluate": pair, "train": pair | {"REFERENCE_PRODUCT"}}
+    assert masks == {"fuse": True, "coregister": True, "evaluate": False, "train": True}
+
+
+def _bands_and_values(path):
+    """``(wavelengths, values with nodata as NaN)`` of a raster."""
+    with rasterio.open(path) as ds:
+        return ([float(ds.tags(i)["wavelength"]) for i in ds.indexes],
+                ds.read(masked=True).astype(np.float64).filled(np.nan))
+
+
+def test_coregister_takes_a_product_file_and_masks(processing, tmp_path):
+    from test_inputs import ENMAP, _enmap_product, _mask
+
+    folder, _ = _enmap_product(tmp_path)  # the sample LR-HSI as an EnMAP folder with a cloud layer
+    msi_mask, _ = _mask(SAMPLE / "s2_hr_msi.tif", tmp_path / "m.tif", slice(0, 9), slice(0, 9))
+    common = {"HR_MSI": str(SAMPLE / "s2_hr_msi.tif"), "SHIFT_CORRECTION": True}
+    log = logging_feedback()
+    product = processing.run("csakd:coregister", {
+        **common, "LR_PRODUCT": str(folder / f"{ENMAP}-METADATA.XML"), "MSI_MASK": msi_mask,
+        "OUTPUT": str(tmp_path / "product.tif")}, feedback=log)
+    # the same raster with the product's cloud layer and the MSI mask given as layers
+    layers = processing.run("csakd:coregister", {
+        **common, "LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif"), "LR_MASK": str(folder / f"{ENMAP}-QL_QUALITY_CLOUD.TIF"),
+        "MSI_MASK": msi_mask, "OUTPUT": str(tmp_path / "layers.tif")})
+    unmasked = processing.run("csakd:coregister", {
+        **common, "LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif"), "OUTPUT": str(tmp_path / "unmasked.tif")})
+    assert product["NOTES"] == layers["NOTES"] != unmasked["NOTES"]  # the masks reach the shift estimate
+    assert (product["SHIFT_X"], product["SHIFT_Y"], product["SCALE"]) == (layers["SHIFT_X"], layers["SHIFT_Y"], 3)
+    waves, values = _bands_and_values(product["OUTPUT"])
+    want_waves, want_values = _bands_and_values(layers["OUTPUT"])
+    assert len(waves) == 224 and waves == want_waves
+    np.testing.assert_allclose(values, want_values, rtol=0, atol=1e-6)  # DN x the product's gain
+    assert any(line.startswith("LR-HSI: EnMAP L2A: 224 bands") for line in log.lines), log.lines
+    assert any(line.startswith("LR-HSI: EnMAP L2A: mask = nonzero in QL_QUALITY_CLOUD") for line in log.lines)
+    assert f"HR-MSI: pixels where {msi_mask} is nonzero are excluded" in log.lines
+
+
+def test_evaluate_takes_a_product_file_for_the_no_reference_check(processing, tmp_path):
+    from test_inputs import ENMAP, _enmap_product
+
+    folder, _ = _enmap_product(tmp_path)
+    common = {"FUSED": str(SAMPLE / "reference_hr_hsi.tif"), "HR_MSI": str(SAMPLE / "s2_hr_msi.tif"), "SCALE": 3}
+    log = logging_feedback()
+    product = processing.run("csakd:evaluate", {**common, "LR_PRODUCT": str(folder / f"{ENMAP}-METADATA.XML")},
+                             feedback=log)
+    layer = processing.run("csakd:evaluate", {**common, "LR_HSI": str(SAMPLE / "enmap_lr_hsi.tif")})
+    names = [name for name in product if name.startswith("NR_")]
+    assert len(names) == 7 and all(np.isfinite(product[name]) for name in names)
+    assert {name: product[name] for name in names} == pytest.approx({name: layer[name] for name in names})
+    assert any(line.startswith("LR-HSI: EnMAP L2A: 224 bands") for line in log.lines), log.lines
+
+
+def _enmap_folder(root, reflectance, transform, waves):
+    """``reflectance`` (C, H, W) written as an EnMAP L2A folder (int16 DN, gain 1e-4); returns its METADATA.XML."""
+    from test_inputs import ENMAP
+
+    folder = root / ENMAP
+    folder.mkdir()
+    dn = np.round(reflectance * 10000).astype(np.int16)
+    with rasterio.open(folder / f"{ENMAP}-SPECTRAL_IMAGE.TIF", "w", driver="GTiff", width=dn.shape[2],
+                       height=dn.shape[1], count=dn.shape[0], dtype="int16", crs="EPSG:32633", transform=transform,
+                       nodata=-32768) as ds:
+        ds.write(dn)
+    entries = "".join(f'<bandID number="{n}"><wavelengthCenterOfBand>{w}</wavelengthCenterOfBand>'
+                      "<FWHMOfBand>20</FWHMOfBand><GainOfBand>0.0001</GainOfBand><OffsetOfBand>0</OffsetOfBand>"
+                      "</bandID>" for n, w in enumerate(waves, start=1))
+    metadata = folder / f"{ENMAP}-METADATA.XML"
+    metadata.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<level_X><metadata><name>EnMAP</name></metadata>'
+                        f"<specific><bandCharacterisation>{entries}</bandCharacterisation></specific></level_X>\n")
+    return metadata
+
+
+@pytest.mark.slow
+def test_train_takes_a_product_file_and_masks(processing, tmp_path, geotiff, texture):
+    from affine import Affine
+    from qgis.core import QgsProcessingException
+    from test_inputs import _mask
+
+    from csakd_qgis.models.checkpoint import read_card
+
+    bands, waves = 8, [float(w) for w in np.linspace(450.0, 850.0, 8)]
+    hsi = texture(72, 72, bands, seed=5)
+    metadata = _enmap_folder(tmp_path, hsi.reshape(bands, 24, 3, 24, 3).mean(axis=(2, 4)),
+                             Affine(30.0, 0, 366000.0, 0, -30.0, 5810000.0), waves)
+    msi = geotiff("msi.tif", np.stack([hsi[i:i + 2].mean(axis=0) for i in (0, 2, 4, 6)]),
+                  transform=Affine(10.0, 0, 366000.0, 0, -10.0, 5810000.0))
+    everything, _ = _mask(msi, tmp_path / "all.tif", slice(None), slice(None))
+    scene = {"LR_PRODUCT": str(metadata), "HR_MSI": str(msi), "MODE": "student", "TIME_BUDGET": 0, "STEPS": 2,
+             "DEVICE": "cpu"}
+    with pytest.raises(QgsProcessingException, match="HR-MSI has no valid"):  # the mask leaves nothing to train on
+        processing.run("csakd:train", {**scene, "MSI_MASK": everything, "OUTPUT": str(tmp_path / "no.safetensors")})
+    log = logging_feedback()
+    trained = processing.run("csakd:train", {**scene, "OUTPUT": str(tmp_path / "mine.safetensors")}, feedback=log)
+    card = read_card(trained["OUTPUT"])
+    assert card.lr_bands.wavelengths_nm == pytest.approx(waves) and card.scale == 3 and card.msi.count == 4
+    assert any(line.startswith(f"LR-HSI: EnMAP L2A: {bands} bands") for line in log.lines), log.lines
+    with pytest.raises(QgsProcessingException, match="LR_MASK: a mask without the LR-HSI"):
+        processing.run("csakd:train", {"REFERENCE": str(SAMPLE / "reference_hr_hsi.tif"), "SCALE": 3,
+                                       "LR_MASK": everything, "OUTPUT": str(tmp_path / "x.safetensors")})

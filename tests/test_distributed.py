@@ -181,6 +181,21 @@ def test_cluster_output_equals_single_process(client, pair, tmp_path, method, dt
         assert len(files) == 9 and files[0] == "region-0000000-0000000.tif"
     json.dumps(report.to_dict())
     assert any("cluster" in line and "9 regions" in line for line in report.summary_lines())
+    # the same true-colour style as fuse's beside the output (bands at 600, 550 and 450 nm as red, green, blue)
+    style, single_style = _style(Path(out).with_suffix(".qml")), _style(Path(single.output).with_suffix(".qml"))
+    assert style[0] == single_style[0] == {"redBand": "4", "greenBand": "3", "blueBand": "1"}
+    np.testing.assert_allclose(style[1], single_style[1], rtol=1e-3, atol=1e-6 if dtype == "float32" else 1.0)
+    assert f"QGIS style (true colour, 2-98 % stretch): {Path(out).with_suffix('.qml')}" in report.fuse.notes
+
+
+def _style(path):
+    """``(renderer bands, [min, max] of each channel)`` of a ``.qml`` file."""
+    import xml.etree.ElementTree as ET
+
+    renderer = ET.parse(path).find("pipe/rasterrenderer")
+    bands = {key: renderer.get(key) for key in ("redBand", "greenBand", "blueBand")}
+    limits = [float(node.text) for node in renderer.iter() if node.tag in ("minValue", "maxValue")]
+    return bands, limits
 
 
 class KillOnce(BicubicMethod):

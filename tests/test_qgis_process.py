@@ -94,3 +94,19 @@ def test_train_then_evaluate_through_qgis_process(tmp_path):
                              f"FUSED={SAMPLE / 'reference_hr_hsi.tif'}", "SCALE=3")
     metrics = json.loads(out)["results"]
     assert metrics["SAM"] == 0.0 and metrics["SSIM"] == pytest.approx(1.0)
+
+
+def test_coregister_takes_a_product_file(tmp_path):
+    from test_inputs import ENMAP, _enmap_product
+
+    folder, _ = _enmap_product(tmp_path)  # the sample LR-HSI as an EnMAP folder
+    output = tmp_path / "aligned.tif"
+    result = run_json("csakd:coregister", LR_PRODUCT=folder / f"{ENMAP}-METADATA.XML", HR_MSI=SAMPLE / "s2_hr_msi.tif",
+                      SHIFT_CORRECTION="false", OUTPUT=output)
+    assert Path(result["results"]["OUTPUT"]) == output and result["results"]["SCALE"] == 3
+    with rasterio.open(output) as aligned, rasterio.open(SAMPLE / "enmap_lr_hsi.tif") as lr:
+        assert aligned.count == lr.count == 224
+        assert [aligned.tags(i)["wavelength"] for i in (1, 50, 224)] == [lr.tags(i)["wavelength"] for i in (1, 50, 224)]
+        assert (aligned.width, aligned.height) == (21, 21)
+        values = aligned.read(50, masked=True)
+    assert 0.0 < float(values.mean()) < 1.0  # reflectance: the product's DN times its gain

@@ -6,7 +6,8 @@ degradation, the classical method's coefficients: computed once for the whole
 scene, so every region is normalised and fused alike) and plans the global tiles and the regions;
 :meth:`SceneRun.submit` sends one :func:`.worker.fuse_region` task per
 region; :meth:`SceneRun.finish` assembles the region files
-(:mod:`.assemble`).
+(:mod:`.assemble`) and writes the same true-colour ``.qml`` beside the output
+as :func:`csakd_qgis.fusion.engine.fuse` (:func:`csakd_qgis.io.style.style_note`).
 
 :class:`ClusterRun` drives the tasks of one or several scenes on a
 ``distributed.Client`` (:func:`.client.open_client`): it turns the workers' progress events into
@@ -46,6 +47,7 @@ from csakd_qgis.fusion.pipeline import PipelineResult
 from csakd_qgis.fusion.plan import prepare
 from csakd_qgis.fusion.report import FuseReport
 from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
+from csakd_qgis.io.style import style_note
 from csakd_qgis.io.write import PARTIAL_MARKER, check_destination
 from csakd_qgis.models.onnx_runtime import OnnxNetworkMethod
 from csakd_qgis.options import FuseOptions, MsiBands
@@ -221,7 +223,10 @@ class SceneRun:
         return bool(self.regions) and len(self.results) == len(self.regions)
 
     def finish(self, client: Any) -> DistributedReport:
-        """Assemble the region files into the output and report; removes the staging folder."""
+        """Assemble the region files into the output, style it as fuse does (``.qml``) and report.
+
+        Removes the staging folder.
+        """
         start = time.perf_counter()
         for stray in glob.glob(os.path.join(self.folder, f".*{PARTIAL_MARKER}*")):
             os.remove(stray)  # a worker that died while writing left its temporary file
@@ -238,13 +243,14 @@ class SceneRun:
             copy_to_geotiff(vrt, self.output, self.plan, compress=options.compress, blocksize=options.output_block,
                             block_width=options.block_width, cog=options.cog, overwrite=options.overwrite)
             self.abort()
-        return self._report(client, time.perf_counter() - start)
+        style = style_note(self.output, self.plan.lr_info.bands)  # as fuse's: the same .qml beside the output
+        return self._report(client, time.perf_counter() - start, () if style is None else (style,))
 
     def abort(self) -> None:
         """Remove the staging folder and whatever is in it."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _report(self, client: Any, assemble_seconds: float) -> DistributedReport:
+    def _report(self, client: Any, assemble_seconds: float, extra_notes: Tuple[str, ...] = ()) -> DistributedReport:
         results = [self.results[i] for i in range(len(self.regions))]
         parts = [r.result for r in results]
         visits = sum(p.tiles + p.recomputed for p in parts)
@@ -253,7 +259,7 @@ class SceneRun:
                           blend=sum(p.timings.blend for p in parts), write=sum(p.timings.write for p in parts))
         combined = PipelineResult(tiles=len(self.tiles), skipped=len(skipped), recomputed=visits - len(self.tiles),
                                   batch_size=min(p.batch_size for p in parts), timings=timings)
-        notes = self.plan.notes + tuple(dict.fromkeys(n for r in results for n in r.notes))
+        notes = self.plan.notes + tuple(dict.fromkeys(n for r in results for n in r.notes)) + extra_notes
         tile = min(r.tile for r in results)
         report = self.plan.report(self.output, combined, tile=tile,
                                   device=", ".join(sorted({r.device for r in results})),

@@ -73,7 +73,7 @@ from csakd_qgis.fusion.pipeline import PipelineResult, run_pipeline
 from csakd_qgis.fusion.plan import FusionPlan, prepare
 from csakd_qgis.fusion.report import FuseReport
 from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
-from csakd_qgis.io.style import write_true_colour_style
+from csakd_qgis.io.style import style_note
 from csakd_qgis.io.write import check_destination
 from csakd_qgis.options import FuseOptions, MsiBands
 from csakd_qgis.progress import SILENT, Reporter
@@ -198,13 +198,9 @@ def fuse(lr_hsi: str, hr_msi: str, output: str, *, model: object = None,
 
     result, tile = run_plan(plan, fusion, options, output, reporter=reporter.phase(0.02, 0.98), notify=notify)
     guard = _guard(plan, output) if options.guard else None
-    try:
-        style = write_true_colour_style(output, plan.lr_info.bands)
-    except OSError as error:
-        notes.append(f"no QGIS style written beside the output: {error}")
-    else:
-        if style:
-            notes.append(f"QGIS style (true colour, 2-98 % stretch): {style}")
+    style = style_note(output, plan.lr_info.bands)
+    if style:
+        notes.append(style)
     report = plan.report(output, result, tile=tile, device=str(torch_device),
                          seconds=time.perf_counter() - started, notes=tuple(notes) + (describe(guard),))
     return dataclasses.replace(report, guard=guard.to_dict() if guard else {})

@@ -85,3 +85,18 @@ def write_true_colour_style(path: str, bands: Sequence[BandInfo]) -> Optional[st
     with open(style, "w", encoding="utf-8") as handle:
         handle.write(qml)
     return style
+
+
+def style_note(path: str, bands: Sequence[BandInfo]) -> Optional[str]:
+    """Write the true-colour style beside the output ``path`` and return the line for the run's notes.
+
+    Calls :func:`write_true_colour_style`; a style that cannot be written
+    (unreadable output, read-only folder) is reported in the line, never
+    raised: the output itself is complete.  None when the bands have no
+    wavelengths (no style, nothing to say).
+    """
+    try:
+        style = write_true_colour_style(path, bands)
+    except OSError as error:
+        return f"no QGIS style written beside the output: {error}"
+    return f"QGIS style (true colour, 2-98 % stretch): {style}" if style else None
