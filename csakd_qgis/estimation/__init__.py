@@ -25,7 +25,7 @@ import numpy as np
 
 from csakd_qgis.estimation.noise import estimate_noise, estimate_subspace_rank
 from csakd_qgis.estimation.psf import PsfEstimate, blur_sample, estimate_psf, infer_margin
-from csakd_qgis.estimation.spectral import SrfEstimate, estimate_srf, reproduce_msi
+from csakd_qgis.estimation.spectral import SrfEstimate, estimate_srf, relabelled_bands, reproduce_msi
 
 __all__ = [
     "Degradation",
@@ -38,6 +38,7 @@ __all__ = [
     "estimate_srf",
     "estimate_subspace_rank",
     "infer_margin",
+    "relabelled_bands",
     "reproduce_msi",
 ]
 

@@ -21,10 +21,17 @@ import torch
 from rasterio.windows import Window
 
 from csakd_qgis.classical import ClassicalMethod, choose, fit_method, median_snr_db
-from csakd_qgis.errors import InputError
-from csakd_qgis.estimation import Degradation, estimate_degradation
+from csakd_qgis.errors import ImplausibleOutputError, InputError
+from csakd_qgis.estimation import Degradation, estimate_degradation, relabelled_bands
 from csakd_qgis.fusion.inputs import network_msi_order, reorder, resolve_pair, with_msi_bands
-from csakd_qgis.fusion.methods import NETWORK_METHODS, FusionMethod, auto_network, make_method, model_scales
+from csakd_qgis.fusion.methods import (
+    NETWORK_METHODS,
+    NETWORKS,
+    FusionMethod,
+    auto_network,
+    make_method,
+    model_scales,
+)
 from csakd_qgis.fusion.pipeline import PipelineResult
 from csakd_qgis.fusion.radiometry import Radiometry
 from csakd_qgis.fusion.report import FuseReport
@@ -267,6 +274,42 @@ def _estimate_degradation(sample: SceneSample, radiometry: Radiometry, scale: in
     return estimate, [f"degradation: {line}" for line in estimate.messages]
 
 
+def _msi_identity(degradation: Optional[Degradation], lr_info: RasterInfo, msi_info: RasterInfo, name: str,
+                  guard: bool) -> List[str]:
+    """Notes on the HR-MSI's band labels against the spectral response estimated from the pair.
+
+    When the estimated responses say the bands are in another order than
+    their wavelengths (metadata or ``--msi-bands``) say
+    (:func:`~csakd_qgis.estimation.relabelled_bands`), a network would get
+    the wrong bands: with the ``guard`` on, method ``name`` being a
+    network is refused (:class:`ImplausibleOutputError`).  The classical
+    methods fit their own band weights and only get a note.
+    """
+    lr_wl = np.array([np.nan if b.wavelength_nm is None else b.wavelength_nm for b in lr_info.bands])
+    nominal = np.array([np.nan if b.wavelength_nm is None else b.wavelength_nm for b in msi_info.bands])
+    if degradation is None or not degradation.reliable or not np.isfinite(nominal).all():
+        return []
+    srf = np.asarray(degradation.srf, dtype=np.float64)
+    if not np.isfinite(lr_wl[srf.any(axis=0)]).all():
+        return []
+    labels = relabelled_bands(srf @ np.nan_to_num(lr_wl), nominal)
+    if labels is None:
+        return []
+    centroids = srf @ np.nan_to_num(lr_wl)
+    moved = "; ".join(f"band {i + 1} is labelled {nominal[i]:.0f} nm but responds like {nominal[j]:.0f} nm "
+                      f"(estimated centroid {centroids[i]:.0f} nm)" for i, j in enumerate(labels) if i != j)
+    text = (f"the HR-MSI's bands look like another order than their wavelengths say, by the spectral response "
+            f"estimated from the pair: {moved}")
+    if name in NETWORKS and guard:
+        raise ImplausibleOutputError(
+            f"{text}. A network would read the wrong bands, so nothing was fused. Fix the band wavelengths in the "
+            "HR-MSI's metadata, or name its bands in their stored order (--msi-bands / --msi-wavelengths, QGIS: "
+            "MSI_BANDS / MSI_WAVELENGTHS); to fuse anyway, turn the output guard off (--no-guard)")
+    affected = "a network reads the wrong bands" if name in NETWORKS else \
+        "the classical methods fit their own band weights and are not affected"
+    return [f"{text} ({affected})"]
+
+
 def _total_shift(read_shift: Tuple[float, float], measured: Tuple[float, float],
                  degradation: Optional[Degradation]) -> Tuple[float, float]:
     """The LR-HSI's misregistration ``(dx, dy)`` in LR pixels: the reads' shift plus the PSF fit's offset.
@@ -384,6 +427,7 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
         else:
             name = "csakd"
         notes.append(f"method auto: {why}")
+    notes += _msi_identity(degradation, lr_info, msi_info, name, options.guard)
     fusion: FusionMethod
     estimate = _total_shift(read_shift, measured, degradation)
     total = estimate if options.shift_correction else (0.0, 0.0)
