@@ -30,7 +30,7 @@ dropped and the expected noise energy is subtracted from the others
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment, nnls
@@ -269,7 +269,8 @@ def reproduce_msi(srf: SrfEstimate, lr: np.ndarray) -> np.ndarray:
     return pred
 
 
-def relabelled_bands(centroid_nm: Sequence[float], nominal_nm: Sequence[float]) -> Optional[Tuple[int, ...]]:
+def relabelled_bands(centroid_nm: Union[Sequence[float], np.ndarray],
+                     nominal_nm: Union[Sequence[float], np.ndarray]) -> Optional[Tuple[int, ...]]:
     """The labels the estimated responses fit clearly better than the given ones: a band-order check.
 
     ``centroid_nm`` ``(m,)`` are the centroids of the responses estimated
