@@ -39,6 +39,7 @@ def wheel(tmp_path_factory):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "csakd_qgis", src / "csakd_qgis", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "resources" / "models", src / "resources" / "models")
     out = tmp_path_factory.mktemp("wheel")
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
           "-w", out, src], cwd=out)
@@ -88,9 +89,11 @@ def test_installed_csakd_fuses_the_sample_with_bicubic(venv, tmp_path):
         assert ds.read(1).shape == (ds.height, ds.width)
 
 
-@pytest.mark.xfail(strict=True, reason="bundled_dir() looks for resources/models next to the package; "
-                   "the wheel has no resources/, so only the plugin ZIP and the source tree ship models")
 def test_installed_wheel_finds_the_bundled_models(venv):
-    found = _run([venv / "python", "-c", "from csakd_qgis.models.store import bundled_dir; "
-                  "print(bundled_dir().is_dir())"], cwd=venv)
-    assert found.strip() == "True"
+    found = _run([venv / "python", "-c", "from csakd_qgis.models.store import bundled_dir, read_card; "
+                  "d = bundled_dir(); print(d); print(sorted(p.name for p in d.glob('*.safetensors'))); "
+                  "print(read_card(d / 'enmap_s2_x3.safetensors').role)"], cwd=venv)
+    folder, names, role = found.strip().splitlines()
+    assert Path(folder).resolve().is_relative_to(venv.parent.resolve())
+    assert names == str(sorted(p.name for p in (ROOT / "resources" / "models").glob("*.safetensors")))
+    assert role == "student"

@@ -3,7 +3,8 @@
 Two folders are searched, in this order:
 
 * bundled models: ``<plugin>/resources/models/*.safetensors`` (shipped with
-  the plugin, read-only);
+  the plugin, read-only), or for an engine installed from its wheel
+  ``<prefix>/share/csakd_qgis/models`` (:func:`bundled_dir`);
 * installed models: ``$CSAKD_MODEL_DIR`` when set, else
   ``~/.local/share/csakd/models`` (models a user trained or downloaded).
 
@@ -16,6 +17,8 @@ while listing, never weights.
 from __future__ import annotations
 
 import os
+import site
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, cast
 
@@ -39,8 +42,22 @@ _HOW_TO_TRAIN = (
 
 
 def bundled_dir() -> Path:
-    """The folder of models shipped with the plugin."""
-    return Path(__file__).resolve().parents[2] / "resources" / "models"
+    """The folder of models shipped with the plugin or the wheel.
+
+    ``resources/models`` beside the package (the plugin folder, a source
+    checkout); else, for a wheel install, ``share/csakd_qgis/models`` under
+    the environment's prefix or the user base (``pip install --user``),
+    where ``pyproject.toml``'s data files put them.  The plugin path when
+    none exists.
+    """
+    source = Path(__file__).resolve().parents[2] / "resources" / "models"
+    if source.is_dir():
+        return source
+    for base in (sys.prefix, site.getuserbase()):
+        installed = Path(base) / "share" / "csakd_qgis" / "models"
+        if installed.is_dir():
+            return installed
+    return source
 
 
 def user_dir() -> Path:
