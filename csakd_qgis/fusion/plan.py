@@ -39,11 +39,6 @@ from csakd_qgis.options import CLASSICAL_METHODS, OUTPUT_BLOCK, FuseOptions, Msi
 from csakd_qgis.progress import SILENT, Reporter
 from csakd_qgis.simulation.degradation import psf_sigma
 
-#: Smallest reliable shift (LR pixels, on either axis) that is corrected.  Correcting reads every LR
-#: tile through a shifted, resampling warp; the estimates' spread on aligned pairs is about 0.02 px.
-MIN_SHIFT_CORRECTION = 0.05
-
-
 #: Largest misregistration (LR pixels, on either axis) left to the PSF fit; a larger one is corrected by the reads.
 #: The fit searches offsets up to 1 LR pixel (:func:`csakd_qgis.estimation.psf.estimate_psf`).
 FIT_OFFSET_LIMIT = 0.9
@@ -107,10 +102,11 @@ class FusionPlan:
         bands); ``msi_info`` with the wavelengths the MSI options filled in,
         its bands in ``msi_order``.
     shift:
-        LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads (0, 0
-        when not estimated, not reliable, below :data:`MIN_SHIFT_CORRECTION`
-        or correction is off; for a classical method only a shift above
-        :data:`FIT_OFFSET_LIMIT`: its fit takes the rest into account).
+        LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads: the
+        whole estimate for a network or bicubic (0, 0 when not estimated,
+        not reliable or correction is off); for a classical method only a
+        shift above :data:`FIT_OFFSET_LIMIT` (its fit takes the rest into
+        account).
     shift_measured:
         The estimate ``(dx, dy)``: the reads' shift plus the PSF fit's
         offset, or phase correlation's where the fit is not reliable (0, 0
@@ -415,11 +411,8 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
                              backend=options.backend, precision=options.precision)
     else:
         fusion = cast(FusionMethod, method)
-    if name not in CLASSICAL_METHODS:
-        applied = total if max(abs(total[0]), abs(total[1])) >= MIN_SHIFT_CORRECTION else (0.0, 0.0)
-        if total != (0.0, 0.0) and applied == (0.0, 0.0):
-            message += f" Below {MIN_SHIFT_CORRECTION} LR px on both axes: left uncorrected (a warped read of " \
-                       "every tile would change the output less than the estimate's own uncertainty)."
+    if name not in CLASSICAL_METHODS:  # every reliable shift, however small (its cost: docs/engine.md)
+        applied = total
     if fusion.scale != grids.scale:
         raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {grids.scale}")
     report: Dict[str, Any] = degradation.to_dict() if degradation is not None else {"error": notes[-1]}
