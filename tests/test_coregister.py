@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from csakd_qgis.cli import main
-from csakd_qgis.geo.coregister import coregister, open_aligned
+from csakd_qgis.geo.coregister import coregister, open_aligned, warped_cache_mb
 from csakd_qgis.geo.grid import plan_grids
 from csakd_qgis.io.read import read_info, read_window
 
@@ -54,6 +55,17 @@ def test_aligned_inputs_are_read_directly(pair):
         msi_lr, _ = aligned.read_msi_lr(Window(0, 0, 40, 40))
         full, _ = read_window(msi_path)
         np.testing.assert_allclose(msi_lr, block_mean(full.astype(np.float64), 3), rtol=1e-5)
+
+
+def test_warped_cache_covers_two_blocks_each_way_of_every_band(pair):
+    lr_path, msi_path, _ = pair()
+    info = read_info(lr_path)
+    plan = plan_grids(info, read_info(msi_path))
+    assert warped_cache_mb(info, plan.lr) == 0  # read directly
+    # a shifted read warps 40 x 40 blocks (one each way) of 6 float32 bands: 38 kB, rounded up to 1 MB
+    assert warped_cache_mb(info, plan.lr, (0.01, 0.0)) == 1
+    wide = dataclasses.replace(info, count=1200)
+    assert warped_cache_mb(wide, plan.lr, (0.01, 0.0)) == -(-40 * 40 * 1200 * 4 // 2**20)
 
 
 def test_known_shift_is_recovered_and_corrected(pair, tmp_path):

@@ -219,6 +219,14 @@ def test_known_shift_is_estimated_and_corrected(shifted_pair, tmp_path, method):
         assert on.degradation["offset"] == pytest.approx([0.4, -0.25], abs=0.05)
 
 
+def test_small_reliable_shift_is_corrected_for_bicubic(shifted_pair, tmp_path):
+    lr_path, msi_path, _truth = shifted_pair((0.03, 0.0))
+    report = fuse(lr_path, msi_path, str(tmp_path / "out.tif"), method="bicubic", device="cpu")
+    assert report.shift[0] == pytest.approx(0.03, abs=0.02)
+    assert report.shift_corrected and report.degradation["offset"] == pytest.approx([0.0, 0.0], abs=1e-9)
+    assert "left uncorrected" not in report.shift_message
+
+
 def test_report_names_method_counts_and_summary(pair, tmp_path):
     lr_path, msi_path, _lr, _msi = pair
     report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, batch_size=3,

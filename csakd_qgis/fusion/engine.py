@@ -214,7 +214,7 @@ def _guard(plan: FusionPlan, output: str) -> GuardReport:
     ImplausibleOutputError
         The output disagrees with its inputs; the message names the likely cause.
     """
-    with gdal_block_cache(BLOCK_CACHE_MB):
+    with gdal_block_cache(plan.sample_cache_mb()):
         guard = check_fused(plan, output)
     if not guard.passed:
         os.remove(output)

@@ -37,19 +37,14 @@ from csakd_qgis.fusion.radiometry import Radiometry
 from csakd_qgis.fusion.report import FuseReport
 from csakd_qgis.fusion.sample import SceneSample, empty_bands, measure_radiometry, sample_scene
 from csakd_qgis.fusion.tiling import TilePlan, plan_tiles
-from csakd_qgis.geo.coregister import AlignedPair, measure_shift, open_aligned
+from csakd_qgis.geo.coregister import AlignedPair, measure_shift, open_aligned, warped_cache_mb
 from csakd_qgis.geo.grid import GridPlan, plan_grids
 from csakd_qgis.io.bands import RasterInfo
-from csakd_qgis.io.read import BLOCK_CACHE_MB, read_info
+from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache, read_info
 from csakd_qgis.io.write import RasterWriter
 from csakd_qgis.options import CLASSICAL_METHODS, OUTPUT_BLOCK, FuseOptions, MsiBands
 from csakd_qgis.progress import SILENT, Reporter
 from csakd_qgis.simulation.degradation import psf_sigma
-
-#: Smallest reliable shift (LR pixels, on either axis) that is corrected.  Correcting reads every LR
-#: tile through a shifted, resampling warp; the estimates' spread on aligned pairs is about 0.02 px.
-MIN_SHIFT_CORRECTION = 0.05
-
 
 #: Largest misregistration (LR pixels, on either axis) left to the PSF fit; a larger one is corrected by the reads.
 #: The fit searches offsets up to 1 LR pixel (:func:`csakd_qgis.estimation.psf.estimate_psf`).
@@ -114,10 +109,11 @@ class FusionPlan:
         bands); ``msi_info`` with the wavelengths the MSI options filled in,
         its bands in ``msi_order``.
     shift:
-        LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads (0, 0
-        when not estimated, not reliable, below :data:`MIN_SHIFT_CORRECTION`
-        or correction is off; for a classical method only a shift above
-        :data:`FIT_OFFSET_LIMIT`: its fit takes the rest into account).
+        LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads: the
+        whole estimate for a network or bicubic (0, 0 when not estimated,
+        not reliable or correction is off); for a classical method only a
+        shift above :data:`FIT_OFFSET_LIMIT` (its fit takes the rest into
+        account).
     shift_measured:
         The estimate ``(dx, dy)``: the reads' shift plus the PSF fit's
         offset, or phase correlation's where the fit is not reliable (0, 0
@@ -194,7 +190,9 @@ class FusionPlan:
         blocks its neighbour just decoded: a 1000-pixel-wide, 224-band
         EnMAP scene in 256-pixel ZSTD blocks (115 MB per block row) spent
         minutes per column block decompressing under the 64 MB cache.
-        The size depends on the widths, the bands and the tile, not on the
+        A warped LR-HSI read (a shift, another grid) also needs its warped
+        blocks (:func:`~csakd_qgis.geo.coregister.warped_cache_mb`).  The
+        size depends on the widths, the bands and the tile, not on the
         raster's height or length, so memory stays flat; it is capped at
         :data:`MAX_BLOCK_CACHE_MB`.
         """
@@ -203,7 +201,18 @@ class FusionPlan:
         span = block_width // s + 2 * read_w
         needed = (self.lr_info.block_row_bytes(span, read_h)
                   + self.msi_info.block_row_bytes(span * s, read_h * s))
-        return min(BLOCK_CACHE_MB + -(-needed // 2**20), MAX_BLOCK_CACHE_MB)
+        warped = warped_cache_mb(self.lr_info, self.grids.lr, self.shift)
+        return min(BLOCK_CACHE_MB + warped + -(-needed // 2**20), MAX_BLOCK_CACHE_MB)
+
+    def sample_cache_mb(self) -> int:
+        """GDAL block cache (MB) for sample windows of the inputs read unshifted (the output guard's).
+
+        :data:`~csakd_qgis.io.read.BLOCK_CACHE_MB`, plus the blocks of a
+        warped read when the LR-HSI is reprojected or resampled onto the LR
+        grid (:func:`~csakd_qgis.geo.coregister.warped_cache_mb`), capped at
+        :data:`MAX_BLOCK_CACHE_MB`.
+        """
+        return min(BLOCK_CACHE_MB + warped_cache_mb(self.lr_info, self.grids.lr), MAX_BLOCK_CACHE_MB)
 
     def writer(self, path: str, *, window: Optional[Window] = None, compress: Optional[str] = "zstd",
                blocksize: int = OUTPUT_BLOCK, cog: bool = False, overwrite: bool = False) -> RasterWriter:
@@ -408,7 +417,8 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
     # a misregistration within FIT_OFFSET_LIMIT is measured by the PSF fit on unshifted reads (more exactly than
     # by phase correlation); only a larger one is corrected by the reads before the degradation is estimated
     read_shift = measured if max(abs(measured[0]), abs(measured[1])) > FIT_OFFSET_LIMIT else (0.0, 0.0)
-    with opener(lr_info, read_shift) as pair:
+    warped = warped_cache_mb(lr_info, grids.lr, read_shift)
+    with gdal_block_cache(min(BLOCK_CACHE_MB + warped, MAX_BLOCK_CACHE_MB)), opener(lr_info, read_shift) as pair:
         sample = sample_scene(pair)
     radiometry = measure_radiometry(sample.lr, sample.msi_lr, empty)
     sample_seconds = time.perf_counter() - read_start
@@ -445,11 +455,8 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
                              backend=options.backend, precision=options.precision)
     else:
         fusion = cast(FusionMethod, method)
-    if name not in CLASSICAL_METHODS:
-        applied = total if max(abs(total[0]), abs(total[1])) >= MIN_SHIFT_CORRECTION else (0.0, 0.0)
-        if total != (0.0, 0.0) and applied == (0.0, 0.0):
-            message += f" Below {MIN_SHIFT_CORRECTION} LR px on both axes: left uncorrected (a warped read of " \
-                       "every tile would change the output less than the estimate's own uncertainty)."
+    if name not in CLASSICAL_METHODS:  # every reliable shift, however small (its cost: docs/engine.md)
+        applied = total
     if fusion.scale != grids.scale:
         raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {grids.scale}")
     report: Dict[str, Any] = degradation.to_dict() if degradation is not None else {"error": notes[-1]}

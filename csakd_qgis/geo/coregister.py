@@ -63,6 +63,27 @@ def _pixel_offset(info: RasterInfo, grid: Grid) -> Optional[Tuple[int, int]]:
     return int(round(col)), int(round(row))
 
 
+#: Block size ``(columns, rows)`` of GDAL's warped VRTs (``VRTWarpedDataset``'s default; rasterio keeps it).
+WARPED_BLOCK = (512, 128)
+
+
+def warped_cache_mb(info: RasterInfo, grid: Grid, shift: Tuple[float, float] = (0.0, 0.0)) -> int:
+    """GDAL block cache (MB) a window read of ``info`` warped onto ``grid`` needs; 0 when it is read directly.
+
+    GDAL warps every band of a warped VRT's block at once and keeps the
+    other bands' blocks in the block cache.  A read touches up to two
+    blocks each way; when those blocks of every band (float32, as
+    :class:`_Source` warps) do not fit beside the source's blocks, each band
+    warps the whole block again: a guard sample of a 224-band LR-HSI
+    shifted by 0.03 px took 262 s instead of 0.2 s under 64 MB.
+    """
+    if shift == (0.0, 0.0) and _pixel_offset(info, grid) is not None:
+        return 0
+    cols, rows = (min(n, size) for n, size in zip(WARPED_BLOCK, (grid.width, grid.height)))
+    across, down = min(2, -(-grid.width // cols)), min(2, -(-grid.height // rows))
+    return -(-across * down * cols * rows * info.count * 4 // 2**20)
+
+
 def choose_resampling(info: RasterInfo, grid: Grid) -> Resampling:
     """'average' when ``grid`` is coarser than ``info`` (by more than 2 %), else 'cubic'."""
     if info.crs == grid.crs:

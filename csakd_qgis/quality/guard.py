@@ -22,6 +22,7 @@ error exceeds ``FACTOR`` times the inputs' and the inputs' plus ``MARGIN``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -119,7 +120,9 @@ def check_fused(plan: FusionPlan, output: str) -> GuardReport:
         return GuardReport(*(float("nan"),) * 4, True, "not checked: no reliable degradation estimate")
     windows = sample_windows(plan.grids)[::WINDOW_STRIDE]
     scale = plan.grids.scale
-    with plan.open_pair() as pair:
+    # the LR-HSI is read unshifted (a shifted read warps every band of the blocks it touches): the offset
+    # between the sample and the HR-MSI is then the reads' shift plus what the reads left
+    with dataclasses.replace(plan, shift=(0.0, 0.0)).open_pair() as pair:
         sample = sample_scene(pair, windows)
     with rasterio.open(output) as ds:
         out = framed_mosaic(lambda w: read_window(ds, w), plan.grids.output, windows, scale)
@@ -130,7 +133,8 @@ def check_fused(plan: FusionPlan, output: str) -> GuardReport:
     gain = np.asarray(degradation["srf_gain"], dtype=np.float64)[:, None, None]
     bias = np.asarray(degradation["srf_bias"], dtype=np.float64)[:, None, None]
     used = good & np.any(srf != 0, axis=0)
-    sigma, offset = float(degradation["sigma"]), tuple(degradation["offset"])
+    sigma, left = float(degradation["sigma"]), degradation["offset"]
+    offset = (plan.shift[0] + float(left[0]), plan.shift[1] + float(left[1]))
     lr_error = _relative_error(blur_sample(np.where(good[:, None, None], out, np.nan)[good], scale, sigma, offset),
                                lr[good], np.ones(int(good.sum()), bool))
     through_srf = gain * np.einsum("mc,chw->mhw", srf[:, used], np.nan_to_num(out[used])) + bias
