@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from rasterio.windows import Window
@@ -68,7 +68,9 @@ class ClusterOptions:
     (a model must be a name or a path readable on every worker to be loaded
     once per worker, see :class:`.worker.MethodSpec`); ``fuse`` is how
     (``device`` and ``threads`` apply on each worker; ``backend`` must be
-    ``auto``: workers run torch).  ``region_size`` is the requested region
+    ``auto``: each worker loads the ``.safetensors`` model and picks its
+    backend as ``auto`` does on its own machine, onnxruntime on a CPU where
+    it is installed, else torch).  ``region_size`` is the requested region
     side in HR pixels (:func:`.regions.region_side`).  ``msi_bands`` says
     what every scene's HR-MSI bands are (see :func:`~csakd_qgis.fusion.engine.fuse`).
     """
@@ -191,10 +193,11 @@ class SceneRun:
                                     "allow overwriting (--overwrite)")
         if options.backend != "auto":
             raise InputError("the inference backend applies to fusion on this machine; the workers of a cluster "
-                             "run torch models (.safetensors)")
-        with gdal_block_cache(BLOCK_CACHE_MB):
+                             "load the .safetensors model and choose their backend as 'auto' does")
+        with gdal_block_cache(BLOCK_CACHE_MB):  # torch on the client: the method only names the workers' model
             self.plan, fusion = prepare(self.lr_hsi, self.hr_msi, model=self.options.model,
-                                        method=self.options.method, device="cpu", options=options,
+                                        method=self.options.method, device="cpu",
+                                        options=replace(options, backend="torch"),
                                         reporter=reporter, lr_mask=self.lr_mask, msi_mask=self.msi_mask,
                                         msi_bands=self.options.msi_bands)
         self.spec = method_spec(fusion, self.options)
