@@ -330,23 +330,119 @@ def _total_shift(read_shift: Tuple[float, float], measured: Tuple[float, float],
     return (read_shift[0] + float(degradation.offset[0]), read_shift[1] + float(degradation.offset[1]))
 
 
-def _fit_classical(name: str, sample: SceneSample, radiometry: Radiometry, scale: int, lr_info: RasterInfo,
-                   degradation: Optional[Degradation],
-                   offset: Tuple[float, float]) -> Tuple[ClassicalMethod, List[str]]:
-    """Fit classical method ``name`` on the normalised sample with the estimated PSF (the default when unreliable).
+@dataclass(frozen=True)
+class _Scene:
+    """What :func:`prepare` measures on the pair before it chooses a method.
 
-    ``offset`` (LR pixels) is the misregistration left between the sample's reads and the HR-MSI.
+    ``lr_info`` has the bands without data marked bad; ``reliable`` and
+    ``message`` describe phase correlation's shift estimate, ``measured``
+    is that estimate when reliable (else zero), ``read_shift`` the part
+    the sample's reads apply (above :data:`FIT_OFFSET_LIMIT` only);
+    ``snr`` is the LR-HSI's median SNR (dB) when the noise was estimated;
+    ``scale`` the grids' resolution ratio.
+    """
+
+    lr_info: RasterInfo
+    notes: Tuple[str, ...]
+    reliable: bool
+    message: str
+    measured: Tuple[float, float]
+    read_shift: Tuple[float, float]
+    sample: SceneSample
+    radiometry: Radiometry
+    sample_seconds: float
+    degradation: Optional[Degradation]
+    snr: Optional[float]
+    scale: int
+
+
+def _measure_scene(opener: Opener, lr_info: RasterInfo, msi_info: RasterInfo, grids: GridPlan,
+                   options: FuseOptions, reporter: Reporter) -> _Scene:
+    """Bad bands, shift, the scene sample, radiometry, the degradation and the SNR, in that order."""
+    start = time.perf_counter()
+    lr_info, empty, notes = _bad_bands_from_data(opener, lr_info)
+    shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
+    if options.shift_correction:
+        reporter.update(0.0, "estimating the shift between the inputs")
+        shift, reliable, message = _estimate_shift(opener, lr_info)
+    measured = shift if reliable else (0.0, 0.0)
+    # a misregistration within FIT_OFFSET_LIMIT is measured by the PSF fit on unshifted reads (more exactly than
+    # by phase correlation); only a larger one is corrected by the reads before the degradation is estimated
+    read_shift = measured if max(abs(measured[0]), abs(measured[1])) > FIT_OFFSET_LIMIT else (0.0, 0.0)
+    warped = warped_cache_mb(lr_info, grids.lr, read_shift)
+    with gdal_block_cache(min(BLOCK_CACHE_MB + warped, MAX_BLOCK_CACHE_MB)), opener(lr_info, read_shift) as pair:
+        sample = sample_scene(pair)
+    radiometry = measure_radiometry(sample.lr, sample.msi_lr, empty)
+    seconds = time.perf_counter() - start
+    reporter.update(0.01, "estimating the degradation from the pair")
+    degradation, more = _estimate_degradation(sample, radiometry, grids.scale, lr_info, msi_info)
+    snr = None if degradation is None else median_snr_db(sample.mosaic_lr / radiometry.lr_level,
+                                                         degradation.noise_lr)
+    return _Scene(lr_info, tuple(notes + more), reliable, message, measured, read_shift, sample, radiometry,
+                  seconds, degradation, snr, grids.scale)
+
+
+def _resolve_auto(method: Union[str, FusionMethod], model: object, scene: _Scene,
+                  msi_info: RasterInfo) -> Tuple[str, object, List[str]]:
+    """``(method name, model, notes)`` with ``"auto"`` resolved; ``""`` for a method object.
+
+    ``auto`` takes a network whose card shows it beating the classical
+    methods (:func:`~csakd_qgis.fusion.methods.auto_network`), else the
+    classical method for the scene's SNR (:func:`~csakd_qgis.classical.choose`).
+    """
+    name = method if isinstance(method, str) else ""
+    if name != "auto":
+        return name, model, []
+    model, why = auto_network(model, scene.lr_info.bands, msi_info.count, [b.wavelength_nm for b in msi_info.bands],
+                              scene.scale)
+    if model is None:
+        name, reason = choose(scene.snr)
+        why = f"{why}; {reason}"
+    else:
+        name = "csakd"
+    return name, model, [f"method auto: {why}"]
+
+
+def _fit_classical(name: str, scene: _Scene,
+                   total: Tuple[float, float]) -> Tuple[ClassicalMethod, Tuple[float, float], List[str]]:
+    """``(method, shift applied to the reads, notes)``: classical method ``name`` fitted on the normalised sample.
+
+    The estimated PSF is used (the default when unreliable); the offset
+    ``total`` (LR pixels) less what the reads apply goes into the fit
+    instead of a resampling.
     """
     notes = []
+    degradation = scene.degradation
     if degradation is None or not degradation.reliable:
-        sigma = psf_sigma(scale)
+        sigma = psf_sigma(scene.scale)
         notes.append(f"PSF {'unknown' if degradation is None else 'estimate not reliable'}: the default Gaussian "
                      f"(sigma {sigma:.2f} output px, MTF 0.3 at Nyquist) is used")
     else:
         sigma = degradation.sigma
+    offset = (total[0] - scene.read_shift[0], total[1] - scene.read_shift[1])
+    sample, radiometry = scene.sample, scene.radiometry
     fusion = fit_method(name, sample.mosaic_lr / radiometry.lr_level, sample.mosaic_msi / radiometry.msi_level,
-                        scale, sigma, offset, [b.good for b in lr_info.bands])
-    return fusion, notes
+                        scene.scale, sigma, offset, [b.good for b in scene.lr_info.bands])
+    if offset != (0.0, 0.0):
+        notes.append(f"offset ({offset[0]:+.3f}, {offset[1]:+.3f}) LR px taken into the fit of {name} "
+                     "(the LR-HSI is not resampled: a resampling would blur it)")
+    return fusion, scene.read_shift, notes
+
+
+def _degradation_report(scene: _Scene, fusion: FusionMethod, estimate: Tuple[float, float],
+                        applied: Tuple[float, float]) -> Dict[str, Any]:
+    """:attr:`FusionPlan.degradation`: the estimate with the offset left to the reads, the SNR and the rank."""
+    degradation = scene.degradation
+    # without an estimate, the last note of the scene's measurement says why (_estimate_degradation)
+    report: Dict[str, Any] = degradation.to_dict() if degradation is not None else {"error": scene.notes[-1]}
+    if degradation is not None:  # the offset left between the tiles' reads and the HR-MSI (the guard uses it)
+        report["offset"] = [estimate[0] - applied[0], estimate[1] - applied[1]]
+    if scene.snr is not None:
+        report["snr_lr_db"] = scene.snr
+    rank = getattr(getattr(getattr(fusion, "model", None), "subspace", None), "rank", None)
+    if rank is not None:
+        report["subspace_rank"] = int(rank)
+    return report
 
 
 def _msi_order(model: object, name: str, lr_info: RasterInfo, msi_info: RasterInfo,
@@ -393,86 +489,44 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
     """
     options = options or FuseOptions()
     inputs = resolve_pair(lr_hsi, hr_msi, lr_mask=lr_mask, msi_mask=msi_mask, cache_dir=cache_dir)
-    lr_hsi, hr_msi = inputs.lr_hsi, inputs.hr_msi
-    lr_info, msi_info = read_info(lr_hsi), read_info(hr_msi)
+    lr_info, msi_info = read_info(inputs.lr_hsi), read_info(inputs.hr_msi)
     msi_info, input_notes = with_msi_bands(msi_info, msi_bands)
     scales = model_scales(model, method) if isinstance(method, str) else (method.scale,)
     grids = plan_grids(lr_info, msi_info, scale=options.scale, model_scales=scales)
     order, msi_info, more = _msi_order(model, method if isinstance(method, str) else "", lr_info, msi_info,
                                        grids.scale)
-    input_notes = list(inputs.notes) + input_notes + more
 
     def opener(info: RasterInfo, shift: Tuple[float, float]) -> ContextManager[AlignedPair]:
-        return open_aligned(lr_hsi, hr_msi, grids, shift, lr_info=info, msi_info=msi_info, msi_order=order,
-                            lr_masks=inputs.lr_masks, msi_masks=inputs.msi_masks)
+        return open_aligned(inputs.lr_hsi, inputs.hr_msi, grids, shift, lr_info=info, msi_info=msi_info,
+                            msi_order=order, lr_masks=inputs.lr_masks, msi_masks=inputs.msi_masks)
 
     out_dtype, out_scale = _output_format(options, lr_info)
-    read_start = time.perf_counter()
-    lr_info, empty, notes = _bad_bands_from_data(opener, lr_info)
-    shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
-    if options.shift_correction:
-        reporter.update(0.0, "estimating the shift between the inputs")
-        shift, reliable, message = _estimate_shift(opener, lr_info)
-    measured = shift if reliable else (0.0, 0.0)
-    # a misregistration within FIT_OFFSET_LIMIT is measured by the PSF fit on unshifted reads (more exactly than
-    # by phase correlation); only a larger one is corrected by the reads before the degradation is estimated
-    read_shift = measured if max(abs(measured[0]), abs(measured[1])) > FIT_OFFSET_LIMIT else (0.0, 0.0)
-    warped = warped_cache_mb(lr_info, grids.lr, read_shift)
-    with gdal_block_cache(min(BLOCK_CACHE_MB + warped, MAX_BLOCK_CACHE_MB)), opener(lr_info, read_shift) as pair:
-        sample = sample_scene(pair)
-    radiometry = measure_radiometry(sample.lr, sample.msi_lr, empty)
-    sample_seconds = time.perf_counter() - read_start
-    reporter.update(0.01, "estimating the degradation from the pair")
-    degradation, more = _estimate_degradation(sample, radiometry, grids.scale, lr_info, msi_info)
-    notes += more
-    snr = None if degradation is None else median_snr_db(sample.mosaic_lr / radiometry.lr_level,
-                                                         degradation.noise_lr)
-    name = method if isinstance(method, str) else ""
-    if name == "auto":
-        model, why = auto_network(model, lr_info.bands, msi_info.count, [b.wavelength_nm for b in msi_info.bands],
-                                  grids.scale)
-        if model is None:
-            name, reason = choose(snr)
-            why = f"{why}; {reason}"
-        else:
-            name = "csakd"
-        notes.append(f"method auto: {why}")
-    notes += _msi_identity(degradation, lr_info, msi_info, name, options.guard)
-    fusion: FusionMethod
-    estimate = _total_shift(read_shift, measured, degradation)
+    scene = _measure_scene(opener, lr_info, msi_info, grids, options, reporter)
+    name, model, notes = _resolve_auto(method, model, scene, msi_info)
+    notes = list(scene.notes) + notes + _msi_identity(scene.degradation, scene.lr_info, msi_info, name,
+                                                     options.guard)
+    estimate = _total_shift(scene.read_shift, scene.measured, scene.degradation)
     total = estimate if options.shift_correction else (0.0, 0.0)
+    fusion: FusionMethod
     if name in CLASSICAL_METHODS:
-        applied = read_shift
-        fit_offset = (total[0] - read_shift[0], total[1] - read_shift[1])
-        fusion, more = _fit_classical(name, sample, radiometry, grids.scale, lr_info, degradation, fit_offset)
-        notes += more
-        if fit_offset != (0.0, 0.0):
-            notes.append(f"offset ({fit_offset[0]:+.3f}, {fit_offset[1]:+.3f}) LR px taken into the fit of {name} "
-                         "(the LR-HSI is not resampled: a resampling would blur it)")
-    elif name:
-        fusion = make_method(name, model, device=device, scale=grids.scale, lr_bands=lr_info.bands,
-                             msi_bands=msi_info.count, msi_wavelengths=[b.wavelength_nm for b in msi_info.bands],
-                             backend=options.backend, precision=options.precision)
-    else:
-        fusion = cast(FusionMethod, method)
-    if name not in CLASSICAL_METHODS:  # every reliable shift, however small (its cost: docs/engine.md)
+        fusion, applied, more_notes = _fit_classical(name, scene, total)
+        notes += more_notes
+    else:  # every reliable shift, however small, is corrected by the reads (its cost: docs/engine.md)
         applied = total
+        fusion = cast(FusionMethod, method) if not name else make_method(
+            name, model, device=device, scale=grids.scale, lr_bands=scene.lr_info.bands, msi_bands=msi_info.count,
+            msi_wavelengths=[b.wavelength_nm for b in msi_info.bands], backend=options.backend,
+            precision=options.precision)
     if fusion.scale != grids.scale:
         raise InputError(f"method {fusion.name!r} fuses at scale {fusion.scale}, the inputs at {grids.scale}")
-    report: Dict[str, Any] = degradation.to_dict() if degradation is not None else {"error": notes[-1]}
-    if degradation is not None:  # the offset left between the tiles' reads and the HR-MSI (the guard uses it)
-        report["offset"] = [estimate[0] - applied[0], estimate[1] - applied[1]]
-    if snr is not None:
-        report["snr_lr_db"] = snr
-    rank = getattr(getattr(getattr(fusion, "model", None), "subspace", None), "rank", None)
-    if rank is not None:
-        report["subspace_rank"] = int(rank)
-    plan = FusionPlan(lr_hsi=str(lr_hsi), hr_msi=str(hr_msi), grids=grids, lr_info=lr_info, msi_info=msi_info,
-                      shift=applied, shift_measured=estimate, shift_reliable=reliable, shift_message=message,
-                      radiometry=radiometry, degradation=report,
+    plan = FusionPlan(lr_hsi=str(inputs.lr_hsi), hr_msi=str(inputs.hr_msi), grids=grids, lr_info=scene.lr_info,
+                      msi_info=msi_info, shift=applied, shift_measured=estimate, shift_reliable=scene.reliable,
+                      shift_message=scene.message, radiometry=scene.radiometry,
+                      degradation=_degradation_report(scene, fusion, estimate, applied),
                       halo=tile_halo(fusion, options.halo), dtype=out_dtype, output_scale=out_scale,
                       method_name=fusion.name, model_name=getattr(fusion, "model_name", ""),
-                      notes=tuple(input_notes) + tuple(grids.notes) + tuple(notes), sample_seconds=sample_seconds,
-                      msi_order=order, lr_masks=inputs.lr_masks, msi_masks=inputs.msi_masks)
+                      notes=tuple(inputs.notes) + tuple(input_notes) + tuple(more) + tuple(grids.notes)
+                      + tuple(notes), sample_seconds=scene.sample_seconds, msi_order=order,
+                      lr_masks=inputs.lr_masks, msi_masks=inputs.msi_masks)
     reporter.update(0.02, "scene sampled")
     return plan, fusion
