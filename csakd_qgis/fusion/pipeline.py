@@ -70,7 +70,7 @@ from csakd_qgis.errors import TilingError
 from csakd_qgis.fusion.blend import Blender, ColumnBlocks, Sink, Timings, schedule
 from csakd_qgis.fusion.methods import FusionMethod
 from csakd_qgis.fusion.radiometry import Radiometry
-from csakd_qgis.fusion.tiling import TilePlan, read_mirrored
+from csakd_qgis.fusion.tiling import Tile, TilePlan, read_mirrored
 from csakd_qgis.options import BLOCK_WIDTH, OUTPUT_BLOCK
 from csakd_qgis.progress import SILENT, Reporter
 
@@ -132,6 +132,40 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
+def _read_tile(source: PairSource, tile: Tile, plan: TilePlan,
+               radiometry: Radiometry) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lr (C, h, w), msi (m, h s, w s), valid (out rows, out cols))`` of one tile, ready for the method.
+
+    The LR window with its halo and the matching HR-MSI window, mirrored at
+    the raster's edges, invalid pixels filled with the scene's per-band fill
+    values and each input divided by its robust level (float32); ``valid``
+    marks the output pixels (the tile's crop) where both inputs are valid.
+    """
+    s = plan.scale
+    lr, lr_valid = read_mirrored(source.read_lr, tile.read, plan.lr_width, plan.lr_height)
+    hr_read = Window(tile.read.col_off * s, tile.read.row_off * s, tile.read.width * s, tile.read.height * s)
+    msi, msi_valid = read_mirrored(source.read_msi, hr_read, plan.out_width, plan.out_height)
+    rows, cols = tile.crop
+    valid = (msi_valid & np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1))[rows, cols]
+    lr = np.where(lr_valid & np.isfinite(lr), lr, radiometry.lr_fill[:, None, None]) / np.float32(radiometry.lr_level)
+    msi = np.where(msi_valid & np.isfinite(msi), msi, radiometry.msi_fill[:, None, None]) \
+        / np.float32(radiometry.msi_level)
+    return lr.astype(np.float32), msi.astype(np.float32), valid
+
+
+def _to_output(prediction: np.ndarray, tile: Tile, valid: np.ndarray, radiometry: Radiometry) -> np.ndarray:
+    """One tile's prediction ``(C, h s, w s)`` (normalised, halo included) as the output gets it.
+
+    Cropped to the tile's output window, in physical units, NaN where
+    ``valid`` is False and in the bands without data.
+    """
+    rows, cols = tile.crop
+    out = prediction[:, rows, cols] * np.float32(radiometry.lr_level)
+    out[:, ~valid] = np.nan
+    out[list(radiometry.empty_bands)] = np.nan
+    return out
+
+
 def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: FusionMethod, plan: TilePlan,
                  sink: Sink, radiometry: Radiometry,
                  *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, out_block: int = OUTPUT_BLOCK,
@@ -177,7 +211,6 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
     TileTooLarge
         When one tile does not fit in the device memory.
     """
-    s = plan.scale
     region = region or Window(0, 0, plan.out_width, plan.out_height)
     x0, y0 = int(region.col_off), int(region.row_off)
     x1, y1 = x0 + int(region.width), y0 + int(region.height)
@@ -189,23 +222,13 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
     to_compute: queue.Queue = queue.Queue(maxsize=2 * batch_size)
     to_write: queue.Queue = queue.Queue(maxsize=2 * batch_size)
     timings = Timings()
-    lr_fill = radiometry.lr_fill[:, None, None]
-    msi_fill = radiometry.msi_fill[:, None, None]
 
     def read_all() -> None:
         with open_source() as source:
             for tile, block in order:
                 start = time.perf_counter()
-                lr, lr_valid = read_mirrored(source.read_lr, tile.read, plan.lr_width, plan.lr_height)
-                hr_read = Window(tile.read.col_off * s, tile.read.row_off * s, tile.read.width * s,
-                                 tile.read.height * s)
-                msi, msi_valid = read_mirrored(source.read_msi, hr_read, plan.out_width, plan.out_height)
-                rows, cols = tile.crop
-                valid = (msi_valid & np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1))[rows, cols]
-                lr = np.where(lr_valid & np.isfinite(lr), lr, lr_fill) / np.float32(radiometry.lr_level)
-                msi = np.where(msi_valid & np.isfinite(msi), msi, msi_fill) / np.float32(radiometry.msi_level)
+                item = (tile, block, *_read_tile(source, tile, plan, radiometry))
                 timings.read += time.perf_counter() - start
-                item = (tile, block, lr.astype(np.float32), msi.astype(np.float32), valid)
                 if not _put(to_compute, item, stop):
                     return
         _put(to_compute, _DONE, stop)
@@ -244,10 +267,7 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         k = 0
         for tile, block, lr, _msi, valid in batch:
             if valid.any():
-                rows, cols = tile.crop
-                pred = preds[k][:, rows, cols] * np.float32(radiometry.lr_level)
-                pred[:, ~valid] = np.nan
-                pred[list(radiometry.empty_bands)] = np.nan
+                pred = _to_output(preds[k], tile, valid, radiometry)
                 k += 1
             else:
                 pred = None
