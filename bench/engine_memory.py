@@ -47,10 +47,17 @@ FUSE_CHILD = r"""
 import json, sys, time, numpy as np, torch
 lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 torch.set_num_threads(kw.get("threads", 1))
-from common import load_network, peak_rss_mb
+from common import BUNDLED, load_network, peak_rss_mb
 from csakd_qgis.fusion.engine import fuse
-from csakd_qgis.fusion.methods import BicubicMethod
-method = BicubicMethod(kw["scale"]) if kw["method"] == "bicubic" else load_network(kw["bands"], kw["scale"])
+from csakd_qgis.fusion.methods import BicubicMethod, make_method
+from csakd_qgis.io.read import read_info
+if kw["method"] == "bicubic":
+    method = BicubicMethod(kw["scale"])
+elif kw.get("backend", "torch") == "onnxruntime":  # the bundled model exported in memory, as fuse's auto does
+    method = make_method("csakd", str(BUNDLED), backend="onnxruntime", scale=kw["scale"],
+                         lr_bands=read_info(lr_path).bands, msi_bands=4)
+else:
+    method = load_network(kw["bands"], kw["scale"])
 rss_start = peak_rss_mb()
 start = time.perf_counter()
 report = fuse(lr_path, msi_path, out, method=method, device="cpu", overwrite=True, tile=kw["tile"],

@@ -14,10 +14,12 @@ Then ``csakd_qgis.fusion.engine.fuse`` runs with the bundled default student on 
 cores (int16 output, the engine's defaults otherwise) in a fresh process
 whose peak RSS is read, followed in the same process by the raw model on
 in-memory tiles of the engine's read size and batch (see
-``bench/engine_memory.py``).  The result goes to "Headline scenario" in
+``bench/engine_memory.py``), once per backend (``--backends``: torch, and
+onnxruntime as ``backend="auto"`` runs it on a CPU; the ratio compares each
+run with its own backend's raw model).  The result goes to "Headline scenario" in
 ``docs/benchmarks.md``.
 
-Usage: ``python bench/headline.py [--lr-size 1000] [--threads N] [--keep DIR]``.
+Usage: ``python bench/headline.py [--lr-size 1000] [--threads N] [--backends torch onnxruntime] [--keep DIR]``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def main() -> None:
     parser.add_argument("--lr-size", type=int, default=1000, help="LR-HSI pixels per side (default 1000)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all)")
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime"), default=["torch", "onnxruntime"])
     parser.add_argument("--keep", type=Path, default=None, help="build the inputs in this folder and keep them")
     parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")
     args = parser.parse_args()
@@ -127,34 +130,41 @@ def main() -> None:
         if not (lr_path.exists() and msi_path.exists()):
             lr_path, msi_path = build_inputs(folder, args.lr_size)
             built = f"built in {time.perf_counter() - start:.0f} s"
-        kw = {"method": "network", "bands": bands, "scale": scale, "tile": 64, "overlap": 8, "batch": args.batch,
-              "threads": args.threads}
-        out = folder / "hr_hsi.tif"
-        r = run_child(FUSE_CHILD, [lr_path, msi_path, out, json.dumps(kw)])
-        out_mb = out.stat().st_size / 2**20
-        out.unlink()
+        runs = {}
+        for backend in args.backends:
+            kw = {"method": "network", "bands": bands, "scale": scale, "tile": 64, "overlap": 8,
+                  "batch": args.batch, "threads": args.threads, "backend": backend}
+            out = folder / "hr_hsi.tif"
+            runs[backend] = run_child(FUSE_CHILD, [lr_path, msi_path, out, json.dumps(kw)])
+            out_mb = out.stat().st_size / 2**20
+            out.unlink()
     hr = SCALE * args.lr_size
-    t = r["timings"]
-    e2e = hr * hr / r["seconds"]
+    rows = []
+    for backend, r in runs.items():
+        t = r["timings"]
+        e2e = hr * hr / r["seconds"]
+        rows.append(f"| {backend} | {hr} x {hr} x {bands} | {r['seconds']:.0f} | {e2e / 1e6:.3f} | "
+                    f"{r['raw_px_s'] / 1e6:.3f} | {e2e / r['raw_px_s']:.2f} | {r['rss_mb']:.0f} | {r['tiles']} + "
+                    f"{r['recomputed']} | {t['read']:.0f} / {t['infer']:.0f} / {t['blend']:.0f} / {t['write']:.0f} |")
+    halo = next(iter(runs.values()))["halo"]
     body = "\n".join([
         f"Machine: {machine()}.",
         "",
         f"Inputs ({built}; made by `bench/headline.py`): LR-HSI {args.lr_size} x {args.lr_size} x {bands} "
         f"int16 at 30 m, HR-MSI {hr} x {hr} x 4 int16 at 10 m (Sentinel-2 B2, B3, B4, B8), a mirrored mosaic of "
         "the 14 real EnMAP tiles (their 6 bad bands stored as nodata). `fuse` with "
-        f"{name} on the CPU, {args.threads} torch threads, tile 64 LR px, overlap 8, halo {r['halo']}, batch "
+        f"{name} on the CPU, {args.threads} torch threads, tile 64 LR px, overlap 8, halo {halo}, batch "
         f"{args.batch}, int16 ZSTD output ({out_mb:.0f} MB), shift estimate on.",
         "",
-        "| output (px) | total (s) | output Mpx/s | raw model Mpx/s | end-to-end / raw | peak RSS (MB) | tiles | "
-        "read / infer / blend / write (s) |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {hr} x {hr} x {bands} | {r['seconds']:.0f} | {e2e / 1e6:.3f} | {r['raw_px_s'] / 1e6:.3f} | "
-        f"{e2e / r['raw_px_s']:.2f} | {r['rss_mb']:.0f} | {r['tiles']} + {r['recomputed']} | {t['read']:.0f} / "
-        f"{t['infer']:.0f} / {t['blend']:.0f} / {t['write']:.0f} |",
+        "| backend | output (px) | total (s) | output Mpx/s | raw model Mpx/s | end-to-end / raw | peak RSS (MB) | "
+        "tiles | read / infer / blend / write (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
         "",
         "Stages overlap: reading and writing run in their own threads while the network computes, so their "
         "seconds are not added to the total. `raw` = the network alone on in-memory tiles of the engine's read "
-        "size and batch, counted in core output pixels, right after the run in the same process.",
+        "size and batch with the same backend, counted in core output pixels, right after the run in the same "
+        "process (onnxruntime takes its threads from torch's setting).",
     ])
     print(body)
     if not args.no_doc:
