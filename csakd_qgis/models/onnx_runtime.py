@@ -235,7 +235,7 @@ class OnnxNetworkMethod:
         The model card read from the file.
     session:
         The ``onnxruntime.InferenceSession`` (all graph optimisations, one
-        inter-operator thread, sequential execution).
+        inter-operator thread, sequential execution, no memory pattern).
     """
 
     def __init__(self, model: Union[PathLike, bytes], *, device: Union[str, torch.device] = "cpu",
@@ -250,6 +250,9 @@ class OnnxNetworkMethod:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no memory pattern: it plans a buffer per input shape (edge tiles differ), which cost 1 GB of peak RSS
+        # on the headline scene (2503 against 3475 MB at 900x900 output, same speed; docs/benchmarks.md)
+        options.enable_mem_pattern = False
         self.session = ort.InferenceSession(data, sess_options=options, providers=chosen)
         wanted = chosen[0][0] if isinstance(chosen[0], tuple) else chosen[0]
         if self.session.get_providers()[0] != wanted:
