@@ -301,10 +301,10 @@ def _msi_identity(degradation: Optional[Degradation], lr_info: RasterInfo, msi_i
     srf = np.asarray(degradation.srf, dtype=np.float64)
     if not np.isfinite(lr_wl[srf.any(axis=0)]).all():
         return []
-    labels = relabelled_bands(srf @ np.nan_to_num(lr_wl), nominal)
+    centroids = srf @ np.nan_to_num(lr_wl)
+    labels = relabelled_bands(centroids, nominal)
     if labels is None:
         return []
-    centroids = srf @ np.nan_to_num(lr_wl)
     moved = "; ".join(f"band {i + 1} is labelled {nominal[i]:.0f} nm but responds like {nominal[j]:.0f} nm "
                       f"(estimated centroid {centroids[i]:.0f} nm)" for i, j in enumerate(labels) if i != j)
     text = (f"the HR-MSI's bands look like another order than their wavelengths say, by the spectral response "
