@@ -314,8 +314,8 @@ def test_non_integer_ratio_gives_scale_3_and_a_note(pair, tmp_path):
 def test_run_gets_a_small_gdal_cache_for_sampling_a_sized_one_for_tiles_and_restores_it(pair, tmp_path,
                                                                                           monkeypatch):
     gdal = pytest.importorskip("osgeo.gdal")
-    from csakd_qgis.fusion import plan
-    from csakd_qgis.io.read import BLOCK_CACHE_MB
+    from csakd_qgis.fusion import scene
+    from csakd_qgis.io.read import BLOCK_CACHE_MB, MAX_BLOCK_CACHE_MB
     lr_path, msi_path, _lr, _msi = pair
     seen = {"shift": [], "sample": [], "predict": []}
 
@@ -325,8 +325,8 @@ def test_run_gets_a_small_gdal_cache_for_sampling_a_sized_one_for_tiles_and_rest
             return function(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(plan, "measure_shift", spy("shift", plan.measure_shift))
-    monkeypatch.setattr(plan, "sample_scene", spy("sample", plan.sample_scene))
+    monkeypatch.setattr(scene, "measure_shift", spy("shift", scene.measure_shift))
+    monkeypatch.setattr(scene, "sample_scene", spy("sample", scene.sample_scene))
 
     class Probe(BicubicMethod):
         predict = spy("predict", BicubicMethod.predict)
@@ -337,7 +337,7 @@ def test_run_gets_a_small_gdal_cache_for_sampling_a_sized_one_for_tiles_and_rest
     # rasterio.Env(GDAL_CACHEMAX=n) takes bytes: passing megabytes there once left GDAL a cache of ~200 bytes
     assert set(seen["shift"]) == set(seen["sample"]) == {BLOCK_CACHE_MB * 2**20}
     (tiles,) = set(seen["predict"])  # test_tiles_run_under_a_block_cache_sized_for_a_row_of_tiles: its size
-    assert BLOCK_CACHE_MB * 2**20 < tiles <= plan.MAX_BLOCK_CACHE_MB * 2**20
+    assert BLOCK_CACHE_MB * 2**20 < tiles <= MAX_BLOCK_CACHE_MB * 2**20
     assert BLOCK_CACHE_MB * 2**20 != before and gdal.GetCacheMax() == before
 
 

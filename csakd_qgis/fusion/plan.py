@@ -1,9 +1,9 @@
 """Planning a fusion: everything decided before the first tile is read, as a picklable :class:`FusionPlan`.
 
 :func:`prepare` plans the output and LR grids (:func:`csakd_qgis.geo.grid.plan_grids`),
-estimates the LR-HSI's sub-pixel shift (:func:`csakd_qgis.geo.coregister.measure_shift`),
-measures the scene's radiometry on a sample (:mod:`csakd_qgis.fusion.sample`),
-builds and fits the method and chooses the halo and the output format.  The
+measures the scene (:mod:`csakd_qgis.fusion.scene`: bad bands, the LR-HSI's sub-pixel
+shift, the radiometry on a sample, the degradation), builds and fits the
+method and chooses the halo and the output format.  The
 distributed mode (:mod:`csakd_qgis.distributed`) computes the plan once on its
 client and sends it to every worker, so all parts of the output are
 normalised alike.
@@ -11,48 +11,29 @@ normalised alike.
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple, Union, cast
+from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import torch
 from rasterio.windows import Window
 
-from csakd_qgis.classical import ClassicalMethod, choose, fit_method, median_snr_db
-from csakd_qgis.errors import ImplausibleOutputError, InputError
-from csakd_qgis.estimation import Degradation, estimate_degradation, relabelled_bands
+from csakd_qgis.errors import InputError
+from csakd_qgis.estimation import Degradation
 from csakd_qgis.fusion.inputs import network_msi_order, reorder, resolve_pair, with_msi_bands
-from csakd_qgis.fusion.methods import (
-    NETWORK_METHODS,
-    NETWORKS,
-    FusionMethod,
-    auto_network,
-    make_method,
-    model_scales,
-)
+from csakd_qgis.fusion.methods import NETWORK_METHODS, FusionMethod, make_method, model_scales
 from csakd_qgis.fusion.pipeline import PipelineResult
 from csakd_qgis.fusion.radiometry import Radiometry
 from csakd_qgis.fusion.report import FuseReport
-from csakd_qgis.fusion.sample import SceneSample, empty_bands, measure_radiometry, sample_scene
+from csakd_qgis.fusion.scene import degradation_report, fit_classical, measure_scene, msi_identity, resolve_auto
 from csakd_qgis.fusion.tiling import TilePlan, plan_tiles
-from csakd_qgis.geo.coregister import AlignedPair, measure_shift, open_aligned, warped_cache_mb
+from csakd_qgis.geo.coregister import AlignedPair, open_aligned, warped_cache_mb
 from csakd_qgis.geo.grid import GridPlan, plan_grids
 from csakd_qgis.io.bands import RasterInfo
-from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache, read_info
+from csakd_qgis.io.read import BLOCK_CACHE_MB, MAX_BLOCK_CACHE_MB, read_info
 from csakd_qgis.io.write import RasterWriter
 from csakd_qgis.options import CLASSICAL_METHODS, OUTPUT_BLOCK, FuseOptions, MsiBands
 from csakd_qgis.progress import SILENT, Reporter
-from csakd_qgis.simulation.degradation import psf_sigma
-
-#: Largest misregistration (LR pixels, on either axis) left to the PSF fit; a larger one is corrected by the reads.
-#: The fit searches offsets up to 1 LR pixel (:func:`csakd_qgis.estimation.psf.estimate_psf`).
-FIT_OFFSET_LIMIT = 0.9
-
-#: Largest GDAL block cache (MB) :meth:`FusionPlan.block_cache_mb` asks for.
-MAX_BLOCK_CACHE_MB = 1024
-
 
 #: Default LR context (pixels per tile side) for networks; see the module docstring.
 NETWORK_HALO = 4
@@ -79,20 +60,6 @@ def _output_format(options: FuseOptions, lr: RasterInfo) -> Tuple[str, float]:
     return name, (float(lr.scales[0]) if is_int and lr.scales else 1.0)
 
 
-#: ``opener(lr_info, shift)``: the inputs on the plan's grids (:meth:`FusionPlan.open_pair` before the plan exists).
-Opener = Callable[[RasterInfo, Tuple[float, float]], ContextManager[AlignedPair]]
-
-
-def _estimate_shift(opener: Opener, lr_info: RasterInfo) -> Tuple[Tuple[float, float], bool, str]:
-    """``((dx, dy), reliable, message)`` measured on a central sample; unreliable when it cannot be measured."""
-    try:
-        with opener(lr_info, (0.0, 0.0)) as pair:
-            estimate = measure_shift(pair)
-    except InputError as error:
-        return (0.0, 0.0), False, f"shift not estimated: {error}"
-    return (estimate.dx, estimate.dy), estimate.reliable, estimate.message
-
-
 @dataclass(frozen=True)
 class FusionPlan:
     """What a fusion decides before it reads a tile; plain, picklable data.
@@ -112,8 +79,8 @@ class FusionPlan:
         LR-HSI offset ``(dx, dy)`` in LR pixels applied to its reads: the
         whole estimate for a network or bicubic (0, 0 when not estimated,
         not reliable or correction is off); for a classical method only a
-        shift above :data:`FIT_OFFSET_LIMIT` (its fit takes the rest into
-        account).
+        shift above :data:`~csakd_qgis.fusion.scene.FIT_OFFSET_LIMIT` (its
+        fit takes the rest into account).
     shift_measured:
         The estimate ``(dx, dy)``: the reads' shift plus the PSF fit's
         offset, or phase correlation's where the fit is not reliable (0, 0
@@ -121,7 +88,7 @@ class FusionPlan:
     shift_reliable, shift_message:
         Whether the estimate was reliable, and what it said.
     radiometry:
-        Scene-wide levels and fill values (:func:`measure_radiometry`).
+        Scene-wide levels and fill values (:func:`~csakd_qgis.fusion.sample.measure_radiometry`).
     degradation:
         The degradation estimated from the pair
         (:meth:`csakd_qgis.estimation.Degradation.to_dict`, with the
@@ -194,7 +161,7 @@ class FusionPlan:
         blocks (:func:`~csakd_qgis.geo.coregister.warped_cache_mb`).  The
         size depends on the widths, the bands and the tile, not on the
         raster's height or length, so memory stays flat; it is capped at
-        :data:`MAX_BLOCK_CACHE_MB`.
+        :data:`~csakd_qgis.io.read.MAX_BLOCK_CACHE_MB`.
         """
         s = self.grids.scale
         read_h, read_w = tiles.read_shape
@@ -210,7 +177,7 @@ class FusionPlan:
         :data:`~csakd_qgis.io.read.BLOCK_CACHE_MB`, plus the blocks of a
         warped read when the LR-HSI is reprojected or resampled onto the LR
         grid (:func:`~csakd_qgis.geo.coregister.warped_cache_mb`), capped at
-        :data:`MAX_BLOCK_CACHE_MB`.
+        :data:`~csakd_qgis.io.read.MAX_BLOCK_CACHE_MB`.
         """
         return min(BLOCK_CACHE_MB + warped_cache_mb(self.lr_info, self.grids.lr), MAX_BLOCK_CACHE_MB)
 
@@ -242,83 +209,6 @@ class FusionPlan:
         )
 
 
-def _bad_bands_from_data(opener: Opener, lr_info: RasterInfo) -> Tuple[RasterInfo, Tuple[int, ...], List[str]]:
-    """``(lr_info with empty bands marked bad, empty band indexes (0-based), notes)``.
-
-    A band without any valid value in the scene sample
-    (:func:`~csakd_qgis.fusion.sample.empty_bands`) is a bad band whatever
-    its metadata says: excluded from fitting and written as nodata with
-    ``bbl = 0``; the notes name the ones the metadata called good.  When
-    every band is empty, nothing is changed (the radiometry then says
-    there is no valid pixel).
-    """
-    with opener(lr_info, (0.0, 0.0)) as pair:
-        empty = empty_bands(pair)
-    if empty.all():
-        return lr_info, (), []
-    good = np.array([b.good for b in lr_info.bands])
-    found = empty & good
-    if not found.any():
-        return lr_info, tuple(int(i) for i in np.flatnonzero(empty)), []
-    bands = tuple(dataclasses.replace(b, good=False) if e else b for b, e in zip(lr_info.bands, found))
-    index = tuple(int(i) for i in np.flatnonzero(found))
-    listed = ", ".join(str(i + 1) for i in index[:20]) + (" ..." if len(index) > 20 else "")
-    note = (f"{len(index)} LR-HSI band(s) hold no valid value in the scene sample (bands {listed}): treated as "
-            "bad bands, excluded from fitting and written as nodata with bbl = 0")
-    return dataclasses.replace(lr_info, bands=bands), tuple(int(i) for i in np.flatnonzero(empty)), [note]
-
-
-def _estimate_degradation(sample: SceneSample, radiometry: Radiometry, scale: int, lr_info: RasterInfo,
-                          msi_info: RasterInfo) -> Tuple[Optional[Degradation], List[str]]:
-    """The degradation estimated on the normalised sample mosaic, or None with a note saying why not."""
-    good = [b.good for b in lr_info.bands]
-    wavelengths = [b.wavelength_nm for b in lr_info.bands]
-    try:
-        estimate = estimate_degradation(sample.mosaic_lr / radiometry.lr_level,
-                                        sample.mosaic_msi / radiometry.msi_level, scale, good=good,
-                                        wavelengths_nm=cast(List[float], wavelengths)
-                                        if None not in wavelengths else None)
-    except InputError as error:
-        return None, [f"degradation not estimated: {error}"]
-    return estimate, [f"degradation: {line}" for line in estimate.messages]
-
-
-def _msi_identity(degradation: Optional[Degradation], lr_info: RasterInfo, msi_info: RasterInfo, name: str,
-                  guard: bool) -> List[str]:
-    """Notes on the HR-MSI's band labels against the spectral response estimated from the pair.
-
-    When the estimated responses say the bands are in another order than
-    their wavelengths (metadata or ``--msi-bands``) say
-    (:func:`~csakd_qgis.estimation.relabelled_bands`), a network would get
-    the wrong bands: with the ``guard`` on, method ``name`` being a
-    network is refused (:class:`ImplausibleOutputError`).  The classical
-    methods fit their own band weights and only get a note.
-    """
-    lr_wl = np.array([np.nan if b.wavelength_nm is None else b.wavelength_nm for b in lr_info.bands])
-    nominal = np.array([np.nan if b.wavelength_nm is None else b.wavelength_nm for b in msi_info.bands])
-    if degradation is None or not degradation.reliable or not np.isfinite(nominal).all():
-        return []
-    srf = np.asarray(degradation.srf, dtype=np.float64)
-    if not np.isfinite(lr_wl[srf.any(axis=0)]).all():
-        return []
-    centroids = srf @ np.nan_to_num(lr_wl)
-    labels = relabelled_bands(centroids, nominal)
-    if labels is None:
-        return []
-    moved = "; ".join(f"band {i + 1} is labelled {nominal[i]:.0f} nm but responds like {nominal[j]:.0f} nm "
-                      f"(estimated centroid {centroids[i]:.0f} nm)" for i, j in enumerate(labels) if i != j)
-    text = (f"the HR-MSI's bands look like another order than their wavelengths say, by the spectral response "
-            f"estimated from the pair: {moved}")
-    if name in NETWORKS and guard:
-        raise ImplausibleOutputError(
-            f"{text}. A network would read the wrong bands, so nothing was fused. Fix the band wavelengths in the "
-            "HR-MSI's metadata, or name its bands in their stored order (--msi-bands / --msi-wavelengths, QGIS: "
-            "MSI_BANDS / MSI_WAVELENGTHS); to fuse anyway, turn the output guard off (--no-guard)")
-    affected = "a network reads the wrong bands" if name in NETWORKS else \
-        "the classical methods fit their own band weights and are not affected"
-    return [f"{text} ({affected})"]
-
-
 def _total_shift(read_shift: Tuple[float, float], measured: Tuple[float, float],
                  degradation: Optional[Degradation]) -> Tuple[float, float]:
     """The LR-HSI's misregistration ``(dx, dy)`` in LR pixels: the reads' shift plus the PSF fit's offset.
@@ -328,121 +218,6 @@ def _total_shift(read_shift: Tuple[float, float], measured: Tuple[float, float],
     if degradation is None or not degradation.reliable:
         return measured
     return (read_shift[0] + float(degradation.offset[0]), read_shift[1] + float(degradation.offset[1]))
-
-
-@dataclass(frozen=True)
-class _Scene:
-    """What :func:`prepare` measures on the pair before it chooses a method.
-
-    ``lr_info`` has the bands without data marked bad; ``reliable`` and
-    ``message`` describe phase correlation's shift estimate, ``measured``
-    is that estimate when reliable (else zero), ``read_shift`` the part
-    the sample's reads apply (above :data:`FIT_OFFSET_LIMIT` only);
-    ``snr`` is the LR-HSI's median SNR (dB) when the noise was estimated;
-    ``scale`` the grids' resolution ratio.
-    """
-
-    lr_info: RasterInfo
-    notes: Tuple[str, ...]
-    reliable: bool
-    message: str
-    measured: Tuple[float, float]
-    read_shift: Tuple[float, float]
-    sample: SceneSample
-    radiometry: Radiometry
-    sample_seconds: float
-    degradation: Optional[Degradation]
-    snr: Optional[float]
-    scale: int
-
-
-def _measure_scene(opener: Opener, lr_info: RasterInfo, msi_info: RasterInfo, grids: GridPlan,
-                   options: FuseOptions, reporter: Reporter) -> _Scene:
-    """Bad bands, shift, the scene sample, radiometry, the degradation and the SNR, in that order."""
-    start = time.perf_counter()
-    lr_info, empty, notes = _bad_bands_from_data(opener, lr_info)
-    shift, reliable, message = (0.0, 0.0), False, "not estimated (shift correction off)."
-    if options.shift_correction:
-        reporter.update(0.0, "estimating the shift between the inputs")
-        shift, reliable, message = _estimate_shift(opener, lr_info)
-    measured = shift if reliable else (0.0, 0.0)
-    # a misregistration within FIT_OFFSET_LIMIT is measured by the PSF fit on unshifted reads (more exactly than
-    # by phase correlation); only a larger one is corrected by the reads before the degradation is estimated
-    read_shift = measured if max(abs(measured[0]), abs(measured[1])) > FIT_OFFSET_LIMIT else (0.0, 0.0)
-    warped = warped_cache_mb(lr_info, grids.lr, read_shift)
-    with gdal_block_cache(min(BLOCK_CACHE_MB + warped, MAX_BLOCK_CACHE_MB)), opener(lr_info, read_shift) as pair:
-        sample = sample_scene(pair)
-    radiometry = measure_radiometry(sample.lr, sample.msi_lr, empty)
-    seconds = time.perf_counter() - start
-    reporter.update(0.01, "estimating the degradation from the pair")
-    degradation, more = _estimate_degradation(sample, radiometry, grids.scale, lr_info, msi_info)
-    snr = None if degradation is None else median_snr_db(sample.mosaic_lr / radiometry.lr_level,
-                                                         degradation.noise_lr)
-    return _Scene(lr_info, tuple(notes + more), reliable, message, measured, read_shift, sample, radiometry,
-                  seconds, degradation, snr, grids.scale)
-
-
-def _resolve_auto(method: Union[str, FusionMethod], model: object, scene: _Scene,
-                  msi_info: RasterInfo) -> Tuple[str, object, List[str]]:
-    """``(method name, model, notes)`` with ``"auto"`` resolved; ``""`` for a method object.
-
-    ``auto`` takes a network whose card shows it beating the classical
-    methods (:func:`~csakd_qgis.fusion.methods.auto_network`), else the
-    classical method for the scene's SNR (:func:`~csakd_qgis.classical.choose`).
-    """
-    name = method if isinstance(method, str) else ""
-    if name != "auto":
-        return name, model, []
-    model, why = auto_network(model, scene.lr_info.bands, msi_info.count, [b.wavelength_nm for b in msi_info.bands],
-                              scene.scale)
-    if model is None:
-        name, reason = choose(scene.snr)
-        why = f"{why}; {reason}"
-    else:
-        name = "csakd"
-    return name, model, [f"method auto: {why}"]
-
-
-def _fit_classical(name: str, scene: _Scene,
-                   total: Tuple[float, float]) -> Tuple[ClassicalMethod, Tuple[float, float], List[str]]:
-    """``(method, shift applied to the reads, notes)``: classical method ``name`` fitted on the normalised sample.
-
-    The estimated PSF is used (the default when unreliable); the offset
-    ``total`` (LR pixels) less what the reads apply goes into the fit
-    instead of a resampling.
-    """
-    notes = []
-    degradation = scene.degradation
-    if degradation is None or not degradation.reliable:
-        sigma = psf_sigma(scene.scale)
-        notes.append(f"PSF {'unknown' if degradation is None else 'estimate not reliable'}: the default Gaussian "
-                     f"(sigma {sigma:.2f} output px, MTF 0.3 at Nyquist) is used")
-    else:
-        sigma = degradation.sigma
-    offset = (total[0] - scene.read_shift[0], total[1] - scene.read_shift[1])
-    sample, radiometry = scene.sample, scene.radiometry
-    fusion = fit_method(name, sample.mosaic_lr / radiometry.lr_level, sample.mosaic_msi / radiometry.msi_level,
-                        scene.scale, sigma, offset, [b.good for b in scene.lr_info.bands])
-    if offset != (0.0, 0.0):
-        notes.append(f"offset ({offset[0]:+.3f}, {offset[1]:+.3f}) LR px taken into the fit of {name} "
-                     "(the LR-HSI is not resampled: a resampling would blur it)")
-    return fusion, scene.read_shift, notes
-
-
-def _degradation_report(scene: _Scene, fusion: FusionMethod, estimate: Tuple[float, float],
-                        applied: Tuple[float, float]) -> Dict[str, Any]:
-    """:attr:`FusionPlan.degradation`: the estimate with the offset left to the reads, the SNR and the rank."""
-    degradation = scene.degradation
-    # without an estimate, the last note of the scene's measurement says why (_estimate_degradation)
-    report: Dict[str, Any] = degradation.to_dict() if degradation is not None else {"error": scene.notes[-1]}
-    if degradation is not None:  # the offset left between the tiles' reads and the HR-MSI (the guard uses it)
-        report["offset"] = [estimate[0] - applied[0], estimate[1] - applied[1]]
-    if scene.snr is not None:
-        report["snr_lr_db"] = scene.snr
-    rank = getattr(getattr(getattr(fusion, "model", None), "subspace", None), "rank", None)
-    if rank is not None:
-        report["subspace_rank"] = int(rank)
-    return report
 
 
 def _msi_order(model: object, name: str, lr_info: RasterInfo, msi_info: RasterInfo,
@@ -501,15 +276,15 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
                             msi_order=order, lr_masks=inputs.lr_masks, msi_masks=inputs.msi_masks)
 
     out_dtype, out_scale = _output_format(options, lr_info)
-    scene = _measure_scene(opener, lr_info, msi_info, grids, options, reporter)
-    name, model, notes = _resolve_auto(method, model, scene, msi_info)
-    notes = list(scene.notes) + notes + _msi_identity(scene.degradation, scene.lr_info, msi_info, name,
+    scene = measure_scene(opener, lr_info, msi_info, grids, options, reporter)
+    name, model, notes = resolve_auto(method, model, scene, msi_info)
+    notes = list(scene.notes) + notes + msi_identity(scene.degradation, scene.lr_info, msi_info, name,
                                                      options.guard)
     estimate = _total_shift(scene.read_shift, scene.measured, scene.degradation)
     total = estimate if options.shift_correction else (0.0, 0.0)
     fusion: FusionMethod
     if name in CLASSICAL_METHODS:
-        fusion, applied, more_notes = _fit_classical(name, scene, total)
+        fusion, applied, more_notes = fit_classical(name, scene, total)
         notes += more_notes
     else:  # every reliable shift, however small, is corrected by the reads (its cost: docs/engine.md)
         applied = total
@@ -522,7 +297,7 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
     plan = FusionPlan(lr_hsi=str(inputs.lr_hsi), hr_msi=str(inputs.hr_msi), grids=grids, lr_info=scene.lr_info,
                       msi_info=msi_info, shift=applied, shift_measured=estimate, shift_reliable=scene.reliable,
                       shift_message=scene.message, radiometry=scene.radiometry,
-                      degradation=_degradation_report(scene, fusion, estimate, applied),
+                      degradation=degradation_report(scene, fusion, estimate, applied),
                       halo=tile_halo(fusion, options.halo), dtype=out_dtype, output_scale=out_scale,
                       method_name=fusion.name, model_name=getattr(fusion, "model_name", ""),
                       notes=tuple(inputs.notes) + tuple(input_notes) + tuple(more) + tuple(grids.notes)

@@ -41,6 +41,10 @@ from csakd_qgis.io.bands import RasterInfo, band_metadata, data_band_indexes, in
 #: GDAL block cache (MB) :func:`gdal_block_cache` gives a fusion run (its reads and its whole-block writes).
 BLOCK_CACHE_MB = 64
 
+#: Largest GDAL block cache (MB) a fusion asks for: the scene sample's reads and
+#: :meth:`~csakd_qgis.fusion.plan.FusionPlan.block_cache_mb` / ``sample_cache_mb`` are capped at it.
+MAX_BLOCK_CACHE_MB = 1024
+
 
 def open_raster(path: str) -> rasterio.io.DatasetReader:
     """Open ``path`` read-only, turning GDAL failures into :class:`RasterReadError`."""
