@@ -2,6 +2,7 @@
 
 from qgis.core import (
     QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -27,7 +28,8 @@ class TrainAlgorithm(CsakdAlgorithm):
     LR_HSI, HR_MSI, REFERENCE = "LR_HSI", "HR_MSI", "REFERENCE"
     SENSOR, BANDS, SCALE, MODE, TIME_BUDGET, STEPS = "SENSOR", "BANDS", "SCALE", "MODE", "TIME_BUDGET", "STEPS"
     SEED, OUTPUT, VAL_PSNR, VAL_SAM, DEVICE = "SEED", "OUTPUT", "VAL_PSNR", "VAL_SAM", "DEVICE"
-    PRESET = "PRESET"
+    CLASSICAL_METHOD, CLASSICAL_PSNR, GAIN = "CLASSICAL_METHOD", "CLASSICAL_PSNR", "GAIN_OVER_CLASSICAL"
+    PRESET, PATIENCE = "PRESET", "PATIENCE"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         """Declare parameters and outputs."""
@@ -58,6 +60,9 @@ class TrainAlgorithm(CsakdAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.STEPS, self.tr("Steps (when no time budget)"), QgsProcessingParameterNumber.Integer, 300,
             False, 1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.PATIENCE, self.tr("Early stopping: validations without improvement before stopping (0 = off)"),
+            QgsProcessingParameterNumber.Integer, 0, True, 0))
         add_device_parameter(self)
         self.addParameter(QgsProcessingParameterNumber(
             self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 0, False, 0))
@@ -65,6 +70,12 @@ class TrainAlgorithm(CsakdAlgorithm):
             self.OUTPUT, self.tr("Model file"), self.tr("CSAKD models (*.safetensors)")))
         self.addOutput(QgsProcessingOutputNumber(self.VAL_PSNR, self.tr("Best validation PSNR [dB]")))
         self.addOutput(QgsProcessingOutputNumber(self.VAL_SAM, self.tr("Best validation SAM [degrees]")))
+        self.addOutput(QgsProcessingOutputString(self.CLASSICAL_METHOD,
+                                                 self.tr("Strongest classical method on the validation rows")))
+        self.addOutput(QgsProcessingOutputNumber(self.CLASSICAL_PSNR,
+                                                 self.tr("Its validation PSNR [dB]")))
+        self.addOutput(QgsProcessingOutputNumber(self.GAIN, self.tr("Network gain over it [dB] (auto uses the "
+                                                                    "network only above 0)")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Build the training data, train, and return the model file."""
@@ -98,9 +109,16 @@ class TrainAlgorithm(CsakdAlgorithm):
                              preset=self.parameterAsEnumString(parameters, self.PRESET, context),
                              steps=self.parameterAsInt(parameters, self.STEPS, context),
                              time_budget_s=budget or None, seed=self.parameterAsInt(parameters, self.SEED, context),
-                             device=self.parameterAsEnumString(parameters, self.DEVICE, context))
+                             device=self.parameterAsEnumString(parameters, self.DEVICE, context),
+                             patience=self.parameterAsInt(parameters, self.PATIENCE, context) or None)
         report = self.run_engine(feedback, train, data, config, out)
         feedback.pushInfo(f"Trained {report.steps} steps in {report.seconds:.0f} s on {report.device}; "
                           f"saved {report.model_path}" + (f" and {report.teacher_path}" if report.teacher_path else ""))
+        classical = report.classical or {}
+        if classical:
+            feedback.pushInfo("Classical methods on the same validation rows: "
+                              + ", ".join(f"{c['method']} {c['psnr']:.3f} dB" for c in classical["scores"])
+                              + f". {classical['verdict']}")
         return {self.OUTPUT: report.model_path, self.VAL_PSNR: report.best_metrics.get("psnr"),
-                self.VAL_SAM: report.best_metrics.get("sam")}
+                self.VAL_SAM: report.best_metrics.get("sam"), self.CLASSICAL_METHOD: classical.get("method"),
+                self.CLASSICAL_PSNR: classical.get("psnr"), self.GAIN: classical.get("gain_db")}

@@ -147,6 +147,9 @@ def test_train_scene_adaptive_then_fuse_with_the_trained_model(processing, tmp_p
     assert Path(trained["OUTPUT"]) == model and model.exists()
     assert (tmp_path / "mine.teacher.safetensors").exists()
     assert np.isfinite(trained["VAL_PSNR"])
+    # the card says how the network does against the strongest classical method on the same rows
+    assert trained["CLASSICAL_METHOD"] in ("gsa", "glp", "subspace")
+    assert trained["GAIN_OVER_CLASSICAL"] == pytest.approx(trained["VAL_PSNR"] - trained["CLASSICAL_PSNR"])
     fused = processing.run("csakd:fuse", {
         "LR_HSI": str(lr_path), "HR_MSI": str(msi_path), "METHOD": "student", "MODEL_FILE": str(model),
         "SHIFT_CORRECTION": False, "OUTPUT": str(tmp_path / "fused.tif")})

@@ -154,6 +154,24 @@ def test_kd_run_saves_student_teacher_cards_and_resumes(tmp_path):
     assert rep2.steps == 5 and [p.step for p in rep2.curve] == [4, 5]
 
 
+def test_early_stopping_ends_the_run_when_validation_stalls(tmp_path):
+    torch.set_num_threads(1)
+    # a learning rate this high makes validation jump about, so the best check is followed by worse ones
+    full = train(_data(), _tiny("student", steps=8, learning_rate=2e-2), tmp_path / "a.safetensors")
+    stopped = train(_data(), _tiny("student", steps=8, learning_rate=2e-2, patience=2), tmp_path / "b.safetensors")
+    best, expected = None, None
+    for p in full.curve:  # validated every step: the first step 2 checks after the best so far
+        best = p if best is None or p.val_psnr > best.val_psnr else best
+        if p.step - best.step >= 2:
+            expected = p.step
+            break
+    assert expected is not None and expected < 8
+    assert stopped.steps == expected and stopped.curve == full.curve[:expected]
+    assert stopped.best_step == best.step and read_card(stopped.model_path).provenance.steps == expected
+    with pytest.raises(InputError, match="patience"):
+        TrainConfig(patience=-1)
+
+
 def test_offline_distillation_needs_a_fitting_teacher(tmp_path):
     torch.set_num_threads(1)
     teacher = tmp_path / "t.safetensors"
@@ -165,6 +183,46 @@ def test_offline_distillation_needs_a_fitting_teacher(tmp_path):
         train(_data(), _tiny("offline", steps=1), tmp_path / "x.safetensors", teacher_checkpoint=rep.model_path)
     with pytest.raises(InputError, match="--teacher"):
         train(_data(), _tiny("offline", steps=1), tmp_path / "x.safetensors")
+
+
+def test_card_carries_the_gain_over_the_classical_bar_and_auto_follows_it(tmp_path):
+    from csakd_qgis.fusion.methods import pays_off
+    from csakd_qgis.models.card import CLASSICAL_GAIN_KEY, CLASSICAL_PSNR_KEY
+
+    torch.set_num_threads(1)
+    out = tmp_path / "m.safetensors"
+    rep = train(_data(), _tiny("kd", steps=2), out)
+    classical = rep.classical
+    assert [c["method"] for c in classical["scores"]] == ["gsa", "glp", "subspace"]
+    assert classical["psnr"] == max(c["psnr"] for c in classical["scores"])
+    assert classical["gain_db"] == pytest.approx(rep.best_metrics["psnr"] - classical["psnr"])
+    for path in (out, teacher_path_for(out)):  # the teacher gets its own gain
+        card = read_card(path)
+        gain = card.metrics["psnr"] - card.metrics[CLASSICAL_PSNR_KEY]
+        assert card.metrics[CLASSICAL_GAIN_KEY] == pytest.approx(gain)
+        assert pays_off(card) == (gain > 0)
+        assert ("does not beat" in card.limits) == (gain <= 0) and "strongest classical method" in card.limits
+    assert read_card(out).metrics[CLASSICAL_GAIN_KEY] == pytest.approx(classical["gain_db"])
+
+
+def test_classical_baseline_fits_a_scene_the_msi_explains(texture):
+    """HSI bands mixed from two fields that the MSI sees: the classical bar is far above bicubic."""
+    from csakd_qgis.fusion.methods import bicubic_upsample
+    from csakd_qgis.training.baseline import METHODS, classical_baseline
+
+    wl = np.linspace(430.0, 890.0, 24)
+    data = TrainingData.from_reference(texture(96, 96, 24, seed=5).astype(np.float64), wl, None,
+                                       sensor="sentinel2", bands=("B2", "B3", "B4", "B8"), scale=3,
+                                       val_fraction=0.25, name="texture")
+    baseline = classical_baseline(data)
+    assert baseline.method in METHODS and len(baseline.scores) == len(METHODS)
+    assert "PSF" in baseline.notes[0]
+    val = data.val[0]
+    up = bicubic_upsample(val.lr[None], 3)[0]
+    bicubic, _ = validation_metrics(torch.from_numpy(np.asarray(up)), torch.from_numpy(val.ref),
+                                    torch.from_numpy(val.valid))
+    assert baseline.psnr > bicubic + 5.0
+    assert classical_baseline(TrainingData(data.train, (), data.lr_bands, data.msi, 3, "simulation")) is None
 
 
 def test_train_and_models_commands(tmp_path, capsys):

@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="bottom fraction of rows held out for validation (default 0.2)")
     parser.add_argument("--val-every", type=int, default=50)
+    parser.add_argument("--patience", type=int, default=None, metavar="N",
+                        help="stop once validation has not improved for N checks (early stopping; default off)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", default=None, help="continue from a checkpoint of an earlier run")
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args)
     config = TrainConfig(mode=args.mode, preset=args.preset, steps=args.steps, time_budget_s=args.time_budget,
                          batch_size=args.batch_size, patch=args.patch, learning_rate=args.learning_rate,
-                         val_every=args.val_every, seed=args.seed, device=args.device)
+                         val_every=args.val_every, seed=args.seed, device=args.device,
+                         patience=args.patience)
     report = train(data, config, args.out, teacher_checkpoint=args.teacher, resume=args.resume,
                    reporter=Reporter(None if args.json else _progress))
     if args.json:
@@ -111,4 +114,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {report.steps} steps in {report.seconds:.0f} s on {report.device}; "
               f"best validation ({report.best_step}): {best or 'no validation set'}; saved {report.model_path}"
               + (f" and {report.teacher_path}" if report.teacher_path else ""))
+        if report.classical is not None:
+            print("classical methods on the same validation rows: "
+                  + ", ".join(f"{c['method']} {c['psnr']:.3f} dB" for c in report.classical["scores"])
+                  + f" ({'; '.join(report.classical['notes'])}). {report.classical['verdict']}")
     return 0

@@ -50,7 +50,7 @@ import torch
 from csakd_qgis.classical.baselines import bicubic_upsample
 from csakd_qgis.errors import DependencyError, InputError, ModelMismatchError
 from csakd_qgis.io.bands import BandInfo
-from csakd_qgis.models.card import ModelCard
+from csakd_qgis.models.card import CLASSICAL_GAIN_KEY, ModelCard
 from csakd_qgis.models.onnx_runtime import (
     OnnxNetworkMethod,
     PathLike,
@@ -71,10 +71,6 @@ BICUBIC_HALO = 2
 
 #: Methods that run a trained network.
 NETWORKS = ("csakd", "student", "teacher")
-
-#: Model-card metric: validation PSNR (dB) of the network minus that of the best classical method on the same
-#: validation data.  ``auto`` uses a network only when its card says this is above 0.
-CLASSICAL_GAIN_KEY = "val_gain_over_classical_db"
 
 #: Names ``model`` may take to ask for automatic selection.
 AUTO = (None, "", "auto")

@@ -34,6 +34,14 @@ FORMAT_VERSION = 1
 #: Roles a checkpoint can have.
 ROLES = ("student", "teacher")
 
+#: ``metrics`` key: validation PSNR (dB) of the network minus that of the strongest classical method on the same
+#: validation scenes (:func:`csakd_qgis.training.baseline.classical_baseline`).  ``auto`` uses a network only when
+#: its card says this is above 0 (:func:`csakd_qgis.fusion.methods.pays_off`).
+CLASSICAL_GAIN_KEY = "val_gain_over_classical_db"
+
+#: ``metrics`` keys of the classical bar itself: its validation PSNR (dB) and SAM (degrees).
+CLASSICAL_PSNR_KEY, CLASSICAL_SAM_KEY = "classical_psnr", "classical_sam"
+
 
 def _take(cls: type, data: Mapping[str, Any], what: str) -> Dict[str, Any]:
     """Check ``data`` has only the fields of dataclass ``cls`` and return it as a dict."""

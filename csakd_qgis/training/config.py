@@ -49,6 +49,11 @@ class TrainConfig:
         ``"auto"``, ``"cpu"``, ``"cuda"``, ... (:func:`csakd_qgis.devices.resolve_device`).
     amp:
         bf16 autocast on CUDA (ignored on CPU).
+    patience:
+        Early stopping: end the run once the exported network's validation
+        PSNR has not improved for this many validations (``patience *
+        val_every`` steps); None or 0 = run the whole schedule.  The saved
+        weights are the best validated ones either way.
     """
 
     mode: str = "kd"
@@ -63,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    patience: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -75,3 +81,5 @@ class TrainConfig:
             raise InputError(f"time budget {self.time_budget_s} s must be positive")
         if self.batch_size < 1 or self.val_every < 1:
             raise InputError("batch size and validation interval must be positive")
+        if self.patience is not None and self.patience < 0:
+            raise InputError(f"patience {self.patience} must be a number of validations >= 0")

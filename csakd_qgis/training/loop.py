@@ -43,6 +43,7 @@ from csakd_qgis.models import checkpoint
 from csakd_qgis.models.card import Provenance
 from csakd_qgis.models.files import optimizer_path_for
 from csakd_qgis.progress import SILENT, Reporter
+from csakd_qgis.training.baseline import classical_baseline
 from csakd_qgis.training.config import TrainConfig
 from csakd_qgis.training.data import TrainingData, fit_patch
 from csakd_qgis.training.losses import student_loss, teacher_loss
@@ -104,7 +105,9 @@ def train(data: TrainingData, config: TrainConfig, out: os.PathLike, *,
     prov = Provenance(data=data.name, protocol=data.protocol, mode=config.mode, steps=step,
                       epochs=_epochs(data, config, step - start_step), seconds=round(seconds, 1),
                       seed=config.seed, machine=f"{platform.node() or 'unknown'} ({device})")
-    save_networks(nets, paths, data, config, prov)
+    reporter.update(1.0, "scoring the classical methods on the validation rows")
+    baseline = classical_baseline(data)
+    save_networks(nets, paths, data, config, prov, baseline)
     checkpoint.save_optimizer_state(optimizer_path_for(out), nets.optimizers(), {"step": step},
                                     modules=nets.extra_modules())
     best = nets.trained[nets.exported].best
@@ -114,6 +117,7 @@ def train(data: TrainingData, config: TrainConfig, out: os.PathLike, *,
         curve=tuple(curve), model_path=str(paths[nets.exported]),
         teacher_path=str(paths["teacher"]) if "teacher" in paths and nets.exported != "teacher" else None,
         device=str(device),
+        classical=None if baseline is None or best is None else baseline.summary(best.psnr),
     )
 
 
@@ -145,6 +149,8 @@ def _run(nets: Networks, sampler: PatchSampler, data: TrainingData, config: Trai
         elapsed = time.perf_counter() - t0
         if step % config.val_every == 0 or _finished(config, step, elapsed):
             curve.append(record(nets, data, device, step))
+            if _stalled(nets, data, config, step):
+                break
         frac, _ = _lr_at(config, step, elapsed)
         reporter.update(frac, _progress_message(config, step, start_step, elapsed))
 
@@ -189,6 +195,14 @@ def _finished(config: TrainConfig, step: int, elapsed: float) -> bool:
     if config.time_budget_s is not None:
         return elapsed >= config.time_budget_s
     return step >= config.steps
+
+
+def _stalled(nets: Networks, data: TrainingData, config: TrainConfig, step: int) -> bool:
+    """Whether early stopping ends the run: no better validation of the exported network for ``patience`` checks."""
+    best = nets.trained[nets.exported].best
+    if not config.patience or not data.val or best is None:
+        return False
+    return step - best.step >= config.patience * config.val_every
 
 
 def _lr_at(config: TrainConfig, step: int, elapsed: float) -> Tuple[float, float]:

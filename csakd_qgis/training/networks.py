@@ -19,17 +19,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, cast
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 
 from csakd_qgis.errors import CheckpointError, InputError, ModelMismatchError
 from csakd_qgis.models import ModelConfig, build_model, checkpoint, preset
-from csakd_qgis.models.card import ModelCard, Provenance
+from csakd_qgis.models.card import CLASSICAL_GAIN_KEY, CLASSICAL_PSNR_KEY, CLASSICAL_SAM_KEY, ModelCard, Provenance
 from csakd_qgis.models.files import model_name, optimizer_path_for, teacher_path_for
 from csakd_qgis.training.config import TrainConfig
 from csakd_qgis.training.data import TrainingData
 from csakd_qgis.training.losses import FeatureAdapter
+
+if TYPE_CHECKING:  # a run-time import would be circular (baseline -> validation -> networks)
+    from csakd_qgis.training.baseline import Baseline
 
 
 @dataclass(frozen=True)
@@ -190,18 +193,30 @@ def resume_networks(nets: Networks, resume: os.PathLike) -> int:
 
 
 def save_networks(nets: Networks, paths: Dict[str, Path], data: TrainingData, config: TrainConfig,
-                  provenance: Provenance) -> None:
-    """Restore each network in ``paths`` to its best state and save it with its model card."""
+                  provenance: Provenance, baseline: Optional[Baseline] = None) -> None:
+    """Restore each network in ``paths`` to its best state and save it with its model card.
+
+    With a ``baseline`` (the classical bar on the same validation scenes) the
+    card's metrics carry the network's gain over it
+    (:data:`~csakd_qgis.models.card.CLASSICAL_GAIN_KEY`, which ``auto``
+    reads) and its ``limits`` say whether ``auto`` will use the network.
+    """
     for role, path in paths.items():
         net = nets.trained[role]
         if net.best is not None:
             net.model.load_state_dict(net.best.state)
         metrics = {"psnr": net.best.psnr, "sam": net.best.sam} if net.best is not None and data.val else {}
+        limits = "Use with inputs whose bands, sensor and scale match this card."
+        if baseline is not None and metrics:
+            gain = metrics["psnr"] - baseline.psnr
+            metrics.update({CLASSICAL_GAIN_KEY: gain, CLASSICAL_PSNR_KEY: baseline.psnr,
+                            CLASSICAL_SAM_KEY: baseline.sam})
+            limits += " " + baseline.verdict(gain)
         card = ModelCard(
             name=model_name(path), role=role, config=net.config.to_dict(), scale=data.scale,
             lr_bands=data.lr_bands, msi=data.msi, provenance=provenance,
             validation=f"bottom rows of {data.name or 'the training scene'}" if data.val else "", metrics=metrics,
             description=f"Trained by csakd train (mode {config.mode}, preset {config.preset}).",
-            limits="Use with inputs whose bands, sensor and scale match this card.",
+            limits=limits,
         )
         checkpoint.save_checkpoint(path, net.model, card)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,15 @@ class TrainReport:
     model_path: str
     teacher_path: Optional[str]
     device: str
+    #: The classical bar on the same validation rows with the exported network's ``gain_db`` over it and the
+    #: ``verdict`` written into its card (:meth:`csakd_qgis.training.baseline.Baseline.summary`); None
+    #: without a validation set.
+    classical: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> dict:
         """JSON-ready dict (``curve`` as a list of dicts)."""
         return {"steps": self.steps, "seconds": self.seconds, "best_step": self.best_step,
                 "best_metrics": dict(self.best_metrics),
                 "curve": [vars(p).copy() for p in self.curve],
-                "model_path": self.model_path, "teacher_path": self.teacher_path, "device": self.device}
+                "model_path": self.model_path, "teacher_path": self.teacher_path, "device": self.device,
+                "classical": self.classical}
