@@ -172,6 +172,20 @@ def test_early_stopping_ends_the_run_when_validation_stalls(tmp_path):
         TrainConfig(patience=-1)
 
 
+def test_the_student_starts_from_the_same_weights_in_every_mode(tmp_path):
+    from csakd_qgis.training.networks import build_networks
+
+    torch.set_num_threads(1)
+    teacher = tmp_path / "t.safetensors"
+    train(_data(), _tiny("teacher", steps=1), teacher)
+    cpu = torch.device("cpu")
+    states = [build_networks(_data(), _tiny(mode, seed=seed), cpu, teacher).trained["student"].model.state_dict()
+              for mode, seed in (("student", 3), ("offline", 3), ("kd", 3), ("student", 4))]
+    for other in states[1:3]:
+        assert all(torch.equal(states[0][k], other[k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[3][k]) for k in states[0])  # the seed does change them
+
+
 def test_offline_distillation_needs_a_fitting_teacher(tmp_path):
     torch.set_num_threads(1)
     teacher = tmp_path / "t.safetensors"
@@ -223,6 +237,19 @@ def test_classical_baseline_fits_a_scene_the_msi_explains(texture):
                                     torch.from_numpy(val.valid))
     assert baseline.psnr > bicubic + 5.0
     assert classical_baseline(TrainingData(data.train, (), data.lr_bands, data.msi, 3, "simulation")) is None
+
+
+def test_classical_baseline_fits_on_the_training_pair_when_a_validation_scene_is_too_small():
+    import dataclasses
+
+    from csakd_qgis.training.baseline import METHODS, classical_baseline
+
+    data = _data()
+    tiny = _scene(h=1, w=2, seed=7)  # 2 LR pixels: no method can be fitted on it
+    baseline = classical_baseline(dataclasses.replace(data, val=(data.val[0], tiny)))
+    fallbacks = [n for n in baseline.notes if "fitted on the training pair for validation scene 2" in n]
+    assert [n.split()[0] for n in fallbacks] == list(METHODS)
+    assert np.isfinite(baseline.psnr)
 
 
 def test_train_and_models_commands(tmp_path, capsys):

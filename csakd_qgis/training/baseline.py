@@ -11,9 +11,11 @@ the same pairs without a network:
    (:func:`csakd_qgis.estimation.estimate_degradation`), as the engine
    estimates it from the pair it fuses; an unreliable or failed estimate
    gives the default Gaussian PSF and no offset, as in the engine;
-2. each of the engine's classical methods (:data:`METHODS`) is fitted on that
-   training pair with that degradation and applies to every validation scene
-   (edges mirrored by its halo, :func:`csakd_qgis.classical.fuse_whole`);
+2. each of the engine's classical methods (:data:`METHODS`) is fitted with
+   that degradation on each validation scene's own pair, as the engine fits
+   on the pair it fuses (on the training pair when a validation scene is too
+   small for a fit), and fuses it (edges mirrored by its halo,
+   :func:`csakd_qgis.classical.fuse_whole`);
 3. each is scored with the network's validation metric
    (:func:`csakd_qgis.training.validation.validation_metrics`: PSNR with the
    per-band peak, SAM in degrees, over the valid pixels), and the best PSNR
@@ -108,12 +110,19 @@ def classical_baseline(data: TrainingData) -> Optional[Baseline]:
     fit_scene = max(data.train, key=lambda s: s.lr.shape[1] * s.lr.shape[2])
     good = _good_bands(data, fit_scene)
     sigma, offset, note = _degradation(fit_scene, good, data.lr_bands.wavelengths_nm)
+    notes = [note]
     scores = []
     for name in METHODS:
-        fusion = fit_method(name, fit_scene.lr, fit_scene.msi, fit_scene.scale, sigma, offset, good)
-        metrics = [validation_metrics(torch.from_numpy(fuse_whole(fusion.model, sc.lr, sc.msi)),
-                                      torch.from_numpy(sc.ref), torch.from_numpy(sc.valid)) for sc in data.val]
+        metrics = []
+        for number, sc in enumerate(data.val):
+            try:
+                fusion = fit_method(name, sc.lr, sc.msi, sc.scale, sigma, offset, good)
+            except InputError as error:
+                fusion = fit_method(name, fit_scene.lr, fit_scene.msi, sc.scale, sigma, offset, good)
+                notes.append(f"{name} fitted on the training pair for validation scene {number + 1} ({error})")
+            metrics.append(validation_metrics(torch.from_numpy(fuse_whole(fusion.model, sc.lr, sc.msi)),
+                                              torch.from_numpy(sc.ref), torch.from_numpy(sc.valid)))
         scores.append((name, float(np.mean([m[0] for m in metrics])), float(np.mean([m[1] for m in metrics]))))
     best = max(scores, key=lambda s: s[1])
-    return Baseline(best[0], best[1], best[2], tuple(scores), (note,))
+    return Baseline(best[0], best[1], best[2], tuple(scores), tuple(notes))
 

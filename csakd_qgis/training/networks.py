@@ -125,7 +125,12 @@ def check_teacher(card: ModelCard, data: TrainingData, path: str) -> None:
 
 def build_networks(data: TrainingData, config: TrainConfig, device: torch.device,
                    teacher_checkpoint: Optional[os.PathLike] = None) -> Networks:
-    """Fresh networks for ``config.mode`` (drawing their initial weights from torch's generator, in this order).
+    """Fresh networks for ``config.mode``.
+
+    The student's initial weights are drawn from a generator seeded with
+    ``config.seed`` alone, so they are the same in every mode (a KD student
+    and one trained without KD start from the same weights); the teacher and
+    the adapter draw theirs from torch's global generator.
 
     Raises :class:`~csakd_qgis.errors.InputError` in ``offline`` mode without
     ``teacher_checkpoint``, and :class:`~csakd_qgis.errors.ModelMismatchError`
@@ -145,7 +150,9 @@ def build_networks(data: TrainingData, config: TrainConfig, device: torch.device
             p.requires_grad_(False)
     if config.mode in ("kd", "offline", "student"):
         cfg = preset(f"{config.preset}_student", c, m, s)
-        student = build_model(cfg).to(device).train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            student = build_model(cfg).to(device).train()
         extra: Tuple[torch.nn.Module, ...] = ()
         if config.mode != "student":
             t_nf = nets.trained["teacher"].config.nf if "teacher" in nets.trained else int(tcard.config["nf"])
