@@ -75,7 +75,7 @@ while calls < 1 or time.perf_counter() - start < 1.0:
 raw = calls * kw["batch"] * (report.tile_size * s) ** 2 / (time.perf_counter() - start)
 print(json.dumps({"seconds": seconds, "rss_mb": rss, "rss_start_mb": rss_start, "timings": report.timings,
                   "raw_px_s": raw, "halo": report.halo, "tiles": report.tiles_total,
-                  "recomputed": report.tiles_recomputed}))
+                  "recomputed": report.tiles_recomputed, "carried": report.tiles_carried}))
 """
 
 #: Child process of one ``write`` case.
@@ -152,8 +152,8 @@ def memory_part(folder: Path, quick: bool) -> str:
         e2e = size * size / r["seconds"]
         rows.append(f"| {size} x {size} | {bands} | {method} (halo {r['halo']}) | {r['rss_start_mb']:.0f} | "
                     f"{r['rss_mb']:.0f} | {r['seconds']:.1f} | {e2e / 1e6:.3f} | {r['raw_px_s'] / 1e6:.3f} | "
-                    f"{e2e / r['raw_px_s']:.2f} | {r['tiles']} + {r['recomputed']} | {t['read']:.1f} / "
-                    f"{t['infer']:.1f} / {t['blend']:.1f} / {t['write']:.1f} |")
+                    f"{e2e / r['raw_px_s']:.2f} | {r['tiles']} + {r['recomputed']} ({r['carried']}) | "
+                    f"{t['read']:.1f} / {t['infer']:.1f} / {t['blend']:.1f} / {t['write']:.1f} |")
         print(rows[-1], flush=True)
     return "\n".join([
         f"Tile {TILE} LR px, overlap {OVERLAP}, batch {BATCH}, int16 output (ZSTD level 1, 256-px blocks, "
@@ -168,7 +168,7 @@ def memory_part(folder: Path, quick: bool) -> str:
         "bands), more blocks on a larger raster, and glibc kept the freed heap after the datasets closed.",
         "",
         "| output (px) | bands | method | imports RSS (MB) | peak RSS (MB) | time (s) | Mpx/s | raw Mpx/s | ratio "
-        "| tiles | read / infer / blend / write (s) |",
+        "| tiles + recomputed (carried) | read / infer / blend / write (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])

@@ -145,7 +145,8 @@ def main() -> None:
         e2e = hr * hr / r["seconds"]
         rows.append(f"| {backend} | {hr} x {hr} x {bands} | {r['seconds']:.0f} | {e2e / 1e6:.3f} | "
                     f"{r['raw_px_s'] / 1e6:.3f} | {e2e / r['raw_px_s']:.2f} | {r['rss_mb']:.0f} | {r['tiles']} + "
-                    f"{r['recomputed']} | {t['read']:.0f} / {t['infer']:.0f} / {t['blend']:.0f} / {t['write']:.0f} |")
+                    f"{r['recomputed']} ({r['carried']}) | {t['read']:.0f} / {t['infer']:.0f} / {t['blend']:.0f} / "
+                    f"{t['write']:.0f} |")
     halo = next(iter(runs.values()))["halo"]
     body = "\n".join([
         f"Machine: {machine()}.",
@@ -157,7 +158,7 @@ def main() -> None:
         f"{args.batch}, int16 ZSTD output ({out_mb:.0f} MB), shift estimate on.",
         "",
         "| backend | output (px) | total (s) | output Mpx/s | raw model Mpx/s | end-to-end / raw | peak RSS (MB) | "
-        "tiles | read / infer / blend / write (s) |",
+        "tiles + recomputed (carried) | read / infer / blend / write (s) |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",

@@ -45,7 +45,7 @@ def test_tiled_equals_whole_image(pair, tmp_path, method):
     # column blocks of 64 HR px over 32-px output blocks: tile columns reach into (0,1,2), (1,2,3,4), (4)
     tiled = fuse(lr_path, msi_path, str(tmp_path / "tiled.tif"), method=method, tile=10, overlap=2, device="cpu",
                  batch_size=3, block_width=64, output_block=32)
-    assert (whole.tiles_total, tiled.tiles_total, tiled.tiles_recomputed) == (1, 25, 15)
+    assert (whole.tiles_total, tiled.tiles_total, tiled.tiles_recomputed, tiled.tiles_carried) == (1, 25, 0, 15)
     a, b = _read(whole.output), _read(tiled.output)
     assert a.shape == (5, 144, 144)
     np.testing.assert_allclose(b, a, rtol=0, atol=5e-6 * np.abs(a).max())
@@ -235,7 +235,7 @@ def test_report_names_method_counts_and_summary(pair, tmp_path):
     lines = report.summary_lines()
     assert lines[0].endswith("144 x 144 pixels of 10 in EPSG:32633")
     assert lines[1].startswith("scale 3") and "not estimated" in lines[2]
-    assert lines[3].startswith("tiles: 25 of 10 LR px (halo 2), 0 empty, 15 recomputed")
+    assert lines[3].startswith("tiles: 25 of 10 LR px (halo 2), 0 empty, 0 recomputed and 15 carried across")
     assert "bicubic on cpu, batch size 3" in lines[4] and lines[5].startswith("degradation from the pair: PSF sigma")
     assert lines[6].startswith("time ")
 
@@ -246,10 +246,11 @@ def test_empty_ghost_tiles_are_counted_once(tmp_path):
     lr_path = write_geotiff(tmp_path / "lr.tif", lr, LR_T, nodata=-9999.0)
     msi_path = write_geotiff(tmp_path / "msi.tif", np.ones((1, 120, 120), np.float32), LR_T * Affine.scale(1 / S))
     # HR windows of the tile columns: 0..36, 24..66, 54..96, 84..120; blocks of 32 px visit columns
-    # (0, 1), (0, 1, 2), (1, 2, 3), (3): 9 of 4 per row; empty column 0 is visited twice, skipped once
+    # (0, 1), (0, 1, 2), (1, 2, 3), (3): 9 of 4 per row; empty column 0 is visited twice, skipped once; the
+    # 5 later visits per row are served by the seam carry
     report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, device="cpu",
                   block_width=32, output_block=32, shift_correction=False)
-    assert (report.tiles_total, report.tiles_recomputed, report.tiles_skipped) == (16, 20, 4)
+    assert (report.tiles_total, report.tiles_recomputed, report.tiles_carried, report.tiles_skipped) == (16, 0, 20, 4)
     data, valid = read_window(report.output)
     np.testing.assert_array_equal(valid, np.broadcast_to(np.arange(120) >= 60, (120, 120)))
     np.testing.assert_allclose(data[:, valid], 100.0, rtol=1e-6)

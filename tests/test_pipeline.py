@@ -65,7 +65,7 @@ def test_pipeline_writes_each_block_aligned_strip_once(pair):
     radiometry = Radiometry(1.0, 1.0, np.zeros(5, np.float32), np.zeros(3, np.float32))
     result = run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), BicubicMethod(S), plan, sink, radiometry,
                           batch_size=3, block_width=64, out_block=32)
-    assert result.recomputed == 15
+    assert (result.tiles, result.recomputed, result.carried) == (25, 0, 15)
     # 3 column blocks x 5 strips (4 of 32 rows, one of 16), each written once as a whole window
     expected = {(x0, y, x1 - x0, min(32, 144 - y)) for x0, x1 in ((0, 64), (64, 128), (128, 144))
                 for y in range(0, 144, 32)}
@@ -74,6 +74,61 @@ def test_pipeline_writes_each_block_aligned_strip_once(pair):
     # whole image upsampled at once, with the same 2-px mirrored context at the edges
     whole = BicubicMethod(S).predict(reflect_pad(lr, ((2, 2), (2, 2)))[None], None)[0, :, 6:-6, 6:-6]
     np.testing.assert_allclose(sink.out, whole, rtol=0, atol=2e-6)
+
+
+class CountingSource(ArraySource):
+    """An :class:`ArraySource` that counts LR reads and leaves the MSI invalid in ``hole`` (HR rows, cols)."""
+
+    def __init__(self, lr, msi, hole=None):
+        super().__init__(lr, msi)
+        self.lr_reads, self.hole = 0, hole
+
+    def read_lr(self, window):
+        self.lr_reads += 1
+        return super().read_lr(window)
+
+    def read_msi(self, window):
+        part, valid = super().read_msi(window)
+        if self.hole is not None:
+            mask = np.zeros(self.msi.shape[1:], bool)
+            mask[self.hole] = True
+            valid = valid & ~mask[window.row_off:window.row_off + window.height,
+                                  window.col_off:window.col_off + window.width]
+        return part, valid
+
+
+class Scaled:
+    """Each output pixel from its own tile's inputs: any tile predicted twice would give the same values."""
+
+    name, halo = "scaled", 1
+
+    def __init__(self, scale=S):
+        self.scale = scale
+
+    def predict(self, lr, msi):
+        up = np.repeat(np.repeat(lr, self.scale, axis=2), self.scale, axis=3)
+        return (up.mean(axis=1, keepdims=True) * msi[:, :1] + up).astype(np.float32)
+
+
+@pytest.mark.parametrize("tile, overlap, block_width", [(10, 2, 64), (7, 1, 32), (30, 3, 32), (48, 0, 64)])
+def test_the_seam_carry_gives_the_recomputed_output_without_predicting_twice(pair, tile, overlap, block_width):
+    """Tiles reaching 2 or (tile 30: 90 HR px, 32-px blocks) 4 blocks, and a hole of invalid MSI pixels."""
+    _p, _q, lr, msi = pair
+    plan = plan_tiles(48, 48, tile=tile, overlap=overlap, halo=1, scale=S)
+    outs, results, reads = [], [], []
+    for carry in (False, True):
+        source = CountingSource(lr, msi, hole=(slice(0, 144), slice(50, 100)))
+        sink = RecordingSink((5, 144, 144))
+        results.append(run_pipeline(lambda s=source: nullcontext(s), Scaled(), plan, sink, _levels(),
+                                    batch_size=2, block_width=block_width, out_block=32, carry=carry))
+        outs.append(sink.out)
+        reads.append(source.lr_reads)
+    recomputing, carrying = results
+    assert carrying.recomputed == 0 and carrying.carried == recomputing.recomputed > 0
+    assert reads == [len(plan) + recomputing.recomputed, len(plan)]  # a carried tile is not read again
+    assert carrying.skipped == recomputing.skipped and carrying.skipped_tiles == recomputing.skipped_tiles
+    np.testing.assert_array_equal(outs[1], outs[0])
+    assert np.isnan(outs[1][:, :, 50:100]).all() and not np.isnan(outs[1][:, :, :50]).any()
 
 
 @pytest.mark.parametrize("tile, overlap", [(10, 2), (7, 1), (16, 4), (48, 0)])

@@ -96,8 +96,8 @@ class DistributedReport:
 
     ``fuse`` is the single-process report's content for the whole scene:
     its ``tiles_total`` is the global plan's tile count and its
-    ``tiles_recomputed`` every extra prediction (column blocks and region
-    borders); its stage ``timings`` are summed over regions (worker-seconds),
+    ``tiles_recomputed`` every extra prediction (region borders; column
+    blocks carry their seams, ``tiles_carried``); its stage ``timings`` are summed over regions (worker-seconds),
     ``total`` is wall-clock.  ``tiles_computed`` counts each tile once per
     region it reaches, so ``border_overhead = tiles_computed / tiles_total - 1``
     is the work added by cutting the output into regions.
@@ -261,7 +261,8 @@ class SceneRun:
         timings = Timings(read=sum(p.timings.read for p in parts), infer=sum(p.timings.infer for p in parts),
                           blend=sum(p.timings.blend for p in parts), write=sum(p.timings.write for p in parts))
         combined = PipelineResult(tiles=len(self.tiles), skipped=len(skipped), recomputed=visits - len(self.tiles),
-                                  batch_size=min(p.batch_size for p in parts), timings=timings)
+                                  batch_size=min(p.batch_size for p in parts), timings=timings,
+                                  carried=sum(p.carried for p in parts))
         notes = self.plan.notes + tuple(dict.fromkeys(n for r in results for n in r.notes)) + extra_notes
         tile = min(r.tile for r in results)
         report = self.plan.report(self.output, combined, tile=tile,

@@ -11,9 +11,10 @@ the memory held does not grow with the raster (:mod:`csakd_qgis.fusion.pipeline`
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import IO, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 from rasterio.windows import Window
@@ -77,6 +78,84 @@ class ColumnBlocks:
                         for x0, x1 in spans)
         owner = tuple(next((k for k, cols in enumerate(columns) if c in cols), -1) for c in range(plan.shape[1]))
         return cls(spans, columns, owner)
+
+    def reaches_next(self, col: int, block: int) -> bool:
+        """Whether tile column ``col``, visited by ``block``, reaches into the block after it too."""
+        return block + 1 < len(self.columns) and col in self.columns[block + 1]
+
+    def visited_before(self, col: int, block: int) -> bool:
+        """Whether tile column ``col`` was already visited by the block before ``block``."""
+        return block > 0 and col in self.columns[block - 1]
+
+
+class _Carried:
+    """Marker handed to :meth:`Blender.add` for a tile whose prediction the :class:`SeamCarry` holds."""
+
+    def __repr__(self) -> str:
+        return "CARRIED"
+
+
+#: :meth:`Blender.add`'s ``prediction`` for a tile predicted by the block before (kept by :class:`SeamCarry`).
+CARRIED = _Carried()
+
+
+class SeamCarry:
+    """Predictions of tiles that straddle a column-block boundary, kept on disk for the next block.
+
+    A tile predicted in block ``k`` that reaches into block ``k + 1`` has
+    the columns of its prediction from block ``k + 1``'s first column on
+    written to a spill file (float32, ``(C, h, w)`` as predicted, NaN kept);
+    block ``k + 1`` reads them back instead of predicting the tile again.
+    Blocks alternate between two unnamed temporary files, and a file is
+    emptied when the block after next starts writing to it, so the disk
+    used is at most two block edges' worth: output rows x the tiles'
+    overhang x bands x 4 bytes each (about 1.4 GB at 8000 rows, 224 bands
+    and a 192-px overhang).  Plain seek/read/write, not a memory map: the
+    data stays in the operating system's page cache, outside the process's
+    resident memory.  Used by the writer thread only.
+
+    Parameters
+    ----------
+    folder:
+        Where the spill files are created (the output's folder: the same
+        disk, not a RAM-backed ``/tmp``); None: the system's temporary folder.
+    """
+
+    def __init__(self, folder: Optional[str] = None) -> None:
+        self.files: List[IO[bytes]] = [tempfile.TemporaryFile(dir=folder, prefix=".csakd-seams-") for _ in range(2)]
+        self.holds = [-1, -1]  # the block whose carries each file holds
+        #: ``(row, col)`` -> ``(file, byte offset, shape or None for a tile without valid pixels, bands)``
+        self.index: Dict[Tuple[int, int], Tuple[int, int, Optional[Tuple[int, ...]], int]] = {}
+        self.count = 0  # tiles put, over the run
+
+    def put(self, tile: Tile, block: int, part: Optional[np.ndarray], bands: int) -> None:
+        """Keep ``part`` ``(C, h, w)`` float32 (None: the tile has no valid pixel) of ``tile`` from ``block``."""
+        slot = block % 2
+        f = self.files[slot]
+        if self.holds[slot] != block:  # its previous block's carries were all taken by the block after it
+            f.seek(0)
+            f.truncate()
+            self.holds[slot] = block
+        offset = f.seek(0, 2)
+        if part is not None:
+            f.write(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+        self.index[(tile.row, tile.col)] = (slot, offset, None if part is None else part.shape, bands)
+        self.count += 1
+
+    def take(self, tile: Tile) -> Tuple[Optional[np.ndarray], int]:
+        """``(part, bands)`` put for ``tile`` by the block before; removed from the carry."""
+        slot, offset, shape, bands = self.index.pop((tile.row, tile.col))
+        if shape is None:
+            return None, bands
+        f = self.files[slot]
+        f.seek(offset)
+        part = np.frombuffer(bytearray(f.read(int(np.prod(shape)) * 4)), dtype=np.float32).reshape(shape)
+        return part, bands
+
+    def close(self) -> None:
+        """Delete the spill files."""
+        for f in self.files:
+            f.close()
 
 
 def schedule(plan: TilePlan, blocks: ColumnBlocks,
@@ -166,13 +245,19 @@ class Blender:
     region:
         HR window to blend and write (default: the whole output); the sink
         receives windows relative to its top-left corner.
+    carry:
+        Keeps the part of a straddling tile's prediction that the next
+        block needs (:class:`SeamCarry`); that block then hands
+        :data:`CARRIED` instead of predicting the tile again.  None: every
+        block gets its own prediction of the tiles it reaches.
     """
 
     def __init__(self, plan: TilePlan, sink: Sink, blocks: ColumnBlocks, rows: int = OUTPUT_BLOCK,
-                 region: Optional[Window] = None) -> None:
+                 region: Optional[Window] = None, carry: Optional[SeamCarry] = None) -> None:
         self.plan = plan
         self.sink = sink
         self.blocks = blocks
+        self.carry = carry
         region = region or Window(0, 0, plan.out_width, plan.out_height)
         self.row_span = (int(region.row_off), int(region.row_off + region.height))
         self.strips = StripWriter(sink, blocks.spans, rows, self.row_span[1],
@@ -180,8 +265,29 @@ class Blender:
         self.pending: Dict[Tuple[int, int, int], List] = {}
         self.timings = Timings()
 
-    def add(self, tile: Tile, block: int, prediction: Optional[np.ndarray], bands: int) -> None:
-        """Blend ``prediction`` ``(C, h, w)`` over ``tile.out`` (None = all nodata) into its cells in ``block``."""
+    def add(self, tile: Tile, block: int, prediction: Union[np.ndarray, None, _Carried], bands: int) -> None:
+        """Blend ``prediction`` ``(C, h, w)`` over ``tile.out`` into its cells in ``block``.
+
+        ``prediction`` None: the tile has no valid pixel (all nodata);
+        :data:`CARRIED`: the carry holds it from the block before (``bands`` unused).
+        """
+        x0, x1 = self.blocks.spans[block]
+        origin = int(tile.out.col_off)  # HR column of the prediction's first column
+        if isinstance(prediction, _Carried):
+            if self.carry is None:
+                raise ValueError("a carried tile reached a blender without a seam carry")
+            start = time.perf_counter()
+            prediction, bands = self.carry.take(tile)
+            self.timings.write += time.perf_counter() - start
+            origin = x0
+        self._blend(tile, block, prediction, bands, origin)
+        if self.carry is not None and self.blocks.reaches_next(tile.col, block):
+            start = time.perf_counter()
+            self.carry.put(tile, block + 1, None if prediction is None else prediction[:, :, x1 - origin:], bands)
+            self.timings.write += time.perf_counter() - start
+
+    def _blend(self, tile: Tile, block: int, prediction: Optional[np.ndarray], bands: int, origin: int) -> None:
+        """:meth:`add` for a prediction whose first column is HR column ``origin``."""
         plan = self.plan
         x0, x1 = self.blocks.spans[block]
         y_first, y_last = self.row_span
@@ -198,7 +304,7 @@ class Blender:
                 if prediction is None:
                     part = np.full(shape, np.nan, dtype=np.float32)
                 else:
-                    y0, xo = r0 - tile.out.row_off, c0 - tile.out.col_off
+                    y0, xo = r0 - tile.out.row_off, c0 - origin
                     part = prediction[:, y0:y0 + shape[1], xo:xo + shape[2]]
                 expected = len(ys.tiles) * len(xs.tiles)
                 if expected > 1:

@@ -115,7 +115,7 @@ def run_plan(plan: FusionPlan, method: FusionMethod, options: FuseOptions, path:
                 result = run_pipeline(plan.open_pair, method, tiles, writer, plan.radiometry,
                                       batch_size=options.batch_size, block_width=options.block_width,
                                       out_block=options.output_block, region=region, reporter=reporter,
-                                      notify=notify)
+                                      notify=notify, carry_dir=os.path.dirname(os.path.abspath(path)))
             return result, tile
         except TileTooLarge:
             if tile // 2 < MIN_TILE:

@@ -26,9 +26,13 @@ Three stages overlap in time:
 Memory does not grow with the raster: the output is cut into *column
 blocks* of ``block_width`` HR pixels (a multiple of ``out_block``; the last
 one narrower), processed one after the other, row-major inside a block.  A
-block predicts every tile whose output window reaches into it and keeps
-only the part inside it, so the one or two tile columns that straddle a
-block boundary are predicted twice (``recomputed``; about
+block blends every tile whose output window reaches into it and keeps only
+the part inside it.  The one or two tile columns that straddle a block
+boundary are predicted once: the block that predicts them writes the part
+the next block needs to a spill file on disk
+(:class:`~csakd_qgis.fusion.blend.SeamCarry`, ``carried``), and the next
+block reads it back instead of reading and predicting the tile again
+(``carry=False``: predicted again, ``recomputed``; about
 ``tile x scale / block_width`` extra work).  At any time the writer holds
 the seams below the current tile row of one block
 (``block_width x 2 overlap x scale x bands`` float32) and the open strips
@@ -60,14 +64,14 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, List, Optional, Protocol, Tuple
+from typing import Callable, ContextManager, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 from rasterio.windows import Window
 
 from csakd_qgis.devices import OomBackoff
 from csakd_qgis.errors import TilingError
-from csakd_qgis.fusion.blend import Blender, ColumnBlocks, Sink, Timings, schedule
+from csakd_qgis.fusion.blend import CARRIED, Blender, ColumnBlocks, SeamCarry, Sink, Timings, schedule
 from csakd_qgis.fusion.methods import FusionMethod
 from csakd_qgis.fusion.radiometry import Radiometry
 from csakd_qgis.fusion.tiling import Tile, TilePlan, read_mirrored
@@ -91,8 +95,10 @@ class PipelineResult:
 
     ``tiles`` counts the distinct tiles that reach the run's region (all of
     the plan for the whole output), ``recomputed`` the extra predictions of
-    tiles that straddle column blocks, ``skipped_tiles`` the ``(row, col)``
-    of tiles with no valid output pixel (not predicted).
+    tiles that straddle column blocks (none with a seam carry),
+    ``carried`` the visits served from the seam carry instead,
+    ``skipped_tiles`` the ``(row, col)`` of tiles with no valid output
+    pixel (not predicted).
     """
 
     tiles: int
@@ -101,6 +107,7 @@ class PipelineResult:
     batch_size: int
     timings: Timings
     skipped_tiles: Tuple[Tuple[int, int], ...] = ()
+    carried: int = 0
 
 
 _DONE = object()
@@ -170,7 +177,8 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                  sink: Sink, radiometry: Radiometry,
                  *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, out_block: int = OUTPUT_BLOCK,
                  region: Optional[Window] = None, reporter: Reporter = SILENT,
-                 notify: Optional[Callable[[str], None]] = None) -> PipelineResult:
+                 notify: Optional[Callable[[str], None]] = None, carry_dir: Optional[str] = None,
+                 carry: bool = True) -> PipelineResult:
     """Fuse the tiles of ``plan`` and write the blended output (or one region of it) to ``sink``.
 
     Parameters
@@ -201,6 +209,12 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         Progress per batch (fraction of tiles done) and cancellation.
     notify:
         Receives out-of-memory messages.
+    carry:
+        Keep the part of a tile straddling a column-block boundary that the
+        next block needs in spill files (:class:`~csakd_qgis.fusion.blend.SeamCarry`)
+        instead of predicting the tile again there.  Outputs are the same.
+    carry_dir:
+        Folder of the spill files (the output's folder); None: the system's temporary folder.
 
     Raises
     ------
@@ -217,7 +231,8 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
     if not (0 <= x0 < x1 <= plan.out_width and 0 <= y0 < y1 <= plan.out_height):
         raise TilingError(f"region {region} is empty or leaves the {plan.out_width} x {plan.out_height} output")
     blocks = ColumnBlocks.build(plan, block_width, out_block, span=(x0, x1))
-    order = list(schedule(plan, blocks, rows=(y0, y1)))
+    order = [(tile, block, carry and blocks.visited_before(tile.col, block))
+             for tile, block in schedule(plan, blocks, rows=(y0, y1))]
     stop = threading.Event()
     to_compute: queue.Queue = queue.Queue(maxsize=2 * batch_size)
     to_write: queue.Queue = queue.Queue(maxsize=2 * batch_size)
@@ -225,15 +240,18 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
 
     def read_all() -> None:
         with open_source() as source:
-            for tile, block in order:
+            for tile, block, carried in order:
                 start = time.perf_counter()
-                item = (tile, block, *_read_tile(source, tile, plan, radiometry))
+                # a carried tile is not read: the seam carry holds its prediction
+                item = (tile, block, None, None, None) if carried else \
+                    (tile, block, *_read_tile(source, tile, plan, radiometry))
                 timings.read += time.perf_counter() - start
                 if not _put(to_compute, item, stop):
                     return
         _put(to_compute, _DONE, stop)
 
-    blender = Blender(plan, sink, blocks, out_block, region)
+    seams = SeamCarry(carry_dir) if carry else None
+    blender = Blender(plan, sink, blocks, out_block, region, seams)
 
     def write_all() -> None:
         while not stop.is_set():
@@ -259,21 +277,24 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
 
     def flush(batch: list) -> None:
         nonlocal done
-        active = [item for item in batch if item[4].any()]
+        active = [item for item in batch if item[4] is not None and item[4].any()]
         start = time.perf_counter()
         if active:
             preds = backoff.run(method.predict, np.stack([a[2] for a in active]), np.stack([a[3] for a in active]))
         timings.infer += time.perf_counter() - start
         k = 0
         for tile, block, lr, _msi, valid in batch:
-            if valid.any():
-                pred = _to_output(preds[k], tile, valid, radiometry)
+            bands = 0
+            if valid is None:
+                pred: Union[np.ndarray, None, object] = CARRIED
+            elif valid.any():
+                pred, bands = _to_output(preds[k], tile, valid, radiometry), lr.shape[0]
                 k += 1
             else:
-                pred = None
+                pred, bands = None, lr.shape[0]
                 if blocks.owner[tile.col] == block:
                     skipped.append((tile.row, tile.col))
-            while not _put(to_write, (tile, block, pred, lr.shape[0]), stop):
+            while not _put(to_write, (tile, block, pred, bands), stop):
                 check_threads()
         done += len(batch)
         reporter.update(done / max(total, 1), f"fused {done}/{total} tiles")
@@ -304,7 +325,11 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         stop.set()
         reader.join()
         writer.join()
+        if seams is not None:
+            seams.close()
     timings.blend, timings.write = blender.timings.blend, blender.timings.write
-    distinct = len({(tile.row, tile.col) for tile, _block in order})
-    return PipelineResult(tiles=distinct, skipped=len(skipped), recomputed=total - distinct,
-                          batch_size=backoff.batch_size, timings=timings, skipped_tiles=tuple(skipped))
+    distinct = len({(tile.row, tile.col) for tile, _block, _carried in order})
+    carried = sum(1 for *_rest, c in order if c)
+    return PipelineResult(tiles=distinct, skipped=len(skipped), recomputed=total - distinct - carried,
+                          batch_size=backoff.batch_size, timings=timings, skipped_tiles=tuple(skipped),
+                          carried=carried)

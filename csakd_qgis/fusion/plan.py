@@ -205,7 +205,7 @@ class FusionPlan:
             timings={"read": t.read + self.sample_seconds, "infer": t.infer, "blend": t.blend, "write": t.write,
                      "total": seconds},
             notes=notes, degradation=dict(self.degradation),
-            empty_bands=tuple(b + 1 for b in self.radiometry.empty_bands),
+            empty_bands=tuple(b + 1 for b in self.radiometry.empty_bands), tiles_carried=result.carried,
         )
 
 

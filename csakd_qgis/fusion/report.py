@@ -56,6 +56,7 @@ class FuseReport:
     degradation: Dict[str, Any] = field(default_factory=dict)
     empty_bands: Tuple[int, ...] = ()
     guard: Dict[str, Any] = field(default_factory=dict)
+    tiles_carried: int = 0
 
     def to_dict(self) -> Dict[str, object]:
         """JSON-ready dict."""
@@ -79,7 +80,8 @@ class FuseReport:
             f"scale {self.scale} (each LR-HSI pixel -> {self.scale} x {self.scale} output pixels)",
             f"shift: {self.shift_message}" + (" Corrected." if self.shift_corrected else ""),
             f"tiles: {self.tiles_total} of {self.tile_size} LR px (halo {self.halo}), {self.tiles_skipped} "
-            f"empty, {self.tiles_recomputed} recomputed at column-block seams",
+            f"empty, {self.tiles_recomputed} recomputed and {self.tiles_carried} carried across column-block "
+            "seams",
             f"method {self.method}{model} on {self.device}, batch size {self.batch_size}",
             *self._degradation_lines(),
             f"time {t['total']:.1f} s (read {t['read']:.1f}, infer {t['infer']:.1f}, blend {t['blend']:.1f}, "
