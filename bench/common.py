@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import re
+import statistics
 import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -53,20 +54,30 @@ def replace_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
     path.write_text(text)
 
 
-def write_synthetic(path: Path, bands: int, size: int, transform: Affine, seed: int) -> None:
-    """A smooth random ``bands x size x size`` float32 raster (values about 0.1-0.5), tiled, ZSTD, written in strips."""
+def mean_std(values: Sequence[float]) -> str:
+    """``"mean ± std"`` of ``values`` to 2 decimals (sample standard deviation; 0 for a single value)."""
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+
+
+def write_synthetic(path: Path, bands: int, size: int, transform: Affine, seed: int,
+                    width: Optional[int] = None) -> None:
+    """A smooth random float32 raster of ``bands`` x ``size`` rows x ``width`` (default ``size``) columns.
+
+    Values about 0.1-0.5; tiled, ZSTD, written in strips.
+    """
     rng = np.random.default_rng(seed)
     weights = rng.random((bands, 3)).astype(np.float32)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=bands, dtype="float32",
+    width = size if width is None else width
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=size, count=bands, dtype="float32",
                        crs="EPSG:32633", transform=transform, tiled=True, blockxsize=256, blockysize=256,
                        compress="zstd", zstd_level=1, interleave="band") as ds:
         step = 256
-        x = np.linspace(0, 6, size, dtype=np.float32)
+        x = np.linspace(0, 6 * width / size, width, dtype=np.float32)
         for row in range(0, size, step):
             h = min(step, size - row)
             y = np.linspace(row, row + h, h, dtype=np.float32)[:, None] * (6.0 / size)
             base = np.stack([np.sin(x + y), np.cos(2 * x - y), np.sin(3 * y) * np.cos(x)])
-            ds.write(0.3 + 0.1 * np.einsum("bk,khw->bhw", weights, base), window=Window(0, row, size, h))
+            ds.write(0.3 + 0.1 * np.einsum("bk,khw->bhw", weights, base), window=Window(0, row, width, h))
 
 
 def network_spec(bands: int = 128, scale: int = 3) -> Tuple[str, int, int]:

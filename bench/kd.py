@@ -34,14 +34,14 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from common import machine, replace_section  # noqa: E402
+from common import machine, mean_std, replace_section  # noqa: E402
 from train_default_model import DATA, TEST_TILES, VAL_TILES, data_from, tile_paths  # noqa: E402
 
 from csakd_qgis.models.checkpoint import load_checkpoint  # noqa: E402
@@ -98,9 +98,6 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     return {"teacher": teacher, "students": students, "classical": bar, "seconds": time.time() - start}
 
 
-def _mean_std(values: Sequence[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
-
 
 def table(args: argparse.Namespace, result: Dict[str, object], header: str) -> str:
     """The markdown section."""
@@ -131,9 +128,9 @@ def table(args: argparse.Namespace, result: Dict[str, object], header: str) -> s
         f"{teacher['test'][0]:.2f} | {teacher['test'][1]:.2f} |",
     ]
     for mode, label in (("student", "student without KD"), ("offline", "student, offline KD from the teacher")):
-        lines.append(f"| {label} | {args.steps} | {_mean_std(column(mode, 'val', 0))} | "
-                     f"{_mean_std(column(mode, 'val', 1))} | {_mean_std(column(mode, 'test', 0))} | "
-                     f"{_mean_std(column(mode, 'test', 1))} |")
+        lines.append(f"| {label} | {args.steps} | {mean_std(column(mode, 'val', 0))} | "
+                     f"{mean_std(column(mode, 'val', 1))} | {mean_std(column(mode, 'test', 0))} | "
+                     f"{mean_std(column(mode, 'test', 1))} |")
     lines.append(f"| strongest classical ({bar.method}, PSF estimated from a training tile, fitted on each "
                  f"test pair) | – | – | – | {bar.psnr:.2f} | {bar.sam:.2f} |")
     gains = [s["offline"]["test"][0] - s["student"]["test"][0] for s in students]
@@ -143,7 +140,7 @@ def table(args: argparse.Namespace, result: Dict[str, object], header: str) -> s
         lines.append(f"| {s['seed']} | {s['student']['test'][0]:.2f} | {s['offline']['test'][0]:.2f} | {g:+.2f} | "
                      f"{s['student']['best_step']} | {s['offline']['best_step']} |")
     verdict = "beats" if teacher["val"][0] > nokd_val else "does not beat"
-    lines += ["", f"KD gain on the test tiles: {_mean_std(gains)} dB. The teacher {verdict} the students "
+    lines += ["", f"KD gain on the test tiles: {mean_std(gains)} dB. The teacher {verdict} the students "
               f"without KD on validation ({teacher['val'][0]:.2f} vs {nokd_val:.2f} dB). Classical scores on the "
               "test tiles: " + ", ".join(f"{n} {p:.2f} dB / {s:.2f}°" for n, p, s in bar.scores) + "."]
     return "\n".join(lines)

@@ -25,12 +25,11 @@ Usage: ``python scripts/train_correction.py --steps 300 --seeds 0 1 2 [--write]`
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine, replace_section  # noqa: E402
+from common import machine, mean_std, replace_section  # noqa: E402
 
 from csakd_qgis.io.read import read_whole  # noqa: E402
 from csakd_qgis.models import macs_per_pixel, preset  # noqa: E402
@@ -121,8 +120,8 @@ def _rows(groups: list) -> list:
     for label, b, got in groups:
         p = [x["psnr"] for x in got]
         s = [x["sam"] for x in got]
-        rows.append(f"| {label} | {b['psnr']:.2f} | {_mean_std(p)} | {_mean_std([v - b['psnr'] for v in p])} | "
-                    f"{b['sam']:.2f} | {_mean_std(s)} |")
+        rows.append(f"| {label} | {b['psnr']:.2f} | {mean_std(p)} | {mean_std([v - b['psnr'] for v in p])} | "
+                    f"{b['sam']:.2f} | {mean_std(s)} |")
     return rows
 
 
@@ -180,9 +179,6 @@ def main() -> int:
         replace_section(HEADING, text)
     return 0
 
-
-def _mean_std(values: Sequence[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
 
 def table(args, base_val, base_test, runs, student_macs, corr_macs, header) -> str:

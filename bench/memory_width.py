@@ -1,0 +1,127 @@
+"""Peak memory of ``fuse`` against the output's width, for PSF-matched GSA and a network (issue 16).
+
+What a run holds should be bounded by the tile and column-block geometry,
+not by the raster: the GDAL block cache is sized for one column block, the
+writer holds the strips and seams of one column block, and a tile straddling
+two blocks is carried on disk, not in memory.  Width is what could make it
+grow (a row of tiles spans the width; the height is streamed), so each case
+is fused at 1008 x 1008 output pixels and at 8064 columns x 1008 rows; GSA
+at 60 bands also at the full 8064 x 8064, to show the height adds nothing.
+
+Synthetic tiled float32 GeoTIFF inputs (smooth, ``common.write_synthetic``):
+LR-HSI with 60 or 224 bands, 4-band HR-MSI, scale 3.  ``fuse`` with the
+engine's defaults (tile 64 LR px, column blocks of 1024 px, int16 ZSTD
+output, the degradation estimated from the pair), 1 torch thread, each
+case in a fresh subprocess whose peak resident set size (``VmHWM``) is
+read.  The network is a randomly initialised ``project_student`` for the
+case's band count, run by torch (its memory, not its quality, is measured).
+
+Usage: ``python bench/memory_width.py [--quick]`` (``--quick``: 60 bands only,
+no 8064 x 8064 case; print only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from affine import Affine
+from common import LR_TRANSFORM, ROOT, machine, replace_section, write_synthetic
+
+SCALE, MSI_BANDS = 3, 4
+HEADING = "## Memory against the output width (issue 16)"
+
+#: Child process of one case: fuse, print peak RSS and counts as JSON.
+CHILD = r"""
+import json, sys, time, torch
+lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+torch.set_num_threads(1)
+from common import peak_rss_mb
+from csakd_qgis.fusion.engine import fuse
+method = kw["method"]
+if method == "network":
+    from csakd_qgis.fusion.methods import NetworkMethod
+    from csakd_qgis.models import build_model
+    from csakd_qgis.models.config import preset
+    torch.manual_seed(0)
+    method = NetworkMethod(build_model(preset("project_student", kw["bands"], 4, 3)).eval(), scale=3)
+rss_start = peak_rss_mb()
+start = time.perf_counter()
+report = fuse(lr_path, msi_path, out, method=method, device="cpu", overwrite=True, dtype="int16",
+              output_scale=1e-4, shift_correction=False)
+print(json.dumps({"seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb(), "rss_start_mb": rss_start,
+                  "tiles": report.tiles_total, "carried": report.tiles_carried,
+                  "recomputed": report.tiles_recomputed}))
+"""
+
+
+def run_case(folder: Path, method: str, bands: int, rows: int, cols: int) -> Dict[str, float]:
+    """Build (or reuse) the inputs of one case and fuse them in a fresh process."""
+    lr = folder / f"lr_{bands}_{rows}x{cols}.tif"
+    msi = folder / f"msi_{rows}x{cols}.tif"
+    if not lr.exists():
+        write_synthetic(lr, bands, rows // SCALE, LR_TRANSFORM, 1, width=cols // SCALE)
+    if not msi.exists():
+        write_synthetic(msi, MSI_BANDS, rows, LR_TRANSFORM * Affine.scale(1 / SCALE), 2, width=cols)
+    out = folder / "out.tif"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(lr), str(msi), str(out),
+                           json.dumps({"method": method, "bands": bands})],
+                          cwd=ROOT, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
+    out.unlink()
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cases(quick: bool) -> List[Tuple[str, int, int, int]]:
+    """``(method, bands, rows, cols)`` of every case, the 1008-px case of each first."""
+    found = []
+    for method in ("gsa", "network"):
+        for bands in ((60,) if quick else (60, 224)):
+            found += [(method, bands, 1008, 1008), (method, bands, 1008, 8064)]
+            if method == "gsa" and bands == 60 and not quick:
+                found.append((method, bands, 8064, 8064))
+    return found
+
+
+def main() -> int:
+    """Run every case, print the table, and (without --quick) write it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="60 bands, no 8064 x 8064 case; print only")
+    args = parser.parse_args()
+    header = machine()
+    lines = []
+    base: Dict[Tuple[str, int], float] = {}
+    with tempfile.TemporaryDirectory(prefix="csakd-width-") as tmp:
+        for method, bands, rows, cols in cases(args.quick):
+            r = run_case(Path(tmp), method, bands, rows, cols)
+            base.setdefault((method, bands), r["rss_mb"])
+            growth = 100 * (r["rss_mb"] / base[(method, bands)] - 1)
+            lines.append(f"| {method} | {bands} | {cols} x {rows} | {r['rss_start_mb']:.0f} | {r['rss_mb']:.0f} | "
+                         f"{growth:+.1f} % | {r['seconds']:.0f} | {r['tiles']} ({r['carried']} carried) |")
+            print(lines[-1], flush=True)
+    body = "\n".join([
+        f"`bench/memory_width.py` on {header}. Protocol in the script's docstring: synthetic inputs, scale 3, "
+        "4 MSI bands, engine defaults (tile 64 LR px, column blocks of 1024 px, int16 ZSTD), 1 torch thread, "
+        "network = a random `project_student` run by torch. Growth = peak RSS against the same method and "
+        "bands at 1008 x 1008.",
+        "",
+        "| method | bands | output (cols x rows) | imports RSS (MB) | peak RSS (MB) | growth | time (s) | tiles |",
+        "|---|---|---|---|---|---|---|---|",
+        *lines,
+    ])
+    print(body)
+    if not args.quick:
+        replace_section(HEADING, body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
