@@ -19,16 +19,19 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.io.read import read_info, read_window
+from csakd_qgis.models.card import CLASSICAL_GAIN_KEY, CLASSICAL_PSNR_KEY, CLASSICAL_SAM_KEY
 from csakd_qgis.models.checkpoint import load_checkpoint, save_checkpoint
 from csakd_qgis.progress import Reporter
 from csakd_qgis.quality.evaluation import evaluate_rasters
 from csakd_qgis.training import TrainConfig, TrainingData, teacher_path_for, train
+from csakd_qgis.training.baseline import Baseline, classical_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "enmap_potsdam"
@@ -97,19 +100,11 @@ def main() -> int:
     parser.add_argument("--card-only", action="store_true",
                         help="skip training: score an existing model on the test block and rewrite its cards")
     args = parser.parse_args()
+    data = training_data(args)
     if args.card_only:
-        write_cards(args.out, args.mode)
+        write_cards(args.out, args.mode, classical_baseline(data))
         return 0
     torch.set_num_threads(args.threads)
-    excluded = set(TEST_TILES) | set(VAL_TILES)
-    train_paths = args.train or [p for p in sorted(DATA.glob("enmap_potsdam_tile_*.tif"))
-                                 if p.stem.replace("enmap_potsdam_tile_", "") not in excluded]
-    val_paths = args.val if args.val is not None else tile_paths(VAL_TILES)
-    data = data_from(train_paths, args, 0)
-    validation = data_from(val_paths, args, 1000)
-    data = replace(data, val=validation.train,
-                   name=f"{len(train_paths)} training rasters ({', '.join(p.name for p in train_paths)}); "
-                        f"validation: {', '.join(p.name for p in val_paths)}")
     config = TrainConfig(mode=args.mode, preset=args.preset, steps=args.steps or 1,
                          time_budget_s=None if args.steps else args.budget, batch_size=args.batch,
                          patch=args.patch, learning_rate=args.lr, val_every=100, seed=0, device="auto")
@@ -123,12 +118,28 @@ def main() -> int:
         args.curve.write_text(json.dumps(report.to_dict(), indent=1))
     print(json.dumps({k: v for k, v in report.to_dict().items() if k != "curve"}, indent=1))
     if args.train is None:  # the EnMAP tiles: score on their held-out test block (the bundled sample)
-        write_cards(args.out, args.mode)
+        write_cards(args.out, args.mode, classical_baseline(data))
     return 0
 
 
-def write_cards(student: Path, mode: str) -> None:
-    """Score student and teacher on the held-out test block (the bundled sample) and complete their cards."""
+def training_data(args: argparse.Namespace) -> TrainingData:
+    """The training rasters (``--train`` or the EnMAP tiles) with the validation rasters as validation scenes."""
+    excluded = set(TEST_TILES) | set(VAL_TILES)
+    train_paths = args.train or [p for p in sorted(DATA.glob("enmap_potsdam_tile_*.tif"))
+                                 if p.stem.replace("enmap_potsdam_tile_", "") not in excluded]
+    val_paths = args.val if args.val is not None else tile_paths(VAL_TILES)
+    data = data_from(train_paths, args, 0)
+    return replace(data, val=data_from(val_paths, args, 1000).train,
+                   name=f"{len(train_paths)} training rasters ({', '.join(p.name for p in train_paths)}); "
+                        f"validation: {', '.join(p.name for p in val_paths)}")
+
+
+def write_cards(student: Path, mode: str, baseline: Optional[Baseline]) -> None:
+    """Score student and teacher on the held-out test block (the bundled sample) and complete their cards.
+
+    With ``baseline`` (the classical bar on the validation tiles) each card also gets its gain over it
+    (what ``auto`` reads) and the verdict in its limits.
+    """
     for path in (p for p in (student, teacher_path_for(student)) if p.exists()):
         model, card = load_checkpoint(str(path))
         fused = path.with_suffix(".test.tif")
@@ -138,12 +149,20 @@ def write_cards(student: Path, mode: str) -> None:
         fused.unlink()
         metrics = dict(card.metrics)
         metrics.update({f"test_{k}": float(scores[k]) for k in ("psnr", "sam", "ergas", "ssim")})
+        limits = LIMITS
+        if baseline is not None:
+            gain = metrics["psnr"] - baseline.psnr
+            metrics.update({CLASSICAL_GAIN_KEY: gain, CLASSICAL_PSNR_KEY: baseline.psnr,
+                            CLASSICAL_SAM_KEY: baseline.sam})
+            limits += " " + baseline.verdict(gain)
         card = replace(card, name=path.name.replace(".safetensors", ""), metrics=metrics,
                        description=DESCRIPTION.format(role=card.role, training=TRAINING[mode]),
-                       limits=LIMITS, validation=(
+                       limits=limits, validation=(
                            "psnr/sam: validation tiles " + ", ".join(VAL_TILES) + " (chose the checkpoint; PSNR "
                            "peak = each band's maximum); test_*: resources/sample, tiles " + ", ".join(TEST_TILES)
-                           + " (never seen in training or selection; PSNR peak = data range)"))
+                           + " (never seen in training or selection; PSNR peak = data range); classical_*: the "
+                           "strongest of gsa, glp and subspace on the validation tiles, val_gain_over_classical_db "
+                           "= psnr - classical_psnr (csakd_qgis/training/baseline.py)"))
         save_checkpoint(path, model, card)
         print(path.name, {k: round(v, 3) for k, v in metrics.items()})
 

@@ -60,6 +60,8 @@ Cancellation is checked once per batch.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import queue
 import threading
 import time
@@ -111,6 +113,36 @@ class PipelineResult:
 
 
 _DONE = object()
+
+
+def _heap_trimmer() -> Callable[[], None]:
+    """``malloc_trim(0)`` of the C library when it is glibc's, else a no-op.
+
+    Tiles are allocated by the reader thread and freed by the compute and
+    writer threads; glibc keeps such freed memory in its arenas instead of
+    returning it, so the resident size crept up with the number of tiles a
+    run had processed (1008 x 8064 output px, 60 bands, GSA: 1008 MB peak
+    against 880 MB at 1008 x 1008).  Trimming after every batch gave 921 MB
+    at the same speed.  Other C libraries (macOS, Windows, musl) return
+    freed memory on their own terms and are left alone.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+
+    def run() -> None:
+        trim(0)
+
+    return run
+
+
+#: See :func:`_heap_trimmer`.
+_trim_heap = _heap_trimmer()
 
 
 class _Stage(threading.Thread):
@@ -296,6 +328,7 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                     skipped.append((tile.row, tile.col))
             while not _put(to_write, (tile, block, pred, bands), stop):
                 check_threads()
+        _trim_heap()
         done += len(batch)
         reporter.update(done / max(total, 1), f"fused {done}/{total} tiles")
 
