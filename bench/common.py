@@ -54,6 +54,13 @@ def replace_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
     path.write_text(text)
 
 
+def publish(heading: str, body: str, write: bool) -> None:
+    """Print ``body``; with ``write``, also put it under ``heading`` in docs/benchmarks.md (:func:`replace_section`)."""
+    print(body)
+    if write:
+        replace_section(heading, body)
+
+
 def mean_std(values: Sequence[float]) -> str:
     """``"mean ± std"`` of ``values`` to 2 decimals (sample standard deviation; 0 for a single value)."""
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"

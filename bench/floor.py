@@ -63,7 +63,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from affine import Affine
 from classical import OldGSA
-from common import ROOT, machine, replace_section
+from common import ROOT, machine, publish
 from quality_scenes import Crop, Source, aviris_ng, indian_pines
 
 from csakd_qgis.fusion.engine import fuse, run_plan
@@ -480,9 +480,7 @@ def main() -> int:
         *speed_lines,
         "", "### Targets", "", *target_lines, "", *[f"- {s}" for s in summary],
     ])
-    print(body)
-    if not args.quick:
-        replace_section(HEADING, body)
+    publish(HEADING, body, write=not args.quick)
     return 0
 
 

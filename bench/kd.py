@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from common import machine, mean_std, replace_section  # noqa: E402
+from common import machine, mean_std, publish  # noqa: E402
 from train_default_model import DATA, TEST_TILES, VAL_TILES, data_from, tile_paths  # noqa: E402
 
 from csakd_qgis.models.checkpoint import load_checkpoint  # noqa: E402
@@ -162,9 +162,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     header = machine()
     text = table(args, run(args), header)
-    print(text)
-    if not args.quick:
-        replace_section(HEADING, text)
+    publish(HEADING, text, write=not args.quick)
     return 0
 
 

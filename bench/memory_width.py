@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from affine import Affine
-from common import LR_TRANSFORM, ROOT, machine, replace_section, write_synthetic
+from common import LR_TRANSFORM, ROOT, machine, publish, write_synthetic
 
 SCALE, MSI_BANDS = 3, 4
 HEADING = "## Memory against the output width (issue 16)"
@@ -117,9 +117,7 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|",
         *lines,
     ])
-    print(body)
-    if not args.quick:
-        replace_section(HEADING, body)
+    publish(HEADING, body, write=not args.quick)
     return 0
 
 

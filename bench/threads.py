@@ -50,7 +50,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from common import machine, replace_section
+from common import machine, publish
 from floor import synthetic_scene
 from shift_cost import mirrored_reference, simulate
 
@@ -194,9 +194,7 @@ def main() -> int:
         f"in its docstring. `fuse(..., device=\"cpu\")` end to end with the engine's other defaults; torch's "
         f"default here is {default_threads} threads. **faster**: more than {100 * MIN_GAIN:.0f} % below the "
         "default.", "", *lines])
-    print(body)
-    if not args.quick:
-        replace_section(HEADING, body)
+    publish(HEADING, body, write=not args.quick)
     return 0
 
 
