@@ -131,6 +131,36 @@ def test_the_seam_carry_gives_the_recomputed_output_without_predicting_twice(pai
     assert np.isnan(outs[1][:, :, 50:100]).all() and not np.isnan(outs[1][:, :, :50]).any()
 
 
+def test_a_full_disk_under_the_seam_carry_says_so(tmp_path):
+    import errno
+
+    from csakd_qgis.errors import RasterWriteError
+    from csakd_qgis.fusion.blend import SeamCarry
+
+    class FullDisk:
+        def seek(self, *args):
+            return 0
+
+        def truncate(self):
+            return 0
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    carry = SeamCarry(str(tmp_path))
+    carry.files[1].close()
+    carry.files[1] = FullDisk()
+    tile = plan_tiles(48, 48, tile=10, overlap=2, scale=S).tile_at(0, 1)
+    with pytest.raises(RasterWriteError, match="the disk is full"):
+        carry.put(tile, 1, np.zeros((5, 4, 4), np.float32), 5)
+    carry.put(tile, 2, None, 5)  # the other file still works; a tile without valid pixels stores nothing
+    assert carry.take(tile) == (None, 5)
+    carry.close()
+
+
 @pytest.mark.parametrize("tile, overlap", [(10, 2), (7, 1), (16, 4), (48, 0)])
 def test_blend_weights_sum_to_one_everywhere(pair, tile, overlap):
     _p, _q, lr, msi = pair

@@ -11,6 +11,7 @@ the memory held does not grow with the raster (:mod:`csakd_qgis.fusion.pipeline`
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from csakd_qgis.fusion.tiling import Tile, TilePlan
+from csakd_qgis.io.write import write_failure
 from csakd_qgis.options import BLOCK_WIDTH, OUTPUT_BLOCK
 
 
@@ -122,25 +124,31 @@ class SeamCarry:
     """
 
     def __init__(self, folder: Optional[str] = None) -> None:
+        self.where = os.path.join(folder or tempfile.gettempdir(), ".csakd-seams")
         self.files: List[IO[bytes]] = [tempfile.TemporaryFile(dir=folder, prefix=".csakd-seams-") for _ in range(2)]
         self.holds = [-1, -1]  # the block whose carries each file holds
         #: ``(row, col)`` -> ``(file, byte offset, shape or None for a tile without valid pixels, bands)``
         self.index: Dict[Tuple[int, int], Tuple[int, int, Optional[Tuple[int, ...]], int]] = {}
-        self.count = 0  # tiles put, over the run
 
-    def put(self, tile: Tile, block: int, part: Optional[np.ndarray], bands: int) -> None:
-        """Keep ``part`` ``(C, h, w)`` float32 (None: the tile has no valid pixel) of ``tile`` from ``block``."""
-        slot = block % 2
+    def put(self, tile: Tile, for_block: int, part: Optional[np.ndarray], bands: int) -> None:
+        """Keep ``part`` ``(C, h, w)`` float32 of ``tile`` (None: no valid pixel) until ``for_block`` takes it.
+
+        Raises :class:`~csakd_qgis.errors.RasterWriteError` when the spill
+        file cannot be written (saying so when the disk is full).
+        """
+        slot = for_block % 2
         f = self.files[slot]
-        if self.holds[slot] != block:  # its previous block's carries were all taken by the block after it
-            f.seek(0)
-            f.truncate()
-            self.holds[slot] = block
-        offset = f.seek(0, 2)
-        if part is not None:
-            f.write(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+        try:
+            if self.holds[slot] != for_block:  # the carries it held were all taken by the block before
+                f.seek(0)
+                f.truncate()
+                self.holds[slot] = for_block
+            offset = f.seek(0, 2)
+            if part is not None:
+                f.write(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+        except OSError as error:
+            raise write_failure(self.where, str(error), error) from error
         self.index[(tile.row, tile.col)] = (slot, offset, None if part is None else part.shape, bands)
-        self.count += 1
 
     def take(self, tile: Tile) -> Tuple[Optional[np.ndarray], int]:
         """``(part, bands)`` put for ``tile`` by the block before; removed from the carry."""

@@ -50,7 +50,7 @@ def partial_path(path: str, suffix: str = ".tif") -> str:
     return os.path.join(folder, f".{name}.{PARTIAL_MARKER}-{os.getpid()}{suffix}")
 
 
-def _write_failure(path: str, detail: str, error: Optional[BaseException] = None) -> RasterWriteError:
+def write_failure(path: str, detail: str, error: Optional[BaseException] = None) -> RasterWriteError:
     """A :class:`RasterWriteError` for ``path`` that says so when the disk is full.
 
     The disk counts as full when ``error`` is ``ENOSPC``, ``detail`` says "no
@@ -237,7 +237,7 @@ class RasterWriter:
         try:
             self._ds = rasterio.open(self._temp, "w", **profile)
         except (RasterioIOError, OSError, rasterio.errors.RasterioError) as exc:
-            raise _write_failure(self.path, f"cannot create it: {exc}", exc) from exc
+            raise write_failure(self.path, f"cannot create it: {exc}", exc) from exc
         try:
             self._write_metadata()
         except Exception:
@@ -334,7 +334,7 @@ class RasterWriter:
         try:
             self._ds.write(stored, window=window)
         except (RasterioIOError, OSError, rasterio.errors.RasterioError) as exc:
-            raise _write_failure(self.path, str(exc), exc) from exc
+            raise write_failure(self.path, str(exc), exc) from exc
 
     def _discard(self) -> None:
         if not self._ds.closed:
@@ -357,7 +357,7 @@ class RasterWriter:
             source = cog_temp
         missing, total = missing_blocks(source)
         if missing:
-            raise _write_failure(self.path, f"{missing} of {total} blocks did not reach the disk")
+            raise write_failure(self.path, f"{missing} of {total} blocks did not reach the disk")
         with open(source, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(source, self.path)
@@ -373,7 +373,7 @@ class RasterWriter:
             self._discard()
             raise
         except Exception as error:
-            failure = _write_failure(self.path, f"cannot finish the file: {error}", error)
+            failure = write_failure(self.path, f"cannot finish the file: {error}", error)
             self._discard()
             raise failure from error
 
