@@ -82,6 +82,7 @@ class TrainAlgorithm(CsakdAlgorithm):
         self.engine()
         from csakd_qgis.errors import InputError
         from csakd_qgis.training import TrainConfig, train
+        from csakd_qgis.training.baseline import scores_line
         from csakd_qgis.training.data import reference_data, scene_data
 
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
@@ -116,9 +117,7 @@ class TrainAlgorithm(CsakdAlgorithm):
                           f"saved {report.model_path}" + (f" and {report.teacher_path}" if report.teacher_path else ""))
         classical = report.classical or {}
         if classical:
-            feedback.pushInfo("Classical methods on the same validation rows: "
-                              + ", ".join(f"{c['method']} {c['psnr']:.3f} dB" for c in classical["scores"])
-                              + f". {classical['verdict']}")
+            feedback.pushInfo(scores_line(classical))
         return {self.OUTPUT: report.model_path, self.VAL_PSNR: report.best_metrics.get("psnr"),
                 self.VAL_SAM: report.best_metrics.get("sam"), self.CLASSICAL_METHOD: classical.get("method"),
                 self.CLASSICAL_PSNR: classical.get("psnr"), self.GAIN: classical.get("gain_db")}

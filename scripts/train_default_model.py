@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -26,7 +28,6 @@ import torch
 
 from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.io.read import read_info, read_window
-from csakd_qgis.models.card import CLASSICAL_GAIN_KEY, CLASSICAL_PSNR_KEY, CLASSICAL_SAM_KEY
 from csakd_qgis.models.checkpoint import load_checkpoint, save_checkpoint
 from csakd_qgis.progress import Reporter
 from csakd_qgis.quality.evaluation import evaluate_rasters
@@ -142,19 +143,17 @@ def write_cards(student: Path, mode: str, baseline: Optional[Baseline]) -> None:
     """
     for path in (p for p in (student, teacher_path_for(student)) if p.exists()):
         model, card = load_checkpoint(str(path))
-        fused = path.with_suffix(".test.tif")
-        fuse(str(SAMPLE / "enmap_lr_hsi.tif"), str(SAMPLE / "s2_hr_msi.tif"), str(fused), model=str(path),
-             method=card.role, shift_correction=False, device="cpu", overwrite=True)
-        scores = evaluate_rasters(str(SAMPLE / "reference_hr_hsi.tif"), str(fused), scale=3).sections["reference"]
-        fused.unlink()
+        with tempfile.TemporaryDirectory(prefix="csakd-card-") as tmp:  # the fused file and its .qml style
+            fused = os.path.join(tmp, "test.tif")
+            fuse(str(SAMPLE / "enmap_lr_hsi.tif"), str(SAMPLE / "s2_hr_msi.tif"), fused, model=str(path),
+                 method=card.role, shift_correction=False, device="cpu", overwrite=True)
+            scores = evaluate_rasters(str(SAMPLE / "reference_hr_hsi.tif"), fused, scale=3).sections["reference"]
         metrics = dict(card.metrics)
         metrics.update({f"test_{k}": float(scores[k]) for k in ("psnr", "sam", "ergas", "ssim")})
         limits = LIMITS
         if baseline is not None:
-            gain = metrics["psnr"] - baseline.psnr
-            metrics.update({CLASSICAL_GAIN_KEY: gain, CLASSICAL_PSNR_KEY: baseline.psnr,
-                            CLASSICAL_SAM_KEY: baseline.sam})
-            limits += " " + baseline.verdict(gain)
+            metrics.update(baseline.card_metrics(metrics["psnr"]))
+            limits += " " + baseline.verdict(metrics["psnr"] - baseline.psnr)
         card = replace(card, name=path.name.replace(".safetensors", ""), metrics=metrics,
                        description=DESCRIPTION.format(role=card.role, training=TRAINING[mode]),
                        limits=limits, validation=(

@@ -25,6 +25,7 @@ from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.inputs import resolve_one, resolve_pair
 from csakd_qgis.progress import Reporter
 from csakd_qgis.training import TrainConfig, TrainingData, train
+from csakd_qgis.training.baseline import scores_line
 from csakd_qgis.training.config import MODES, PRESET_FAMILIES
 from csakd_qgis.training.data import reference_data, scene_data
 
@@ -115,7 +116,5 @@ def run(args: argparse.Namespace) -> int:
               f"best validation ({report.best_step}): {best or 'no validation set'}; saved {report.model_path}"
               + (f" and {report.teacher_path}" if report.teacher_path else ""))
         if report.classical is not None:
-            print("classical methods on the same validation rows: "
-                  + ", ".join(f"{c['method']} {c['psnr']:.3f} dB" for c in report.classical["scores"])
-                  + f" ({'; '.join(report.classical['notes'])}). {report.classical['verdict']}")
+            print(scores_line(report.classical))
     return 0

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import IO, Dict, Iterator, List, Optional, Protocol, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 from rasterio.windows import Window
@@ -125,7 +125,7 @@ class SeamCarry:
 
     def __init__(self, folder: Optional[str] = None) -> None:
         self.where = os.path.join(folder or tempfile.gettempdir(), ".csakd-seams")
-        self.files: List[IO[bytes]] = [tempfile.TemporaryFile(dir=folder, prefix=".csakd-seams-") for _ in range(2)]
+        self.files = [tempfile.TemporaryFile(dir=folder, prefix=".csakd-seams-") for _ in range(2)]
         self.holds = [-1, -1]  # the block whose carries each file holds
         #: ``(row, col)`` -> ``(file, byte offset, shape or None for a tile without valid pixels, bands)``
         self.index: Dict[Tuple[int, int], Tuple[int, int, Optional[Tuple[int, ...]], int]] = {}
@@ -157,7 +157,8 @@ class SeamCarry:
             return None, bands
         f = self.files[slot]
         f.seek(offset)
-        part = np.frombuffer(bytearray(f.read(int(np.prod(shape)) * 4)), dtype=np.float32).reshape(shape)
+        part = np.empty(shape, dtype=np.float32)
+        f.readinto(part.data.cast("B"))  # straight into the array, one copy
         return part, bands
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ import torch
 from csakd_qgis.classical import fit_method, fuse_whole
 from csakd_qgis.errors import InputError
 from csakd_qgis.estimation import estimate_degradation
+from csakd_qgis.models.card import CLASSICAL_GAIN_KEY, CLASSICAL_PSNR_KEY, CLASSICAL_SAM_KEY
 from csakd_qgis.simulation.degradation import psf_sigma
 from csakd_qgis.training.data import TrainingData
 from csakd_qgis.training.patches import Scene
@@ -69,6 +70,15 @@ class Baseline:
         return (f"On validation it does not beat the strongest classical method ({self.method}, {self.psnr:.2f} dB; "
                 f"the network {gain_db:+.2f} dB), so method auto fuses with the classical method instead; name "
                 "the model with method csakd to use it anyway.")
+
+    def card_metrics(self, network_psnr: float) -> Dict[str, float]:
+        """Model-card metrics of a network with validation PSNR ``network_psnr``: its gain over this bar and the bar.
+
+        Keys :data:`~csakd_qgis.models.card.CLASSICAL_GAIN_KEY` (what ``auto`` reads), ``CLASSICAL_PSNR_KEY``
+        and ``CLASSICAL_SAM_KEY``.
+        """
+        return {CLASSICAL_GAIN_KEY: network_psnr - self.psnr, CLASSICAL_PSNR_KEY: self.psnr,
+                CLASSICAL_SAM_KEY: self.sam}
 
     def summary(self, network_psnr: float) -> Dict[str, Any]:
         """JSON-ready dict of the bar with a network's ``gain_db`` over it and the :meth:`verdict`."""
@@ -126,3 +136,9 @@ def classical_baseline(data: TrainingData) -> Optional[Baseline]:
     best = max(scores, key=lambda s: s[1])
     return Baseline(best[0], best[1], best[2], tuple(scores), tuple(notes))
 
+
+def scores_line(summary: Dict[str, Any]) -> str:
+    """``"gsa 34.155 dB, glp ..., subspace ...; <verdict>"`` of a :meth:`Baseline.summary`, for logs."""
+    scores = ", ".join(f"{c['method']} {c['psnr']:.3f} dB" for c in summary["scores"])
+    return f"classical methods on the same validation rows: {scores} ({'; '.join(summary['notes'])}). " \
+        f"{summary['verdict']}"

@@ -25,7 +25,7 @@ import torch
 
 from csakd_qgis.errors import CheckpointError, InputError, ModelMismatchError
 from csakd_qgis.models import ModelConfig, build_model, checkpoint, preset
-from csakd_qgis.models.card import CLASSICAL_GAIN_KEY, CLASSICAL_PSNR_KEY, CLASSICAL_SAM_KEY, ModelCard, Provenance
+from csakd_qgis.models.card import ModelCard, Provenance
 from csakd_qgis.models.files import model_name, optimizer_path_for, teacher_path_for
 from csakd_qgis.training.config import TrainConfig
 from csakd_qgis.training.data import TrainingData
@@ -215,10 +215,8 @@ def save_networks(nets: Networks, paths: Dict[str, Path], data: TrainingData, co
         metrics = {"psnr": net.best.psnr, "sam": net.best.sam} if net.best is not None and data.val else {}
         limits = "Use with inputs whose bands, sensor and scale match this card."
         if baseline is not None and metrics:
-            gain = metrics["psnr"] - baseline.psnr
-            metrics.update({CLASSICAL_GAIN_KEY: gain, CLASSICAL_PSNR_KEY: baseline.psnr,
-                            CLASSICAL_SAM_KEY: baseline.sam})
-            limits += " " + baseline.verdict(gain)
+            metrics.update(baseline.card_metrics(metrics["psnr"]))
+            limits += " " + baseline.verdict(metrics["psnr"] - baseline.psnr)
         card = ModelCard(
             name=model_name(path), role=role, config=net.config.to_dict(), scale=data.scale,
             lr_bands=data.lr_bands, msi=data.msi, provenance=provenance,
