@@ -16,10 +16,12 @@ from csakd_qgis.training.correction import (
     Degradation,
     Example,
     Reference,
+    band_error_db,
     batch,
     correction_loss,
     draw_example,
     prepare,
+    score,
     simulate_fast,
     train_correction,
 )
@@ -120,15 +122,18 @@ def test_fast_simulation_shift_moves_the_scene_like_simulate_pair():
     assert err_shifted < 0.05 * np.abs(still[inner] - sim.lr_hsi[inner]).max()
 
 
-def test_loss_is_zero_for_the_reference_on_a_noise_free_pair():
+def test_loss_is_lowest_for_the_reference_on_a_noise_free_pair():
     cube = _cube()
     good = np.ones(24, bool)
     pair = simulate_pair(cube, WAVELENGTHS, None, good, scale=3, sigma=psf_sigma(3))
     ex = prepare("t", pair.lr_hsi, pair.hr_msi, pair.reference, good, pair.srf, 3, psf_sigma(3), (0.0, 0.0),
                  "gsa", 4)
     lr, msi, base, ref = batch([ex])
-    assert float(correction_loss(ref, [ex], lr, msi, ref, 1.0, 1.0)) < 1e-6
-    assert float(correction_loss(base, [ex], lr, msi, ref, 1.0, 1.0)) > 1e-4
+    perfect = float(correction_loss(ref, [ex], lr, msi, ref, 1.0, 1.0))
+    fitted = float(correction_loss(base, [ex], lr, msi, ref, 1.0, 1.0))
+    assert perfect < fitted - 20.0  # dB: the reference matches both inputs far better than the base does
+    noisy = ref + 0.01 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
+    assert float(band_error_db(noisy, ref)) == pytest.approx(-score([ex], [noisy[0].numpy()])["psnr"], abs=1e-3)
 
 
 def test_draw_example_augments_and_training_keeps_the_best_validation_state():

@@ -13,10 +13,15 @@ offset: the exact shift of a Gaussian PSF, 20 times cheaper than
 pair with the simulation's own PSF and offset; the spectral basis on its
 LR-HSI.
 
-Loss (normalised units, good bands only):
-``L1(out, ref) + w_lr L1(blur_sample(out), lr) + w_msi L1(R out, msi)``,
-the last two the consistency of the output with the two inputs (``R`` the
-spectral response matrix, in the inputs' levels).
+Loss (good bands only): ``E(out, ref) + w_lr E(blur_sample(out), lr) +
+w_msi E(R out, msi)``, the last two the consistency of the output with the
+two inputs (``R`` the spectral response matrix, in the inputs' levels).
+``E`` (:func:`band_error_db`) is the mean over images and bands of
+``10 log10(MSE_b / peak^2)``, i.e. minus the mean band PSNR that
+:func:`score` reports.  An L1 loss was used first: it lowered L1 while the
+mean band PSNR fell, even on fresh draws of the training tiles (see
+``docs/training.md``), because it spends the error budget on the bright
+bands while the metric weighs every band by its logarithm.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from csakd_qgis.classical import GLP, PsfGSA, fuse_whole
 from csakd_qgis.classical.filters import blur_sample
@@ -149,20 +153,32 @@ def batch(examples: Sequence[Example]) -> Tuple[torch.Tensor, ...]:
     return stack("lr"), stack("msi"), stack("base"), stack("reference")
 
 
+def band_error_db(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over images and bands of ``10 log10(MSE_b / peak^2)`` (dB; minus the mean band PSNR).
+
+    ``out`` and ``target`` ``(B, C, H, W)``; ``peak`` is each target image's
+    maximum, as :func:`csakd_qgis.quality.metrics.psnr` takes it.  The
+    ``1e-10`` floor keeps a perfect band at -100 dB instead of minus infinity.
+    """
+    mse = (out - target).pow(2).mean(dim=(2, 3))
+    peak = target.amax(dim=(1, 2, 3)).clamp_min(1e-12).pow(2)[:, None]
+    return 10.0 * torch.log10(mse / peak + 1e-10).mean()
+
+
 def correction_loss(out: torch.Tensor, examples: Sequence[Example], lr: torch.Tensor, msi: torch.Tensor,
                     reference: torch.Tensor, w_lr: float, w_msi: float) -> torch.Tensor:
-    """L1 to the reference plus the two consistency terms, over good bands (module notes)."""
+    """:func:`band_error_db` to the reference plus the two consistency terms, over good bands (module notes)."""
     good = torch.from_numpy(np.flatnonzero(examples[0].good))
-    fit = F.l1_loss(out.index_select(1, good), reference.index_select(1, good))
+    fit = band_error_db(out.index_select(1, good), reference.index_select(1, good))
     if not (w_lr or w_msi):
         return fit
     lr_terms, msi_terms = [], []
     for i, e in enumerate(examples):
         o = out[i:i + 1].index_select(1, good)
         low, _ = blur_sample(o, out.shape[2] // lr.shape[2], e.sigma, e.offset)
-        lr_terms.append(F.l1_loss(low, lr[i:i + 1].index_select(1, good)))
+        lr_terms.append(band_error_db(low, lr[i:i + 1].index_select(1, good)))
         srf = torch.from_numpy(np.ascontiguousarray(e.srf[:, e.good], dtype=np.float32)) * e.msi_ratio
-        msi_terms.append(F.l1_loss(torch.einsum("mc,bchw->bmhw", srf, o), msi[i:i + 1]))
+        msi_terms.append(band_error_db(torch.einsum("mc,bchw->bmhw", srf, o), msi[i:i + 1]))
     return fit + w_lr * torch.stack(lr_terms).mean() + w_msi * torch.stack(msi_terms).mean()
 
 
