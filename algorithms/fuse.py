@@ -63,9 +63,9 @@ class FuseAlgorithm(CsakdAlgorithm):
             QgsProcessingParameterNumber(self.OVERLAP, self.tr(
                 f"Tile overlap [LR-HSI pixels] (empty: {choices.OVERLAP}, at most a quarter of the tile)"),
                 QgsProcessingParameterNumber.Integer, None, True, 0, choices.MAX_TILE // 4),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Tiles per batch"),
-                                         QgsProcessingParameterNumber.Integer, choices.BATCH_SIZE, False, 1,
-                                         choices.MAX_BATCH),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr(
+                f"Tiles per batch (empty: {choices.CPU_BATCH_SIZE} on the CPU, {choices.GPU_BATCH_SIZE} on a GPU)"),
+                QgsProcessingParameterNumber.Integer, None, True, 1, choices.MAX_BATCH),
             QgsProcessingParameterEnum(self.BACKEND,
                                        self.tr("Inference backend (auto: onnxruntime on the CPU when installed)"),
                                        options=list(choices.BACKENDS), defaultValue="auto", usesStaticStrings=True),
@@ -98,12 +98,12 @@ class FuseAlgorithm(CsakdAlgorithm):
 
     def _fuse_options(self, parameters, context):
         """The FuseOptions fields the dialog sets (checked by the engine's ``FuseOptions``)."""
-        overlap = parameters.get(self.OVERLAP)
+        overlap, batch = parameters.get(self.OVERLAP), parameters.get(self.BATCH_SIZE)
         return dict(
             device=self.parameterAsEnumString(parameters, self.DEVICE, context),
             tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap=None if overlap in (None, "") else self.parameterAsInt(parameters, self.OVERLAP, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            batch_size=None if batch in (None, "") else self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             backend=self.parameterAsEnumString(parameters, self.BACKEND, context) or "auto",
             precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "float32",
             shift_correction=self.parameterAsBool(parameters, self.SHIFT_CORRECTION, context),

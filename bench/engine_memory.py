@@ -38,7 +38,10 @@ import numpy as np
 from affine import Affine
 from common import BENCHMARKS, LR_TRANSFORM, ROOT, load_network, machine, network_spec, replace_section, write_synthetic
 
-SCALE, MSI_BANDS, TILE, OVERLAP, BATCH = 3, 4, 64, 8, 4
+from csakd_qgis.options import CPU_BATCH_SIZE
+
+SCALE, MSI_BANDS, TILE, OVERLAP = 3, 4, 64, 8
+BATCH = CPU_BATCH_SIZE
 HEADING = "## Engine memory and throughput"
 PARTS = {"memory": "### Peak memory and throughput", "write": "### Write stage", "halo": "### Tile halo"}
 

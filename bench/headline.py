@@ -41,6 +41,7 @@ from rasterio.windows import Window
 from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.io.read import read_info, read_window
 from csakd_qgis.io.write import RasterWriter
+from csakd_qgis.options import CPU_BATCH_SIZE
 from csakd_qgis.simulation.srf import spectral_response_matrix
 
 DATA = ROOT.parent / "shared" / "data" / "enmap_potsdam"
@@ -113,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lr-size", type=int, default=1000, help="LR-HSI pixels per side (default 1000)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all)")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=CPU_BATCH_SIZE, help="tiles per network call")
     parser.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime"), default=["torch", "onnxruntime"])
     parser.add_argument("--keep", type=Path, default=None, help="build the inputs in this folder and keep them")
     parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")

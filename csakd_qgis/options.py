@@ -49,8 +49,11 @@ TILE = 64
 #: Default tile overlap (LR pixels) when the tile allows it (see :attr:`FuseOptions.tile_overlap`).
 OVERLAP = 8
 
-#: Default tiles per network call.
-BATCH_SIZE = 4
+#: Default tiles per network call on a CPU and on a GPU (CUDA, MPS).  On a CPU a
+#: larger batch is no faster per tile (torch is slower: 1.35 against 1.86 s per
+#: 224-band tile of the bundled student, one thread) and holds the forward pass
+#: of every tile at once; ``docs/engine.md`` has the table.
+CPU_BATCH_SIZE, GPU_BATCH_SIZE = 1, 4
 
 #: Largest tile core (LR pixels) and batch (tiles) a run accepts.
 MAX_TILE, MAX_BATCH = 4096, 256
@@ -66,6 +69,11 @@ OUTPUT_BLOCK = 256
 SENSORS = ("sentinel2", "sentinel2b", "landsat8", "landsat9")
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def default_batch_size(device_type: str) -> int:
+    """Tiles per network call when none is given, for a torch device type ('cpu', 'cuda', 'mps')."""
+    return GPU_BATCH_SIZE if device_type in ("cuda", "mps") else CPU_BATCH_SIZE
 
 
 def _refuse(condition: bool, message: str) -> None:
@@ -85,7 +93,8 @@ class FuseOptions:
         Overlap of neighbouring tiles, LR pixels, at most ``tile // 4``;
         None: :data:`OVERLAP` or ``tile // 4`` when that is smaller.
     batch_size:
-        Tiles per network call (1 to :data:`MAX_BATCH`); halved on
+        Tiles per network call (1 to :data:`MAX_BATCH`); None: the
+        device's default (:func:`default_batch_size`).  Halved on
         out-of-memory errors, then the tile.
     halo:
         LR context per tile side: pixels, ``"exact"`` (the method's
@@ -123,7 +132,7 @@ class FuseOptions:
 
     tile: int = TILE
     overlap: Optional[int] = None
-    batch_size: int = BATCH_SIZE
+    batch_size: Optional[int] = None
     halo: Union[int, str, None] = None
     device: str = "auto"
     threads: Optional[int] = None
@@ -149,7 +158,7 @@ class FuseOptions:
             _refuse(self.overlap > self.tile // 4,
                     f"tile overlap {self.overlap} is more than a quarter of the tile ({self.tile} LR pixels): "
                     f"use --overlap {self.tile // 4} or less, or a larger --tile-size")
-        _refuse(not 1 <= self.batch_size <= MAX_BATCH,
+        _refuse(self.batch_size is not None and not 1 <= self.batch_size <= MAX_BATCH,
                 f"batch size must be between 1 and {MAX_BATCH} tiles (--batch-size), got {self.batch_size}")
         _refuse(self.halo is not None and self.halo != "exact"
                 and (isinstance(self.halo, bool) or not isinstance(self.halo, int) or self.halo < 0),

@@ -227,6 +227,23 @@ def test_small_reliable_shift_is_corrected_for_bicubic(shifted_pair, tmp_path):
     assert "left uncorrected" not in report.shift_message
 
 
+def test_the_batch_follows_the_method_device_unless_given(pair, tmp_path):
+    lr_path, msi_path, _lr, _msi = pair
+
+    class OnGpu(BicubicMethod):  # computes on the CPU, but says where a network would run
+        device = torch.device("cuda")
+
+    sizes = {}
+    for name, method in (("cpu", BicubicMethod(S)), ("gpu", OnGpu(S))):
+        calls = []
+        predict = method.predict
+        method.predict = lambda lr, msi, p=predict, c=calls: c.append(lr.shape[0]) or p(lr, msi)
+        report = fuse(lr_path, msi_path, str(tmp_path / f"{name}.tif"), method=method, tile=10, overlap=2,
+                      device="cpu", shift_correction=False)
+        sizes[name] = (report.batch_size, max(calls))
+    assert sizes == {"cpu": (1, 1), "gpu": (4, 4)}
+
+
 def test_report_names_method_counts_and_summary(pair, tmp_path):
     lr_path, msi_path, _lr, _msi = pair
     report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, batch_size=3,

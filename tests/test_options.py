@@ -1,15 +1,19 @@
 import pytest
 
 from csakd_qgis.errors import InputError
-from csakd_qgis.options import MAX_BATCH, MAX_TILE, OVERLAP, FuseOptions
+from csakd_qgis.options import MAX_BATCH, MAX_TILE, OVERLAP, FuseOptions, default_batch_size
 
 
 def test_defaults_are_valid_and_the_overlap_follows_the_tile():
     options = FuseOptions()
-    assert (options.tile, options.batch_size, options.tile_overlap) == (64, 4, OVERLAP)
+    assert (options.tile, options.batch_size, options.tile_overlap) == (64, None, OVERLAP)
     assert FuseOptions(tile=16).tile_overlap == 4  # a quarter of a small tile, not the default 8
     assert FuseOptions(tile=16, overlap=0).tile_overlap == 0
     assert FuseOptions(tile=1).tile_overlap == 0
+
+
+def test_the_default_batch_is_one_tile_on_a_cpu_and_four_on_a_gpu():
+    assert [default_batch_size(d) for d in ("cpu", "cuda", "mps")] == [1, 4, 4]
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -11,9 +11,10 @@ from csakd_qgis.distributed.regions import REGION_SIZE
 from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.options import (
     BACKENDS,
-    BATCH_SIZE,
+    CPU_BATCH_SIZE,
     DEVICES,
     DTYPES,
+    GPU_BATCH_SIZE,
     METHODS,
     OVERLAP,
     PRECISIONS,
@@ -61,8 +62,8 @@ def add_fusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=None,
                         help=f"tile overlap in LR pixels, at most a quarter of the tile (default: {OVERLAP}, or a "
                              "quarter of a smaller tile)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help=f"tiles per network call (default: {BATCH_SIZE})")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"tiles per network call (default: {CPU_BATCH_SIZE} on a CPU, {GPU_BATCH_SIZE} on a GPU)")
     parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)} or cuda:N (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",

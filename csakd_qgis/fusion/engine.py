@@ -75,7 +75,7 @@ from csakd_qgis.fusion.report import FuseReport
 from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
 from csakd_qgis.io.style import style_note
 from csakd_qgis.io.write import check_destination
-from csakd_qgis.options import FuseOptions, MsiBands
+from csakd_qgis.options import FuseOptions, MsiBands, default_batch_size
 from csakd_qgis.progress import SILENT, Reporter
 from csakd_qgis.quality.guard import GuardReport, check_fused, describe
 
@@ -105,6 +105,8 @@ def run_plan(plan: FusionPlan, method: FusionMethod, options: FuseOptions, path:
         The pipeline's counts and timings, and the tile size used (LR pixels).
     """
     tile = options.tile
+    device = getattr(method, "device", None)  # classical methods run on the CPU and have none
+    batch = options.batch_size or default_batch_size(str(getattr(device, "type", "cpu")))
     cog, overwrite = (options.cog, options.overwrite) if region is None else (False, True)
     while True:
         tiles = plan.tiles(tile, min(options.tile_overlap, tile // 4))
@@ -113,7 +115,7 @@ def run_plan(plan: FusionPlan, method: FusionMethod, options: FuseOptions, path:
                     plan.writer(path, window=region, compress=options.compress, blocksize=options.output_block,
                                 cog=cog, overwrite=overwrite) as writer:
                 result = run_pipeline(plan.open_pair, method, tiles, writer, plan.radiometry,
-                                      batch_size=options.batch_size, block_width=options.block_width,
+                                      batch_size=batch, block_width=options.block_width,
                                       out_block=options.output_block, region=region, reporter=reporter,
                                       notify=notify, carry_dir=os.path.dirname(os.path.abspath(path)))
             return result, tile

@@ -244,6 +244,8 @@ class OnnxNetworkMethod:
         data, card = (bytes(model), parse_onnx(bytes(model))) if isinstance(model, (bytes, bytearray)) \
             else read_onnx(model)
         chosen = providers(device)
+        #: The torch device the session runs on (its inputs stay NumPy arrays).
+        self.device = torch.device(device)
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads) if threads is not None else torch.get_num_threads()
