@@ -393,3 +393,23 @@ def test_tiles_run_under_a_block_cache_sized_for_a_row_of_tiles(pair, tmp_path, 
     needed = lr_info.block_row_bytes(57, 18) + msi_info.block_row_bytes(171, 54)
     # the sample, the tiles, then the output guard (small again)
     assert asked == [BLOCK_CACHE_MB, BLOCK_CACHE_MB + -(-needed // 2**20), BLOCK_CACHE_MB]
+
+
+def test_band_interleaved_inputs_add_no_blocks_to_the_cache(pair, tmp_path, monkeypatch):
+    import csakd_qgis.fusion.engine as engine
+    from csakd_qgis.io.read import BLOCK_CACHE_MB
+
+    copies = []
+    for path in pair[:2]:
+        copy = tmp_path / f"band_{os.path.basename(path)}"
+        with rasterio.open(path) as src:
+            with rasterio.open(copy, "w", **{**src.profile, "interleave": "band"}) as dst:
+                dst.write(src.read())
+        assert read_info(path).shared_blocks and not read_info(str(copy)).shared_blocks
+        copies.append(str(copy))
+    asked = []
+    real = engine.gdal_block_cache
+    monkeypatch.setattr(engine, "gdal_block_cache", lambda megabytes: asked.append(megabytes) or real(megabytes))
+    fuse(*copies, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, block_width=64, device="cpu",
+         shift_correction=False)
+    assert asked == [BLOCK_CACHE_MB] * 3

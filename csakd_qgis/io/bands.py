@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import affine
 import numpy as np
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Interleaving
 from rasterio.io import DatasetReaderBase
 
 from csakd_qgis.errors import RasterReadError
@@ -80,7 +80,11 @@ class RasterInfo:
     have ``count`` entries.  ``transform`` maps pixel (col, row) to map
     coordinates in ``crs``; ``crs`` is None for rasters without one.
     ``block`` is the first band's storage block ``(rows, cols)`` in pixels
-    (a strip of ``(rows, width)`` for an untiled file).
+    (a strip of ``(rows, width)`` for an untiled file).  ``shared_blocks``
+    is True when one storage block holds every band (GDAL's
+    ``INTERLEAVE=PIXEL``, and any format whose interleaving GDAL does not
+    report), so that reading one band decodes all of them; False for
+    band-interleaved files, whose bands are stored in blocks of their own.
     """
 
     path: str
@@ -95,6 +99,7 @@ class RasterInfo:
     scales: Tuple[float, ...]
     offsets: Tuple[float, ...]
     block: Tuple[int, int] = (256, 256)
+    shared_blocks: bool = True
 
     def block_row_bytes(self, width: int, height: int) -> int:
         """Decoded bytes of every block, all bands, that a ``width x height`` pixel window can touch.
@@ -248,6 +253,7 @@ def info_from_dataset(ds: DatasetReaderBase, path: str) -> RasterInfo:
         scales=scales,
         offsets=offsets,
         block=_block(ds.block_shapes[indexes[0] - 1]),
+        shared_blocks=len(indexes) > 1 and ds.interleaving != Interleaving.band,
     )
 
 
