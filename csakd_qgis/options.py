@@ -50,9 +50,10 @@ TILE = 64
 OVERLAP = 8
 
 #: Default tiles per network call on a CPU and on a GPU (CUDA, MPS).  On a CPU a
-#: larger batch is no faster per tile (torch is slower: 1.35 against 1.86 s per
-#: 224-band tile of the bundled student, one thread) and holds the forward pass
-#: of every tile at once; ``docs/engine.md`` has the table.
+#: larger batch is no faster per tile (bundled student, 224 bands, one thread:
+#: torch 0.76 s per tile alone against 1.15 s in fours, onnxruntime 0.54 against
+#: 0.58 s) and holds the forward pass of every tile at once (326 against 777 MB
+#: under torch); ``bench/batch_size.py``, explained in ``docs/engine.md``.
 CPU_BATCH_SIZE, GPU_BATCH_SIZE = 1, 4
 
 #: Largest tile core (LR pixels) and batch (tiles) a run accepts.
