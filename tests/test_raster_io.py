@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 from csakd_qgis.errors import Cancelled, RasterReadError, RasterWriteError
 from csakd_qgis.io.bands import BandInfo
-from csakd_qgis.io.read import read_info, read_window
+from csakd_qgis.io.read import _nodata_is_the_mask, _stored_nodata, read_info, read_window
 from csakd_qgis.io.write import RasterWriter, write_raster
 
 TRANSFORM = Affine(30.0, 0.0, 366000.0, 0.0, -30.0, 5810000.0)
@@ -133,6 +133,23 @@ def test_dataset_mask_and_alpha_band(tmp_path):
         ds.write_mask(np.array([[255, 255, 0]], np.uint8))
     _, valid = read_window(str(path))
     np.testing.assert_array_equal(valid, [[True, True, False]])
+
+
+def test_nodata_masks_are_compared_instead_of_read(geotiff):
+    data = np.full((2, 3, 3), 5.0, np.float32)
+    data[0, 0, 0] = -9999.0
+
+    def skips(path, bands=(1, 2)):
+        with rasterio.open(path) as ds:
+            return _nodata_is_the_mask(ds, bands, _stored_nodata(ds.nodata, np.dtype(ds.dtypes[0])))
+
+    assert skips(geotiff("nd.tif", data, nodata=-9999.0))
+    assert skips(geotiff("plain.tif", data))
+    # a nodata value the stored type cannot hold exactly: GDAL's own mask decides (it rounds 0.5 to 0 for int16)
+    path = geotiff("inexact.tif", np.array([[[0, 1, 2]]], np.int16), nodata=0.5)
+    assert not skips(path, (1,))
+    _, valid = read_window(str(path))
+    np.testing.assert_array_equal(valid, [[False, True, True]])
 
 
 def test_scale_offset_boundless_and_band_selection(geotiff):

@@ -12,7 +12,9 @@ Conventions
   the float64 result to float32 alone gives up to 1.2e-7).
 * The nodata value is compared with the stored values, not the physical ones.
 * A pixel is *invalid* when GDAL's mask says so (nodata value, alpha band,
-  per-dataset mask) or when its value is NaN or infinite.  Invalid values are
+  per-dataset mask) or when its value is NaN or infinite.  Where GDAL's mask
+  is only the nodata comparison, it is done on the stored values instead of
+  reading the mask (:func:`_nodata_is_the_mask`).  Invalid values are
   NaN.  The returned ``valid`` mask ``(H, W)`` is True where every *good* band
   is valid; bands flagged bad (ENVI ``bbl = 0``, e.g. water-vapour bands that
   EnMAP fills with nodata) do not decide validity but are NaN where they hold
@@ -31,6 +33,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReaderBase
 from rasterio.windows import Window
@@ -129,6 +132,31 @@ def _physical(raw: np.ndarray, scales: Sequence[float], offsets: Sequence[float]
         return physical if work == np.float32 else physical.astype(np.float32)
 
 
+def _nodata_is_the_mask(ds: DatasetReaderBase, gdal_indexes: Sequence[int], nodata: object) -> bool:
+    """True when comparing with the stored ``nodata`` finds exactly the pixels GDAL's masks would.
+
+    That holds when every band's mask is GDAL's nodata mask (or all-valid,
+    with no nodata value anywhere), every band has the dataset's nodata
+    value and that value is exact in the stored type (``nodata`` from
+    :func:`_stored_nodata`, not None).  Reading the masks then only repeats
+    the comparison, and costs as much as reading the data (for int16 ZSTD
+    tiles of 224 bands, 1.45 s against 1.44 s).  Alpha bands and internal,
+    external or per-dataset masks are read.
+    """
+    values, flags = ds.nodatavals, ds.mask_flag_enums
+    for index in gdal_indexes:
+        kinds = set(flags[index - 1])
+        same = values[index - 1] == ds.nodata or (values[index - 1] is not None and ds.nodata is not None
+                                                   and math.isnan(values[index - 1]) and math.isnan(ds.nodata))
+        if not same:
+            return False
+        if kinds == {MaskFlags.all_valid} and ds.nodata is None:
+            continue
+        if kinds != {MaskFlags.nodata} or nodata is None:
+            return False
+    return True
+
+
 def read_band_window(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequence[int], *,
                      scales: Sequence[float], offsets: Sequence[float],
                      boundless: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -155,17 +183,18 @@ def read_band_window(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequen
                 np.zeros((count, window.height, window.width), dtype=bool))
     inside = inner.width == window.width and inner.height == window.height
     stored = np.dtype(np.result_type(*(ds.dtypes[i - 1] for i in gdal_indexes)))
+    nodata = _stored_nodata(ds.nodata, stored)
     try:
         raw = ds.read(list(gdal_indexes), window=inner, out_dtype=stored)
-        masks = ds.read_masks(list(gdal_indexes), window=inner)
+        masks = None if _nodata_is_the_mask(ds, gdal_indexes, nodata) else ds.read_masks(list(gdal_indexes),
+                                                                                         window=inner)
     except (RasterioIOError, OSError) as exc:
         raise RasterReadError(
             f"cannot read window {inner} of {ds.name!r}: {exc}. The file is probably truncated or damaged "
             "(an interrupted copy or download): create or download it again ('gdalinfo -checksum' on it "
             "shows whether every block can be read)."
         ) from exc
-    ok = masks != 0
-    nodata = _stored_nodata(ds.nodata, stored)
+    ok = np.ones(raw.shape, dtype=bool) if masks is None else masks != 0
     if nodata is not None:
         ok &= raw != nodata
     physical = _physical(raw, scales, offsets)
