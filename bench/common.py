@@ -67,17 +67,18 @@ def mean_std(values: Sequence[float]) -> str:
 
 
 def write_synthetic(path: Path, bands: int, size: int, transform: Affine, seed: int,
-                    width: Optional[int] = None) -> None:
+                    width: Optional[int] = None, interleave: str = "band") -> None:
     """A smooth random float32 raster of ``bands`` x ``size`` rows x ``width`` (default ``size``) columns.
 
-    Values about 0.1-0.5; tiled, ZSTD, written in strips.
+    Values about 0.1-0.5; tiled (256 px), ZSTD, stored by band (``interleave="pixel"``:
+    every band in each block, GDAL's default), written in strips.
     """
     rng = np.random.default_rng(seed)
     weights = rng.random((bands, 3)).astype(np.float32)
     width = size if width is None else width
     with rasterio.open(path, "w", driver="GTiff", width=width, height=size, count=bands, dtype="float32",
                        crs="EPSG:32633", transform=transform, tiled=True, blockxsize=256, blockysize=256,
-                       compress="zstd", zstd_level=1, interleave="band") as ds:
+                       compress="zstd", zstd_level=1, interleave=interleave) as ds:
         step = 256
         x = np.linspace(0, 6 * width / size, width, dtype=np.float32)
         for row in range(0, size, step):

@@ -6,9 +6,12 @@ writer holds the strips and seams of one column block, and a tile straddling
 two blocks is carried on disk, not in memory.  Width is what could make it
 grow (a row of tiles spans the width; the height is streamed), so each case
 is fused at 1008 x 1008 output pixels and at 8064 columns x 1008 rows; GSA
-at 60 bands also at the full 8064 x 8064, to show the height adds nothing.
+at 60 bands also at the full 8064 x 8064, to show the height adds nothing,
+and with pixel-interleaved inputs (GDAL's default layout, whose decoded
+blocks the engine caches for a column block).
 
-Synthetic tiled float32 GeoTIFF inputs (smooth, ``common.write_synthetic``):
+Synthetic tiled float32 GeoTIFF inputs (smooth, ``common.write_synthetic``),
+stored by band unless the case says pixel:
 LR-HSI with 60 or 224 bands, 4-band HR-MSI, scale 3.  ``fuse`` with the
 engine's defaults (tile 64 LR px, column blocks of 1024 px, int16 ZSTD
 output, the degradation estimated from the pair), 1 torch thread, each
@@ -61,14 +64,15 @@ print(json.dumps({"seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb(
 """
 
 
-def run_case(folder: Path, method: str, bands: int, rows: int, cols: int) -> Dict[str, float]:
+def run_case(folder: Path, method: str, bands: int, rows: int, cols: int, interleave: str) -> Dict[str, float]:
     """Build (or reuse) the inputs of one case and fuse them in a fresh process."""
-    lr = folder / f"lr_{bands}_{rows}x{cols}.tif"
-    msi = folder / f"msi_{rows}x{cols}.tif"
+    lr = folder / f"lr_{bands}_{rows}x{cols}_{interleave}.tif"
+    msi = folder / f"msi_{rows}x{cols}_{interleave}.tif"
     if not lr.exists():
-        write_synthetic(lr, bands, rows // SCALE, LR_TRANSFORM, 1, width=cols // SCALE)
+        write_synthetic(lr, bands, rows // SCALE, LR_TRANSFORM, 1, width=cols // SCALE, interleave=interleave)
     if not msi.exists():
-        write_synthetic(msi, MSI_BANDS, rows, LR_TRANSFORM * Affine.scale(1 / SCALE), 2, width=cols)
+        write_synthetic(msi, MSI_BANDS, rows, LR_TRANSFORM * Affine.scale(1 / SCALE), 2, width=cols,
+                        interleave=interleave)
     out = folder / "out.tif"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
     done = subprocess.run([sys.executable, "-c", CHILD, str(lr), str(msi), str(out),
@@ -80,14 +84,16 @@ def run_case(folder: Path, method: str, bands: int, rows: int, cols: int) -> Dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cases(quick: bool) -> List[Tuple[str, int, int, int]]:
-    """``(method, bands, rows, cols)`` of every case, the 1008-px case of each first."""
+def cases(quick: bool) -> List[Tuple[str, int, int, int, str]]:
+    """``(method, bands, rows, cols, interleave)`` of every case, the 1008-px case of each first."""
     found = []
     for method in ("gsa", "network"):
         for bands in ((60,) if quick else (60, 224)):
-            found += [(method, bands, 1008, 1008), (method, bands, 1008, 8064)]
+            found += [(method, bands, 1008, 1008, "band"), (method, bands, 1008, 8064, "band")]
             if method == "gsa" and bands == 60 and not quick:
-                found.append((method, bands, 8064, 8064))
+                found.append((method, bands, 8064, 8064, "band"))
+            if method == "gsa":
+                found += [(method, bands, 1008, 1008, "pixel"), (method, bands, 1008, 8064, "pixel")]
     return found
 
 
@@ -98,23 +104,25 @@ def main() -> int:
     args = parser.parse_args()
     header = machine()
     lines = []
-    base: Dict[Tuple[str, int], float] = {}
+    base: Dict[Tuple[str, int, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="csakd-width-") as tmp:
-        for method, bands, rows, cols in cases(args.quick):
-            r = run_case(Path(tmp), method, bands, rows, cols)
-            base.setdefault((method, bands), r["rss_mb"])
-            growth = 100 * (r["rss_mb"] / base[(method, bands)] - 1)
-            lines.append(f"| {method} | {bands} | {cols} x {rows} | {r['rss_start_mb']:.0f} | {r['rss_mb']:.0f} | "
-                         f"{growth:+.1f} % | {r['seconds']:.0f} | {r['tiles']} ({r['carried']} carried) |")
+        for method, bands, rows, cols, interleave in cases(args.quick):
+            r = run_case(Path(tmp), method, bands, rows, cols, interleave)
+            base.setdefault((method, bands, interleave), r["rss_mb"])
+            growth = 100 * (r["rss_mb"] / base[(method, bands, interleave)] - 1)
+            lines.append(f"| {method} | {bands} | {interleave} | {cols} x {rows} | {r['rss_start_mb']:.0f} | "
+                         f"{r['rss_mb']:.0f} | {growth:+.1f} % | {r['seconds']:.0f} | "
+                         f"{r['tiles']} ({r['carried']} carried) |")
             print(lines[-1], flush=True)
     body = "\n".join([
         f"`bench/memory_width.py` on {header}. Protocol in the script's docstring: synthetic inputs, scale 3, "
         "4 MSI bands, engine defaults (tile 64 LR px, column blocks of 1024 px, int16 ZSTD), 1 torch thread, "
-        "network = a random `project_student` run by torch. Growth = peak RSS against the same method and "
-        "bands at 1008 x 1008.",
+        "network = a random `project_student` run by torch. Growth = peak RSS against the same method, "
+        "bands and interleaving at 1008 x 1008.",
         "",
-        "| method | bands | output (cols x rows) | imports RSS (MB) | peak RSS (MB) | growth | time (s) | tiles |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | bands | inputs stored by | output (cols x rows) | imports RSS (MB) | peak RSS (MB) | growth | "
+        "time (s) | tiles |",
+        "|---|---|---|---|---|---|---|---|---|",
         *lines,
     ])
     publish(HEADING, body, write=not args.quick)
