@@ -19,8 +19,14 @@ case in a fresh subprocess whose peak resident set size (``VmHWM``) is
 read.  The network is a randomly initialised ``project_student`` for the
 case's band count, run by torch (its memory, not its quality, is measured).
 
-Usage: ``python bench/memory_width.py [--quick]`` (``--quick``: 60 bands only,
-no 8064 x 8064 case; print only).
+The peak of one run is the highest of many moments at which a tile's
+computation meets the reader's and the writer's buffers, so it varies from
+run to run by up to about 200 MB (the floor between tiles does not).  Each
+case therefore runs ``--repeats`` times (3 by default); the table gives the
+median peak with the lowest and highest, and the growth compares medians.
+
+Usage: ``python bench/memory_width.py [--quick] [--repeats N]`` (``--quick``:
+60 bands only, no 8064 x 8064 case; print only).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,27 +108,33 @@ def main() -> int:
     """Run every case, print the table, and (without --quick) write it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="60 bands, no 8064 x 8064 case; print only")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh runs per case (default 3)")
     args = parser.parse_args()
     header = machine()
     lines = []
     base: Dict[Tuple[str, int, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="csakd-width-") as tmp:
         for method, bands, rows, cols, interleave in cases(args.quick):
-            r = run_case(Path(tmp), method, bands, rows, cols, interleave)
-            base.setdefault((method, bands, interleave), r["rss_mb"])
-            growth = 100 * (r["rss_mb"] / base[(method, bands, interleave)] - 1)
+            runs = [run_case(Path(tmp), method, bands, rows, cols, interleave) for _ in range(args.repeats)]
+            peaks = [r["rss_mb"] for r in runs]
+            peak = statistics.median(peaks)
+            base.setdefault((method, bands, interleave), peak)
+            growth = 100 * (peak / base[(method, bands, interleave)] - 1)
+            r = runs[0]
             lines.append(f"| {method} | {bands} | {interleave} | {cols} x {rows} | {r['rss_start_mb']:.0f} | "
-                         f"{r['rss_mb']:.0f} | {growth:+.1f} % | {r['seconds']:.0f} | "
+                         f"{peak:.0f} ({min(peaks):.0f}-{max(peaks):.0f}) | {growth:+.1f} % | "
+                         f"{statistics.median(x['seconds'] for x in runs):.0f} | "
                          f"{r['tiles']} ({r['carried']} carried) |")
             print(lines[-1], flush=True)
     body = "\n".join([
-        f"`bench/memory_width.py` on {header}. Protocol in the script's docstring: synthetic inputs, scale 3, "
-        "4 MSI bands, engine defaults (tile 64 LR px, column blocks of 1024 px, int16 ZSTD), 1 torch thread, "
-        "network = a random `project_student` run by torch. Growth = peak RSS against the same method, "
+        f"`bench/memory_width.py --repeats {args.repeats}` on {header}. Protocol in the script's docstring: "
+        "synthetic inputs, scale 3, 4 MSI bands, engine defaults (tile 64 LR px, column blocks of 1024 px, int16 "
+        "ZSTD), 1 torch thread, network = a random `project_student` run by torch, each case run "
+        f"{args.repeats} times in fresh processes. Growth = median peak RSS against the median of the same method, "
         "bands and interleaving at 1008 x 1008.",
         "",
-        "| method | bands | inputs stored by | output (cols x rows) | imports RSS (MB) | peak RSS (MB) | growth | "
-        "time (s) | tiles |",
+        "| method | bands | inputs stored by | output (cols x rows) | imports RSS (MB) | peak RSS, median (min-max) "
+        "(MB) | growth | time (s, median) | tiles |",
         "|---|---|---|---|---|---|---|---|---|",
         *lines,
     ])
