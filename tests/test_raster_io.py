@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 from csakd_qgis.errors import Cancelled, RasterReadError, RasterWriteError
 from csakd_qgis.io.bands import BandInfo
-from csakd_qgis.io.read import _nodata_is_the_mask, _stored_nodata, read_info, read_window
+from csakd_qgis.io.read import _nodata_is_the_mask, read_info, read_window
 from csakd_qgis.io.write import RasterWriter, write_raster
 
 TRANSFORM = Affine(30.0, 0.0, 366000.0, 0.0, -30.0, 5810000.0)
@@ -141,10 +141,15 @@ def test_nodata_masks_are_compared_instead_of_read(geotiff):
 
     def skips(path, bands=(1, 2)):
         with rasterio.open(path) as ds:
-            return _nodata_is_the_mask(ds, bands, _stored_nodata(ds.nodata, np.dtype(ds.dtypes[0])))
+            return _nodata_is_the_mask(ds, bands, np.dtype(ds.dtypes[0]))
 
     assert skips(geotiff("nd.tif", data, nodata=-9999.0))
     assert skips(geotiff("plain.tif", data))
+    data[1, 2, 2] = np.nan
+    path = geotiff("nan.tif", data, nodata=np.nan)
+    assert skips(path)
+    _, valid = read_window(str(path))
+    assert valid.sum() == 8 and not valid[2, 2]  # -9999 is a value when NaN is the nodata value
     # a nodata value the stored type cannot hold exactly: GDAL's own mask decides (it rounds 0.5 to 0 for int16)
     path = geotiff("inexact.tif", np.array([[[0, 1, 2]]], np.int16), nodata=0.5)
     assert not skips(path, (1,))
