@@ -5,7 +5,9 @@
 * :class:`~csakd_qgis.classical.glp.GLP`: MTF-GLP with a regression-synthesised
   guide per HSI band (additive regression gain or HPM injection).
 * :class:`~csakd_qgis.classical.subspace.SubspaceFusion`: either of them with
-  its output projected onto the LR-HSI's first principal directions (denoising).
+  its output projected onto the LR-HSI's first principal directions (denoising),
+  optionally back-projected onto the LR-HSI
+  (:class:`~csakd_qgis.classical.consistency.LrConsistency`).
 
 Every method has ``fit(lr_sample, msi_sample_hr, scale, sigma, offset, good)``
 returning frozen coefficients (``to_dict``/``from_dict`` for JSON), a
@@ -92,18 +94,24 @@ def subspace_fuse(lr: np.ndarray, msi: np.ndarray, scale: int, sigma: float, off
 
 
 def fit_method(name: str, lr: np.ndarray, msi: np.ndarray, scale: int, sigma: float,
-               offset: Offset = (0.0, 0.0), good: Optional[Sequence[bool]] = None) -> ClassicalMethod:
+               offset: Offset = (0.0, 0.0), good: Optional[Sequence[bool]] = None,
+               noise_std: Optional[np.ndarray] = None) -> ClassicalMethod:
     """Fit the engine's classical method ``name`` on a scene sample.
 
     ``"gsa"``: :class:`PsfGSA`; ``"glp"``: :class:`GLP`; ``"subspace"``:
     :class:`SubspaceFusion` with PSF-matched GSA inside, its output
-    projected onto the LR-HSI's signal subspace.  ``lr`` ``(C, h, w)`` and ``msi``
-    ``(m, h s, w s)`` are the normalised sample, NaN = invalid; ``sigma``
-    (HR pixels) and ``offset`` (LR pixels) the estimated PSF and residual
-    misregistration; ``good`` the good-band flags.
+    projected onto the LR-HSI's signal subspace; ``"subspace_bp"``: the same,
+    back-projected onto the LR-HSI instead of plainly projected.  ``lr``
+    ``(C, h, w)`` and ``msi`` ``(m, h s, w s)`` are the normalised sample,
+    NaN = invalid; ``sigma`` (HR pixels) and ``offset`` (LR pixels) the
+    estimated PSF and residual misregistration; ``good`` the good-band flags;
+    ``noise_std`` ``(C,)`` the LR noise in ``lr``'s units (``subspace_bp``
+    only; None: estimated on ``lr``).
     """
-    fits: Dict[str, Callable[..., Classical]] = {"gsa": PsfGSA.fit, "glp": GLP.fit,
-            "subspace": functools.partial(SubspaceFusion.fit, method="psf_gsa")}
+    fits: Dict[str, Callable[..., Classical]] = {
+        "gsa": PsfGSA.fit, "glp": GLP.fit, "subspace": functools.partial(SubspaceFusion.fit, method="psf_gsa"),
+        "subspace_bp": functools.partial(SubspaceFusion.fit, method="psf_gsa", back_project=True,
+                                         noise_std=noise_std)}
     if name not in fits:
         raise InputError(f"unknown classical method {name!r}; use one of {', '.join(fits)}")
     return ClassicalMethod(fits[name](lr, msi, scale, sigma, offset, good), name)

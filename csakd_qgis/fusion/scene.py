@@ -232,8 +232,9 @@ def fit_classical(name: str, scene: Scene,
         sigma = degradation.sigma
     offset = (total[0] - scene.read_shift[0], total[1] - scene.read_shift[1])
     sample, radiometry = scene.sample, scene.radiometry
+    noise = None if degradation is None else degradation.noise_lr  # estimated on the normalised sample
     fusion = fit_method(name, sample.mosaic_lr / radiometry.lr_level, sample.mosaic_msi / radiometry.msi_level,
-                        scene.scale, sigma, offset, [b.good for b in scene.lr_info.bands])
+                        scene.scale, sigma, offset, [b.good for b in scene.lr_info.bands], noise)
     if offset != (0.0, 0.0):
         notes.append(f"offset ({offset[0]:+.3f}, {offset[1]:+.3f}) LR px taken into the fit of {name} "
                      "(the LR-HSI is not resampled: a resampling would blur it)")
