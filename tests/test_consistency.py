@@ -40,8 +40,9 @@ def test_inverse_kernel_inverts_the_lr_autocorrelation(scale, sigma):
         h = inverse_kernel(g, g, requested)
         k = h.shape[0] // 2 + g.size // 2
         padded = np.pad(h, g.size // 2)
-        eye = torch.nn.functional.conv2d(torch.from_numpy(padded)[None, None], torch.from_numpy(np.outer(g, g))[None, None],
-                                         padding=g.size // 2)[0, 0].numpy() + r * padded
+        gram = torch.from_numpy(np.outer(g, g))[None, None]
+        eye = torch.nn.functional.conv2d(torch.from_numpy(padded)[None, None], gram, padding=g.size // 2)[0, 0].numpy()
+        eye = eye + r * padded
         delta = np.zeros_like(eye)
         delta[k, k] = 1.0
         assert np.abs(eye - delta).max() < 1e-3  # the cut tail only
@@ -71,6 +72,10 @@ def test_back_projection_brings_the_fusion_closer_to_the_lr_and_the_truth(shared
     assert lr_error(out_bp) < 0.9 * lr_error(out_plain)  # 0.81 measured
     valid = np.ones(out_bp.shape[1:], bool)
     assert psnr(pair.reference[good], out_bp[good], valid) > psnr(pair.reference[good], out_plain[good], valid)
+    # the correction is invisible to the MSI: GSA's intensity weights see the same image with and without it
+    seen = corrected.inner.model.weights[:, good]
+    np.testing.assert_allclose(np.einsum("mc,chw->mhw", seen, out_bp[good].astype(np.float64)),
+                               np.einsum("mc,chw->mhw", seen, out_plain[good].astype(np.float64)), atol=2e-5)
     # the bad bands pass unchanged; a JSON round trip rebuilds the same correction
     assert np.array_equal(out_bp[~good], out_plain[~good])
     again = SubspaceFusion.from_dict(corrected.to_dict())
@@ -86,3 +91,21 @@ def test_a_sample_too_small_for_the_residual_statistics_gets_no_correction():
     assert model.consistency is not None and not model.consistency.active
     np.testing.assert_allclose(fuse_whole(model, lr, msi), fuse_whole(SubspaceFusion.fit(lr, msi, 3, 1.3, rank=3),
                                                                     lr, msi), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_takes_the_back_projection_below_45_db_and_gsa_above():
+    from csakd_qgis.classical import BACK_PROJECTION_SNR_DB, choose
+    assert BACK_PROJECTION_SNR_DB == 45.0
+    assert choose(30.0)[0] == choose(44.9)[0] == "subspace_bp"
+    assert choose(45.0)[0] == choose(60.0)[0] == choose(None)[0] == "gsa"
+
+
+def test_the_engine_says_when_the_back_projection_had_nothing_to_measure(geotiff, texture, tmp_path):
+    from affine import Affine
+
+    from csakd_qgis.fusion.engine import fuse
+    lr = geotiff("lr.tif", texture(6, 6, 8, seed=1), transform=Affine(30.0, 0, 366000.0, 0, -30.0, 5810000.0))
+    msi = geotiff("msi.tif", texture(18, 18, 3, seed=2), transform=Affine(10.0, 0, 366000.0, 0, -10.0, 5810000.0))
+    report = fuse(str(lr), str(msi), str(tmp_path / "o.tif"), method="subspace_bp", device="cpu")
+    assert report.method == "subspace_bp"
+    assert any("the back-projection found nothing to correct" in n for n in report.notes)

@@ -27,6 +27,14 @@ from the residual itself (a Wiener rule, no tuned constant):
 ``mean (yb_j - D b0_j)^2 = 1 / lambda_j + tau_j^2 sum(PSF^2)``; a direction
 whose residual the noise explains gets no correction.
 
+The base already agrees with the HR-MSI, which the LR-HSI cannot see at full
+resolution, so the correction is kept out of what the MSI sees: at every HR
+pixel it is projected onto the null space of ``A = a W`` ``(m, k)``, where
+``a`` ``(m, C)`` regresses the PSF-blurred MSI on the LR-HSI (GSA's intensity
+weights, :class:`~csakd_qgis.classical.baselines.GSA`).  Without that the
+correction degraded the bands the MSI covers (the bundled sample through the
+engine: -0.09 dB against the plain projection; with it +0.23 dB).
+
 Everything is a convolution of bounded support, so the result depends on a
 bounded neighbourhood (:attr:`LrConsistency.halo`) and tiles need no seam
 handling.  The output lies in the subspace, as
@@ -44,9 +52,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from csakd_qgis.classical.filters import Offset, blur_sample, lowpass_reach, psf_taps, sample_adjoint
+from csakd_qgis.classical.baselines import GSA
+from csakd_qgis.classical.filters import Offset, blur_sample, degrade_sample, lowpass_reach, psf_taps, sample_adjoint
 from csakd_qgis.classical.linear import ArrayLike, as_tensor
-from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.tiling import reflect_pad
 
 if TYPE_CHECKING:  # subspace.py imports this module
@@ -137,6 +145,8 @@ class LrConsistency:
         ``(C_good, k)`` ``N^-1 W diag(1 / lambda)``: ``yb = lr_weights^T (y - mean)``.
     kernels:
         ``(k, K, K)`` the inverse kernels ``h_j`` on the LR grid, zero-padded to a common size.
+    keep_msi:
+        ``(k, k)`` projector applied to each HR pixel's correction: it removes the part the MSI would see.
     scale, sigma, offset:
         Resolution ratio, PSF standard deviation (HR pixels), LR-HSI offset (LR pixels), as the inner method's.
     """
@@ -146,12 +156,13 @@ class LrConsistency:
     basis: np.ndarray
     lr_weights: np.ndarray
     kernels: np.ndarray
+    keep_msi: np.ndarray
     scale: int
     sigma: float
     offset: Offset
 
     @classmethod
-    def fit(cls, subspace: Subspace, base: Callable[[np.ndarray, np.ndarray], np.ndarray], base_halo: int,
+    def fit(cls, subspace: Subspace, base: Callable[[np.ndarray, np.ndarray], ArrayLike], base_halo: int,
             lr_sample: np.ndarray, msi_sample_hr: np.ndarray, noise_std: np.ndarray, scale: int, sigma: float,
             offset: Offset = (0.0, 0.0)) -> LrConsistency:
         """Fit on the scene sample.
@@ -169,15 +180,17 @@ class LrConsistency:
             ``(C,)`` LR noise standard deviation per band, in the sample's units (NaN for bad bands).
         scale, sigma, offset:
             The degradation the inner method was fitted with.
+
+        With the noise unknown in every band, or fewer than :data:`MIN_RESIDUAL_PIXELS` sample pixels with
+        the context for the residual, no direction is corrected (:attr:`active` is False).
         """
         good = subspace.good
         lr = np.asarray(lr_sample, dtype=np.float64)
         msi = np.asarray(msi_sample_hr, dtype=np.float64)
         noise = np.asarray(noise_std, dtype=np.float64)[good] ** 2
         usable = np.isfinite(noise) & (noise > 0)
-        if not usable.any():
-            raise InputError("the LR noise is unknown in every good band; the back-projection needs it")
-        noise = np.where(usable, noise, np.median(noise[usable]))
+        known = bool(usable.any())  # unknown noise: no correction (the rotation below is then arbitrary)
+        noise = np.where(usable, noise, np.median(noise[usable]) if known else 1.0)
         precision = np.linalg.eigh(subspace.basis.T @ (subspace.basis / noise[:, None]))
         lam, rotation = np.maximum(precision[0], 1e-300), precision[1]
         basis = subspace.basis @ rotation
@@ -191,9 +204,9 @@ class LrConsistency:
         inside = _complete(lr[good], msi, scale, reach)[reach:-reach, reach:-reach]
         k = basis.shape[1]
         regularisers = np.full(k, np.inf)
-        if inside.sum() >= MIN_RESIDUAL_PIXELS:
+        if known and inside.sum() >= MIN_RESIDUAL_PIXELS:
             filled = _median_filled(lr)
-            z0 = base(filled[None], _median_filled(msi)[None])[0][good]
+            z0 = np.asarray(base(filled[None], _median_filled(msi)[None]))[0][good]
             b0 = np.einsum("ck,chw->khw", basis, z0 - subspace.mean[:, None, None])
             low = blur_sample(torch.from_numpy(b0)[None], scale, sigma, offset)[0][0].numpy()
             yb = np.einsum("ck,chw->khw", lr_weights, filled[good] - subspace.mean[:, None, None])
@@ -208,7 +221,12 @@ class LrConsistency:
         for j, h in enumerate(inverses):
             pad = (size - h.shape[0]) // 2
             kernels[j, pad:pad + h.shape[0], pad:pad + h.shape[0]] = h
-        return cls(good.copy(), subspace.mean.copy(), basis, lr_weights, kernels, int(scale), float(sigma),
+        # what the MSI sees of the subspace: the MSI regressed on the LR-HSI (GSA's intensity weights)
+        msi_lr, usable = degrade_sample(lr_sample, msi_sample_hr, scale, sigma, offset)
+        msi_lr[:, ~usable] = np.nan
+        seen = GSA.fit(np.asarray(lr_sample, dtype=np.float64), msi_lr, list(good)).weights[:, good] @ basis
+        keep = np.eye(k) - seen.T @ np.linalg.pinv(seen @ seen.T) @ seen
+        return cls(good.copy(), subspace.mean.copy(), basis, lr_weights, kernels, keep, int(scale), float(sigma),
                    (float(offset[0]), float(offset[1])))
 
     @property
@@ -241,8 +259,10 @@ class LrConsistency:
         residual = yb - blur_sample(b, self.scale, self.sigma, self.offset)[0]
         h = torch.as_tensor(self.kernels, dtype=z.dtype, device=z.device)[:, None]
         q = F.conv2d(residual, h, padding=h.shape[-1] // 2, groups=k)
-        b = b + sample_adjoint(q.reshape(n * k, 1, q.shape[-2], q.shape[-1]), self.scale, self.sigma, self.offset,
-                               (hh, ww)).reshape(n, k, hh, ww)
+        step = sample_adjoint(q.reshape(n * k, 1, q.shape[-2], q.shape[-1]), self.scale, self.sigma, self.offset,
+                              (hh, ww)).reshape(n, k, hh, ww)
+        keep = torch.as_tensor(self.keep_msi, dtype=z.dtype, device=z.device)
+        b = b + torch.einsum("jk,nkhw->njhw", keep, step)
         out = z.clone()
         out.index_copy_(1, idx, torch.einsum("ck,nkhw->nchw", basis, b) + mu)
         return out.numpy() if was_numpy else out
@@ -250,7 +270,8 @@ class LrConsistency:
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready ``dict``, inverse of :meth:`from_dict`."""
         return {"good": self.good.tolist(), "mean": self.mean.tolist(), "basis": self.basis.tolist(),
-                "lr_weights": self.lr_weights.tolist(), "kernels": self.kernels.tolist(), "scale": self.scale,
+                "lr_weights": self.lr_weights.tolist(), "kernels": self.kernels.tolist(),
+                "keep_msi": self.keep_msi.tolist(), "scale": self.scale,
                 "sigma": self.sigma, "offset": list(self.offset)}
 
     @classmethod
@@ -259,6 +280,7 @@ class LrConsistency:
         off = d["offset"]
         return cls(np.asarray(d["good"], dtype=bool), np.asarray(d["mean"], dtype=np.float64),
                    np.asarray(d["basis"], dtype=np.float64), np.asarray(d["lr_weights"], dtype=np.float64),
-                   np.asarray(d["kernels"], dtype=np.float64), int(d["scale"]), float(d["sigma"]),
+                   np.asarray(d["kernels"], dtype=np.float64), np.asarray(d["keep_msi"], dtype=np.float64),
+                   int(d["scale"]), float(d["sigma"]),
                    (float(off[0]), float(off[1])))
 

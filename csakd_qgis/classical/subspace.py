@@ -188,7 +188,12 @@ class SubspaceFusion:
         inner = INNER[method].fit(lr_sample, msi_sample_hr, scale, sigma, offset, good, **options)
         if not back_project:
             return cls(subspace, inner)
-        noise = estimate_noise(lr_sample, good=subspace.good) if noise_std is None else noise_std
+        noise = noise_std
+        if noise is None:
+            try:
+                noise = estimate_noise(lr_sample, good=list(subspace.good))
+            except InputError:  # too few pixels: no back-projection (LrConsistency.fit)
+                noise = np.full(subspace.good.size, np.nan)
         consistency = LrConsistency.fit(subspace, inner.apply, inner.halo, lr_sample, msi_sample_hr, noise, scale,
                                         sigma, offset)
         return cls(subspace, inner, consistency)
