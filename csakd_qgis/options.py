@@ -22,8 +22,9 @@ from csakd_qgis.errors import InputError
 
 #: Classical methods, fitted on each scene with the degradation estimated from the pair
 #: (:mod:`csakd_qgis.classical`): PSF-matched GSA, MTF-GLP, and PSF-matched GSA
-#: with its output projected onto the LR-HSI's signal subspace.
-CLASSICAL_METHODS = ("gsa", "glp", "subspace")
+#: with its output projected onto the LR-HSI's signal subspace (``subspace``) or back-projected onto the
+#: LR-HSI in that subspace (``subspace_bp``).
+CLASSICAL_METHODS = ("gsa", "glp", "subspace", "subspace_bp")
 
 #: Fusion methods: ``auto`` (a network whose model card shows it beats the classical methods, else the classical
 #: method that suits the scene's noise), networks (``csakd`` = the installed or given model, ``student``,

@@ -148,7 +148,7 @@ def test_train_scene_adaptive_then_fuse_with_the_trained_model(processing, tmp_p
     assert (tmp_path / "mine.teacher.safetensors").exists()
     assert np.isfinite(trained["VAL_PSNR"])
     # the card says how the network does against the strongest classical method on the same rows
-    assert trained["CLASSICAL_METHOD"] in ("gsa", "glp", "subspace")
+    assert trained["CLASSICAL_METHOD"] in ("gsa", "glp", "subspace", "subspace_bp")
     assert trained["GAIN_OVER_CLASSICAL"] == pytest.approx(trained["VAL_PSNR"] - trained["CLASSICAL_PSNR"])
     fused = processing.run("csakd:fuse", {
         "LR_HSI": str(lr_path), "HR_MSI": str(msi_path), "METHOD": "student", "MODEL_FILE": str(model),
@@ -243,7 +243,7 @@ def test_fuse_outputs_the_method_and_the_degradation_it_estimated(processing, tm
     result = processing.run("csakd:fuse", {
         "LR_HSI": str(sample / "enmap_lr_hsi.tif"), "HR_MSI": str(sample / "s2_hr_msi.tif"),
         "OUTPUT": str(tmp_path / "o.tif")})
-    assert result["METHOD_USED"] == "gsa" and result["MODEL_USED"] == "gsa"  # auto: the card shows no gain
+    assert result["METHOD_USED"] == result["MODEL_USED"] == "subspace_bp"  # auto: the card shows no gain
     assert result["PSF_SIGMA"] == pytest.approx(1.482, rel=0.1) and 30 < result["SNR_LR_DB"] < 50
     assert result["EMPTY_BANDS"] == "130,131,132,133,134,135"  # EnMAP's water-vapour bands, flagged bad too
 

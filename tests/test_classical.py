@@ -130,6 +130,7 @@ def noisy_pair():
     lambda lr, msi, s: GLP.fit(lr, msi, s, 1.3, injection="hpm", kernel="lanczos3"),
     lambda lr, msi, s: PsfGSA.fit(lr, msi, s, 1.3, (0.3, -0.45)),
     lambda lr, msi, s: SubspaceFusion.fit(lr, msi, s, 1.3, rank=5),
+    lambda lr, msi, s: SubspaceFusion.fit(lr, msi, s, 1.3, (0.3, -0.45), rank=5, back_project=True),
 ])
 def test_tiles_equal_whole_image(noisy_pair, build):
     lr, msi, scale = noisy_pair

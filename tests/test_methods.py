@@ -29,7 +29,7 @@ def _block_mean(x, s):
 
 def test_make_method_builds_networks_and_bicubic_only():
     # classical methods and "auto" need the scene sample: csakd_qgis.fusion.plan.prepare fits them
-    for name in ("gsa", "glp", "subspace", "auto"):
+    for name in ("gsa", "glp", "subspace", "subspace_bp", "auto"):
         with pytest.raises(InputError, match="fitted on the scene"):
             make_method(name, scale=2)
     assert make_method("bicubic", scale=2).scale == 2

@@ -207,7 +207,7 @@ def test_card_carries_the_gain_over_the_classical_bar_and_auto_follows_it(tmp_pa
     out = tmp_path / "m.safetensors"
     rep = train(_data(), _tiny("kd", steps=2), out)
     classical = rep.classical
-    assert [c["method"] for c in classical["scores"]] == ["gsa", "glp", "subspace"]
+    assert [c["method"] for c in classical["scores"]] == ["gsa", "glp", "subspace", "subspace_bp"]
     assert classical["psnr"] == max(c["psnr"] for c in classical["scores"])
     assert classical["gain_db"] == pytest.approx(rep.best_metrics["psnr"] - classical["psnr"])
     for path in (out, teacher_path_for(out)):  # the teacher gets its own gain

@@ -5,7 +5,9 @@
 * :class:`~csakd_qgis.classical.glp.GLP`: MTF-GLP with a regression-synthesised
   guide per HSI band (additive regression gain or HPM injection).
 * :class:`~csakd_qgis.classical.subspace.SubspaceFusion`: either of them with
-  its output projected onto the LR-HSI's first principal directions (denoising).
+  its output projected onto the LR-HSI's first principal directions (denoising),
+  optionally back-projected onto the LR-HSI
+  (:class:`~csakd_qgis.classical.consistency.LrConsistency`).
 
 Every method has ``fit(lr_sample, msi_sample_hr, scale, sigma, offset, good)``
 returning frozen coefficients (``to_dict``/``from_dict`` for JSON), a
@@ -33,15 +35,16 @@ from csakd_qgis.fusion.tiling import reflect_pad
 
 Classical = Union[GLP, PsfGSA, SubspaceFusion]
 
-__all__ = ["Classical", "ClassicalMethod", "GLP", "KERNELS", "NOISY_SNR_DB", "PsfGSA", "Subspace", "SubspaceFusion",
-           "blur_sample", "choose", "default_rank", "degrade_sample", "fit_method", "from_dict", "fuse_whole",
-           "glp_fuse", "glp_halo", "median_snr_db", "psf_gsa_fuse", "subspace_fuse", "upsample"]
+__all__ = ["BACK_PROJECTION_SNR_DB", "Classical", "ClassicalMethod", "GLP", "KERNELS", "PsfGSA", "Subspace",
+           "SubspaceFusion", "blur_sample", "choose", "default_rank", "degrade_sample", "fit_method", "from_dict",
+           "fuse_whole", "glp_fuse", "glp_halo", "median_snr_db", "psf_gsa_fuse", "subspace_fuse", "upsample"]
 
 #: Median LR-HSI signal-to-noise ratio (dB, mean square over noise variance) below which :func:`choose`
-#: takes the subspace method.  Measured (``docs/benchmarks.md``, "Classical methods", true PSF, mean of
-#: 14 EnMAP tiles): the subspace method led PSF-matched GSA by 0.39 dB at 35 dB and trailed it by 0.07 dB
-#: at 40 dB, 0.26 dB at 45 dB and 0.18 dB clean; at 35 dB it led by 0.9-1.6 dB on AVIRIS-NG and Indian Pines.
-NOISY_SNR_DB = 38.0
+#: takes the back-projected subspace method (``subspace_bp``), and above which PSF-matched GSA.  Measured
+#: (``docs/benchmarks.md``, "Classical methods", true PSF): at 30-45 dB ``subspace_bp`` led the better of
+#: gsa and subspace by -0.11 to +0.83 dB on the sample, Indian Pines, AVIRIS-NG and 3 EnMAP tiles (mean
+#: about +0.3); on the clean scenes by -0.33 to +0.53 dB, so above 45 dB GSA stays.
+BACK_PROJECTION_SNR_DB = 45.0
 
 
 def from_dict(d: Dict[str, Any]) -> Classical:
@@ -92,18 +95,24 @@ def subspace_fuse(lr: np.ndarray, msi: np.ndarray, scale: int, sigma: float, off
 
 
 def fit_method(name: str, lr: np.ndarray, msi: np.ndarray, scale: int, sigma: float,
-               offset: Offset = (0.0, 0.0), good: Optional[Sequence[bool]] = None) -> ClassicalMethod:
+               offset: Offset = (0.0, 0.0), good: Optional[Sequence[bool]] = None,
+               noise_std: Optional[np.ndarray] = None) -> ClassicalMethod:
     """Fit the engine's classical method ``name`` on a scene sample.
 
     ``"gsa"``: :class:`PsfGSA`; ``"glp"``: :class:`GLP`; ``"subspace"``:
     :class:`SubspaceFusion` with PSF-matched GSA inside, its output
-    projected onto the LR-HSI's signal subspace.  ``lr`` ``(C, h, w)`` and ``msi``
-    ``(m, h s, w s)`` are the normalised sample, NaN = invalid; ``sigma``
-    (HR pixels) and ``offset`` (LR pixels) the estimated PSF and residual
-    misregistration; ``good`` the good-band flags.
+    projected onto the LR-HSI's signal subspace; ``"subspace_bp"``: the same,
+    back-projected onto the LR-HSI instead of plainly projected.  ``lr``
+    ``(C, h, w)`` and ``msi`` ``(m, h s, w s)`` are the normalised sample,
+    NaN = invalid; ``sigma`` (HR pixels) and ``offset`` (LR pixels) the
+    estimated PSF and residual misregistration; ``good`` the good-band flags;
+    ``noise_std`` ``(C,)`` the LR noise in ``lr``'s units (``subspace_bp``
+    only; None: estimated on ``lr``).
     """
-    fits: Dict[str, Callable[..., Classical]] = {"gsa": PsfGSA.fit, "glp": GLP.fit,
-            "subspace": functools.partial(SubspaceFusion.fit, method="psf_gsa")}
+    fits: Dict[str, Callable[..., Classical]] = {
+        "gsa": PsfGSA.fit, "glp": GLP.fit, "subspace": functools.partial(SubspaceFusion.fit, method="psf_gsa"),
+        "subspace_bp": functools.partial(SubspaceFusion.fit, method="psf_gsa", back_project=True,
+                                         noise_std=noise_std)}
     if name not in fits:
         raise InputError(f"unknown classical method {name!r}; use one of {', '.join(fits)}")
     return ClassicalMethod(fits[name](lr, msi, scale, sigma, offset, good), name)
@@ -129,16 +138,17 @@ def median_snr_db(lr: np.ndarray, noise: np.ndarray) -> Optional[float]:
 def choose(snr_db: Optional[float]) -> Tuple[str, str]:
     """``(method, reason)``: the classical method for an LR-HSI of this SNR (:func:`median_snr_db`, dB).
 
-    Below :data:`NOISY_SNR_DB` the subspace method, else PSF-matched GSA
+    Below :data:`BACK_PROJECTION_SNR_DB` the back-projected subspace method, else PSF-matched GSA
     (also when the SNR is unknown).
     """
     if snr_db is None:
         return "gsa", "noise not measurable: PSF-matched GSA"
     snr = snr_db
-    if snr < NOISY_SNR_DB:
-        return "subspace", (f"LR-HSI SNR {snr:.1f} dB < {NOISY_SNR_DB:g} dB: PSF-matched GSA with its output "
-                            "projected onto the LR-HSI's signal subspace (denoised)")
-    return "gsa", f"LR-HSI SNR {snr:.1f} dB >= {NOISY_SNR_DB:g} dB: PSF-matched GSA (leads GLP on clean scenes)"
+    if snr < BACK_PROJECTION_SNR_DB:
+        return "subspace_bp", (f"LR-HSI SNR {snr:.1f} dB < {BACK_PROJECTION_SNR_DB:g} dB: PSF-matched GSA in the "
+                               "LR-HSI's signal subspace, back-projected onto the LR-HSI (denoised, consistent)")
+    return "gsa", (f"LR-HSI SNR {snr:.1f} dB >= {BACK_PROJECTION_SNR_DB:g} dB: PSF-matched GSA "
+                   "(the back-projection's lead is not consistent on clean scenes)")
 
 
 class ClassicalMethod:

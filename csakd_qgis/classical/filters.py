@@ -172,6 +172,33 @@ def _separable_sample(x: torch.Tensor, scale: int, sigma: float, offset: Offset)
     return _strided_axis(rows, first_x, taps_x, scale, 3)
 
 
+def _strided_axis_adjoint(y: torch.Tensor, first: int, taps: np.ndarray, scale: int, axis: int,
+                          size: int) -> torch.Tensor:
+    """Adjoint of :func:`_strided_axis`: ``out[i s + first + p] += taps[p] y[i]``, ``size`` HR pixels along ``axis``.
+
+    Contributions falling outside ``[0, size)`` are dropped (the forward map reads zeros there).
+    """
+    w = torch.as_tensor(taps, dtype=y.dtype, device=y.device)
+    shape = (1, 1, taps.size, 1) if axis == 2 else (1, 1, 1, taps.size)
+    stride = (scale, 1) if axis == 2 else (1, scale)
+    full = F.conv_transpose2d(y, w.reshape(shape), stride=stride)  # HR positions first .. first + len - 1
+    lo = first
+    hi = size - (first + full.shape[axis])
+    pads = (0, 0, lo, hi) if axis == 2 else (lo, hi, 0, 0)
+    return F.pad(full, pads)  # negative pads crop
+
+
+def sample_adjoint(low: torch.Tensor, scale: int, sigma: float, offset: Offset, size: Tuple[int, int]) -> torch.Tensor:
+    """Adjoint of the PSF correlation and sampling: ``(N, 1, h, w)`` LR -> ``(N, 1, H, W)`` HR, ``size = (H, W)``.
+
+    The transpose of :func:`blur_sample`'s linear map where its taps are all inside the array (no renormalisation).
+    """
+    first_y, taps_y = psf_taps(scale, sigma, offset[1])
+    first_x, taps_x = psf_taps(scale, sigma, offset[0])
+    cols = _strided_axis_adjoint(low, first_x, taps_x, scale, 3, size[1])
+    return _strided_axis_adjoint(cols, first_y, taps_y, scale, 2, size[0])
+
+
 def blur_sample(hr: torch.Tensor, scale: int, sigma: float,
                 offset: Offset = (0.0, 0.0)) -> Tuple[torch.Tensor, torch.Tensor]:
     """Blur ``(N, C, H, W)`` with the Gaussian PSF and sample it at the LR pixel centres.

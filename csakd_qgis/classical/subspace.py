@@ -46,11 +46,13 @@ from typing import Any, Dict, Optional, Sequence, Type, Union
 import numpy as np
 import torch
 
+from csakd_qgis.classical.consistency import LrConsistency
 from csakd_qgis.classical.filters import Offset
 from csakd_qgis.classical.glp import GLP
 from csakd_qgis.classical.gsa import PsfGSA
 from csakd_qgis.classical.linear import ArrayLike, as_tensor, good_flags
 from csakd_qgis.errors import InputError
+from csakd_qgis.estimation.noise import estimate_noise
 
 #: Bounds of the default rank.
 MIN_RANK, MAX_RANK = 8, 60
@@ -167,20 +169,34 @@ class SubspaceFusion:
 
     subspace: Subspace
     inner: Inner
+    consistency: Optional[LrConsistency] = None
 
     @classmethod
     def fit(cls, lr_sample: np.ndarray, msi_sample_hr: np.ndarray, scale: int, sigma: float,
             offset: Offset = (0.0, 0.0), good: Optional[Sequence[bool]] = None, *, rank: Optional[int] = None,
-            method: str = "psf_gsa", **options: Any) -> SubspaceFusion:
+            method: str = "psf_gsa", back_project: bool = False, noise_std: Optional[np.ndarray] = None,
+            **options: Any) -> SubspaceFusion:
         """Fit the subspace and ``method`` (``"psf_gsa"`` or ``"glp"``, with ``options``) on the sample.
 
         The other arguments are those of :meth:`csakd_qgis.classical.glp.GLP.fit`; ``rank`` None: :func:`default_rank`.
+        ``back_project``: replace the plain projection by :class:`~csakd_qgis.classical.consistency.LrConsistency`,
+        with the LR noise ``noise_std`` ``(C,)`` (None: estimated on ``lr_sample``).
         """
         if method not in INNER:
             raise InputError(f"unknown subspace method {method!r}; use one of {', '.join(INNER)}")
         subspace = Subspace.fit(lr_sample, good, rank)
         inner = INNER[method].fit(lr_sample, msi_sample_hr, scale, sigma, offset, good, **options)
-        return cls(subspace, inner)
+        if not back_project:
+            return cls(subspace, inner)
+        noise = noise_std
+        if noise is None:
+            try:
+                noise = estimate_noise(lr_sample, good=list(subspace.good))
+            except InputError:  # too few pixels: no back-projection (LrConsistency.fit)
+                noise = np.full(subspace.good.size, np.nan)
+        consistency = LrConsistency.fit(subspace, inner.apply, inner.halo, lr_sample, msi_sample_hr, noise, scale,
+                                        sigma, offset)
+        return cls(subspace, inner, consistency)
 
     @property
     def scale(self) -> int:
@@ -189,20 +205,30 @@ class SubspaceFusion:
 
     @property
     def halo(self) -> int:
-        """LR context per tile side: the inner method's (the projection is pixel-wise)."""
-        return self.inner.halo
+        """LR context per tile side: the inner method's (the projection is pixel-wise), plus the back-projection's."""
+        return self.inner.halo + (0 if self.consistency is None else self.consistency.halo)
 
     def apply(self, lr: ArrayLike, msi: ArrayLike) -> ArrayLike:
-        """Fuse ``lr (B, C, h, w)`` with ``msi (B, m, h s, w s)`` by the inner method, then project the result."""
-        return self.subspace.project(self.inner.apply(lr, msi))
+        """Fuse ``lr (B, C, h, w)`` with ``msi (B, m, h s, w s)`` by the inner method, then project the result.
+
+        With a back-projection, the projection is its corrected one.
+        """
+        fused = self.inner.apply(lr, msi)
+        if self.consistency is None:
+            return self.subspace.project(fused)
+        return self.consistency.apply(fused, lr)
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready ``dict``, inverse of :meth:`from_dict`."""
-        return {"type": "subspace", "subspace": self.subspace.to_dict(), "inner": self.inner.to_dict()}
+        d = {"type": "subspace", "subspace": self.subspace.to_dict(), "inner": self.inner.to_dict()}
+        if self.consistency is not None:
+            d["consistency"] = self.consistency.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> SubspaceFusion:
         """Rebuild from :meth:`to_dict` output."""
         inner_type = d["inner"]["type"]
         inner = GLP.from_dict(d["inner"]) if inner_type == "glp" else PsfGSA.from_dict(d["inner"])
-        return cls(Subspace.from_dict(d["subspace"]), inner)
+        consistency = LrConsistency.from_dict(d["consistency"]) if "consistency" in d else None
+        return cls(Subspace.from_dict(d["subspace"]), inner, consistency)

@@ -31,6 +31,7 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple, U
 import numpy as np
 
 from csakd_qgis.classical import ClassicalMethod, choose, fit_method, median_snr_db
+from csakd_qgis.classical.consistency import MIN_RESIDUAL_PIXELS
 from csakd_qgis.errors import ImplausibleOutputError, InputError
 from csakd_qgis.estimation import Degradation, estimate_degradation, relabelled_bands
 from csakd_qgis.fusion.methods import NETWORKS, FusionMethod, auto_network
@@ -232,8 +233,14 @@ def fit_classical(name: str, scene: Scene,
         sigma = degradation.sigma
     offset = (total[0] - scene.read_shift[0], total[1] - scene.read_shift[1])
     sample, radiometry = scene.sample, scene.radiometry
+    noise = None if degradation is None else degradation.noise_lr  # estimated on the normalised sample
     fusion = fit_method(name, sample.mosaic_lr / radiometry.lr_level, sample.mosaic_msi / radiometry.msi_level,
-                        scene.scale, sigma, offset, [b.good for b in scene.lr_info.bands])
+                        scene.scale, sigma, offset, [b.good for b in scene.lr_info.bands], noise)
+    consistency = getattr(fusion.model, "consistency", None)
+    if consistency is not None and not consistency.active:
+        notes.append(f"{name}: the back-projection found nothing to correct (the LR residual is within the noise, or "
+                     f"fewer than {MIN_RESIDUAL_PIXELS} sample LR pixels have the context to measure it); the output "
+                     "is the plain subspace projection")
     if offset != (0.0, 0.0):
         notes.append(f"offset ({offset[0]:+.3f}, {offset[1]:+.3f}) LR px taken into the fit of {name} "
                      "(the LR-HSI is not resampled: a resampling would blur it)")

@@ -44,7 +44,7 @@ from csakd_qgis.training.patches import Scene
 from csakd_qgis.training.validation import validation_metrics
 
 #: The engine's classical methods the bar is taken from (:func:`csakd_qgis.classical.fit_method` names).
-METHODS = ("gsa", "glp", "subspace")
+METHODS = ("gsa", "glp", "subspace", "subspace_bp")
 
 
 @dataclass(frozen=True)
