@@ -93,11 +93,12 @@ def test_a_sample_too_small_for_the_residual_statistics_gets_no_correction():
                                                                     lr, msi), rtol=1e-5, atol=1e-5)
 
 
-def test_auto_takes_the_back_projection_below_45_db_and_gsa_above():
-    from csakd_qgis.classical import BACK_PROJECTION_SNR_DB, choose
-    assert BACK_PROJECTION_SNR_DB == 45.0
-    assert choose(30.0)[0] == choose(44.9)[0] == "subspace_bp"
-    assert choose(45.0)[0] == choose(60.0)[0] == choose(None)[0] == "gsa"
+def test_auto_takes_the_back_projection_where_it_corrects_else_the_snr_rule():
+    from csakd_qgis.classical import NOISY_SNR_DB, choose
+    assert choose(30.0)[0] == choose(60.0)[0] == "subspace_bp"
+    assert choose(NOISY_SNR_DB - 0.1, back_projection_active=False)[0] == "subspace_bp"  # = the plain projection
+    assert choose(NOISY_SNR_DB, back_projection_active=False)[0] == "gsa"
+    assert choose(None)[0] == choose(None, back_projection_active=False)[0] == "gsa"
 
 
 def test_the_engine_says_when_the_back_projection_had_nothing_to_measure(geotiff, texture, tmp_path):
@@ -109,3 +110,16 @@ def test_the_engine_says_when_the_back_projection_had_nothing_to_measure(geotiff
     report = fuse(str(lr), str(msi), str(tmp_path / "o.tif"), method="subspace_bp", device="cpu")
     assert report.method == "subspace_bp"
     assert any("the back-projection found nothing to correct" in n for n in report.notes)
+
+
+def test_auto_keeps_the_back_projection_only_where_it_corrects(geotiff, texture, tmp_path):
+    from affine import Affine
+
+    from csakd_qgis.fusion.engine import fuse
+    lr = geotiff("lr.tif", texture(6, 6, 8, seed=1), transform=Affine(30.0, 0, 366000.0, 0, -30.0, 5810000.0))
+    msi = geotiff("msi.tif", texture(18, 18, 3, seed=2), transform=Affine(10.0, 0, 366000.0, 0, -10.0, 5810000.0))
+    report = fuse(str(lr), str(msi), str(tmp_path / "o.tif"), device="cpu")
+    (first,) = [n for n in report.notes if n.startswith("method auto:")]
+    (after,) = [n for n in report.notes if n.startswith("method auto, after the fit:")]
+    assert "back-projected" in first and "nothing to back-project" in after
+    assert report.method == ("subspace_bp" if "< 38 dB" in after else "gsa")

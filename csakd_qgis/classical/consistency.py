@@ -129,6 +129,48 @@ def _complete(lr: np.ndarray, msi: np.ndarray, scale: int, reach: int) -> np.nda
     return ~spread
 
 
+#: Side (LR pixels) of the blocks of the sample the base runs on when the residual is measured: bounds the fit's
+#: memory (a 224-band block of 32 + 2 x 4 LR pixels at scale 3 is 13 MB in float32).
+_BLOCK = 32
+
+
+def _residual_power(mean: np.ndarray, basis: np.ndarray, lr_weights: np.ndarray,
+                    base: Callable[[np.ndarray, np.ndarray], ArrayLike], lr: np.ndarray, msi: np.ndarray,
+                    good: np.ndarray, inside: np.ndarray, reach: int, scale: int, sigma: float,
+                    offset: Offset) -> np.ndarray:
+    """``(k,)`` mean over the ``inside`` LR pixels of ``(yb_j - D b0_j)^2``: the base's residual per direction.
+
+    ``lr`` ``(C, h, w)`` and ``msi`` ``(m, h s, w s)`` are NaN-free; the base runs in float32 (as in the
+    engine's tiles) on blocks of
+    :data:`_BLOCK` LR pixels framed by ``reach`` pixels (its halo and the PSF's reach), so the sample's
+    full-resolution cube is never held at once.
+    """
+    h, w = lr.shape[1:]
+    total = np.zeros(basis.shape[1])
+    count = 0
+    idx = torch.as_tensor(np.flatnonzero(good))
+    u = torch.as_tensor(basis, dtype=torch.float32)
+    mu = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
+    yb = torch.einsum("ck,chw->khw", torch.as_tensor(lr_weights, dtype=torch.float32),
+                      torch.as_tensor(lr[good], dtype=torch.float32) - mu)
+    for top in range(0, h, _BLOCK):
+        for left in range(0, w, _BLOCK):
+            rows, cols = slice(top, min(top + _BLOCK, h)), slice(left, min(left + _BLOCK, w))
+            mask = torch.as_tensor(inside[rows, cols])
+            if not bool(mask.any()):
+                continue
+            r0, r1 = max(top - reach, 0), min(rows.stop + reach, h)
+            c0, c1 = max(left - reach, 0), min(cols.stop + reach, w)
+            z0 = np.asarray(base(lr[None, :, r0:r1, c0:c1].astype(np.float32),
+                                 msi[None, :, r0 * scale:r1 * scale, c0 * scale:c1 * scale].astype(np.float32)))
+            b0 = torch.einsum("ck,chw->khw", u, torch.as_tensor(z0)[0].index_select(0, idx) - mu)
+            low = blur_sample(b0[None], scale, sigma, offset)[0][0]
+            low = low[:, top - r0:rows.stop - r0, left - c0:cols.stop - c0]
+            total += ((yb[:, rows, cols] - low)[:, mask].double() ** 2).sum(dim=1).numpy()
+            count += int(mask.sum())
+    return total / count
+
+
 @dataclass(frozen=True)
 class LrConsistency:
     """The back-projection of the module notes; build with :meth:`fit`.
@@ -201,18 +243,16 @@ class LrConsistency:
         reach = base_halo + math.ceil(max(lowpass_reach(scale, sigma, offset)) / scale)
         lr = reflect_pad(lr, ((reach, reach), (reach, reach)))
         msi = reflect_pad(msi, ((reach * scale, reach * scale), (reach * scale, reach * scale)))
-        inside = _complete(lr[good], msi, scale, reach)[reach:-reach, reach:-reach]
+        inside = _complete(lr[good], msi, scale, reach)
+        inside[:reach] = inside[-reach:] = False  # the mirrored frame is context only
+        inside[:, :reach] = inside[:, -reach:] = False
         k = basis.shape[1]
         regularisers = np.full(k, np.inf)
         if known and inside.sum() >= MIN_RESIDUAL_PIXELS:
-            filled = _median_filled(lr)
-            z0 = np.asarray(base(filled[None], _median_filled(msi)[None]))[0][good]
-            b0 = np.einsum("ck,chw->khw", basis, z0 - subspace.mean[:, None, None])
-            low = blur_sample(torch.from_numpy(b0)[None], scale, sigma, offset)[0][0].numpy()
-            yb = np.einsum("ck,chw->khw", lr_weights, filled[good] - subspace.mean[:, None, None])
-            residual = (yb - low)[:, reach:-reach, reach:-reach][:, inside]
+            square = _residual_power(subspace.mean, basis, lr_weights, base, _median_filled(lr), _median_filled(msi),
+                                     good, inside, reach, scale, sigma, offset)
             psf_energy = float(np.prod([np.sum(psf_taps(scale, sigma, s)[1] ** 2) for s in offset]))
-            tau2 = (np.mean(residual ** 2, axis=1) - 1.0 / lam) / psf_energy
+            tau2 = (square - 1.0 / lam) / psf_energy
             regularisers = np.where(tau2 > 0, 1.0 / (lam * np.maximum(tau2, 1e-300)), np.inf)
         g_y, g_x = lr_autocorrelation(scale, sigma, offset[1]), lr_autocorrelation(scale, sigma, offset[0])
         inverses = [inverse_kernel(g_y, g_x, float(m)) for m in regularisers]

@@ -300,7 +300,7 @@ def prepare(lr_hsi: str, hr_msi: str, *, model: object = None, method: Union[str
     total = estimate if options.shift_correction else (0.0, 0.0)
     fusion: FusionMethod
     if name in CLASSICAL_METHODS:
-        fusion, applied, more_notes = fit_classical(name, scene, total)
+        fusion, applied, more_notes = fit_classical(name, scene, total, auto=method == "auto")
         notes += more_notes
     else:  # every reliable shift, however small, is corrected by the reads (its cost: docs/engine.md)
         applied = total

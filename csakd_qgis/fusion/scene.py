@@ -200,7 +200,9 @@ def resolve_auto(method: Union[str, FusionMethod], model: object, scene: Scene,
 
     ``auto`` takes a network whose card shows it beating the classical
     methods (:func:`~csakd_qgis.fusion.methods.auto_network`), else the
-    classical method for the scene's SNR (:func:`~csakd_qgis.classical.choose`).
+    classical method for the scene's SNR (:func:`~csakd_qgis.classical.choose`;
+    a ``subspace_bp`` that finds nothing to back-project is chosen again by
+    :func:`fit_classical`).
     """
     name = method if isinstance(method, str) else ""
     if name != "auto":
@@ -215,13 +217,16 @@ def resolve_auto(method: Union[str, FusionMethod], model: object, scene: Scene,
     return name, model, [f"method auto: {why}"]
 
 
-def fit_classical(name: str, scene: Scene,
-                  total: Tuple[float, float]) -> Tuple[ClassicalMethod, Tuple[float, float], List[str]]:
+def fit_classical(name: str, scene: Scene, total: Tuple[float, float],
+                  auto: bool = False) -> Tuple[ClassicalMethod, Tuple[float, float], List[str]]:
     """``(method, shift applied to the reads, notes)``: classical method ``name`` fitted on the normalised sample.
 
     The estimated PSF is used (the default when unreliable); the offset
     ``total`` (LR pixels) less what the reads apply goes into the fit
-    instead of a resampling.
+    instead of a resampling.  ``auto``: ``name`` is ``auto``'s provisional
+    choice; a ``subspace_bp`` whose back-projection finds nothing to correct
+    is chosen again (:func:`~csakd_qgis.classical.choose`), and PSF-matched
+    GSA fitted instead where that rule says so.
     """
     notes = []
     degradation = scene.degradation
@@ -234,13 +239,22 @@ def fit_classical(name: str, scene: Scene,
     offset = (total[0] - scene.read_shift[0], total[1] - scene.read_shift[1])
     sample, radiometry = scene.sample, scene.radiometry
     noise = None if degradation is None else degradation.noise_lr  # estimated on the normalised sample
-    fusion = fit_method(name, sample.mosaic_lr / radiometry.lr_level, sample.mosaic_msi / radiometry.msi_level,
-                        scene.scale, sigma, offset, [b.good for b in scene.lr_info.bands], noise)
+
+    def fit(method: str) -> ClassicalMethod:
+        return fit_method(method, sample.mosaic_lr / radiometry.lr_level, sample.mosaic_msi / radiometry.msi_level,
+                          scene.scale, sigma, offset, [b.good for b in scene.lr_info.bands], noise)
+
+    fusion = fit(name)
     consistency = getattr(fusion.model, "consistency", None)
     if consistency is not None and not consistency.active:
+        again, reason = choose(scene.snr, back_projection_active=False) if auto else (name, "")
         notes.append(f"{name}: the back-projection found nothing to correct (the LR residual is within the noise, or "
-                     f"fewer than {MIN_RESIDUAL_PIXELS} sample LR pixels have the context to measure it); the output "
-                     "is the plain subspace projection")
+                     f"fewer than {MIN_RESIDUAL_PIXELS} sample LR pixels have the context to measure it)"
+                     + ("; the output is the plain subspace projection" if again == name else ""))
+        if auto:
+            notes.append(f"method auto, after the fit: {reason}")
+        if again != name:
+            name, fusion = again, fit(again)
     if offset != (0.0, 0.0):
         notes.append(f"offset ({offset[0]:+.3f}, {offset[1]:+.3f}) LR px taken into the fit of {name} "
                      "(the LR-HSI is not resampled: a resampling would blur it)")
