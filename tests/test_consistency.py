@@ -123,3 +123,32 @@ def test_auto_keeps_the_back_projection_only_where_it_corrects(geotiff, texture,
     (after,) = [n for n in report.notes if n.startswith("method auto, after the fit:")]
     assert "back-projected" in first and "nothing to back-project" in after
     assert report.method == ("subspace_bp" if "< 38 dB" in after else "gsa")
+
+
+def test_the_residual_measured_block_by_block_equals_the_whole_sample(monkeypatch):
+    import csakd_qgis.classical.consistency as consistency
+    from csakd_qgis.classical import PsfGSA, Subspace
+    from csakd_qgis.fusion.tiling import reflect_pad
+
+    rng = np.random.default_rng(3)
+    scale, sigma = 3, 1.3
+    abundance = rng.random((4, 70 * scale, 45 * scale))
+    hsi = np.einsum("ck,khw->chw", rng.random((30, 4)), abundance)
+    pair = simulate_pair(hsi, np.linspace(400, 1000, 30), None, scale=scale, sigma=sigma, snr_db=40.0, seed=1)
+    lr, msi = pair.lr_hsi, pair.hr_msi
+    good = np.ones(30, bool)
+    subspace, inner = Subspace.fit(lr, good, 6), PsfGSA.fit(lr, msi, scale, sigma, good=good)
+    reach = inner.halo + 2
+    lr_p = reflect_pad(lr, ((reach, reach), (reach, reach)))
+    msi_p = reflect_pad(msi, ((reach * scale,) * 2, (reach * scale,) * 2))
+    inside = np.zeros(lr_p.shape[1:], bool)
+    inside[reach:-reach, reach:-reach] = True
+    weights = subspace.basis / 2.0
+
+    def power():
+        return consistency._residual_power(subspace.mean, subspace.basis, weights, inner.apply, lr_p, msi_p, good,
+                                           inside, reach, scale, sigma, (0.0, 0.0))
+
+    blocks = power()  # 32-pixel blocks: 3 x 2 of them
+    monkeypatch.setattr(consistency, "_BLOCK", 1000)
+    np.testing.assert_allclose(blocks, power(), rtol=1e-4)
