@@ -1,4 +1,4 @@
-"""Issue 14, first step: a CSAKD network as a learned correction on PSF-matched GSA, measured on held-out data.
+"""Issue 14: a CSAKD network as a learned correction on a classical base, measured on held-out data.
 
 Data split (the bundled model's, ``scripts/train_default_model.py``): the 8
 remaining EnMAP Potsdam tiles train, tiles 64_32 and 96_128 choose the
@@ -19,8 +19,12 @@ B2, B3, B4, B8.
   and the 4 test tiles (30x30) at 40 and 35 dB.  The classical base is fitted
   on each test pair with the true PSF and a zero offset.
 
-Usage: ``python scripts/train_correction.py --steps 300 --seeds 0 1 2 [--write]``
-(``--write``: the table into docs/benchmarks.md).
+The base is PSF-matched GSA (``--base gsa``, the default), GLP or the
+engine's ``subspace_bp``; the bar is the best of the engine's classical
+methods (:data:`BAR_METHODS`) on the same pairs.
+
+Usage: ``python scripts/train_correction.py --steps 300 --seeds 0 1 2 [--base NAME] [--write]``
+(``--write``: the table into docs/benchmarks.md, one section per base).
 """
 
 from __future__ import annotations
@@ -62,7 +66,10 @@ TEST_TILES = ("160_128", "192_128", "160_160", "192_160")
 VAL_TILES = ("64_32", "96_128")
 BANDS = ("B2", "B3", "B4", "B8")
 SCALE = 3
-HEADING = "## Learned correction on the classical floor (issue 14)"
+#: The section of docs/benchmarks.md each base's table goes to.
+HEADINGS = {"gsa": "## Learned correction on the classical floor (issue 14)",
+            "glp": "## Learned correction on GLP (issue 14)",
+            "subspace_bp": "## Learned correction on subspace_bp (issue 14)"}
 
 
 def _read(path: Path):
@@ -116,15 +123,21 @@ def test_sets(base: str) -> Dict[str, List[Example]]:
     }
 
 
+#: Table names of the bases ``--base`` offers (:data:`csakd_qgis.training.correction.BASES`).
+BASE_NAMES = {"gsa": "PSF-matched GSA", "glp": "GLP", "subspace_bp": "subspace_bp"}
+#: The engine's classical methods whose best is the bar (``fit_method`` names).
+BAR_METHODS = ("gsa", "glp", "subspace", "subspace_bp")
+
+
 def strongest_classical(examples: List[Example]) -> Tuple[str, Dict[str, float]]:
-    """``(name, score)`` of the best of the engine's classical methods (gsa, glp, subspace) on ``examples``.
+    """``(name, score)`` of the best of the engine's classical methods (:data:`BAR_METHODS`) on ``examples``.
 
     Each is fitted as :func:`prepare` fits the base (the pair's own PSF and
     offset; pixels outside ``valid`` left out of the fit) and scored like the
     correction.
     """
     scores = {}
-    for name in ("gsa", "glp", "subspace"):
+    for name in BAR_METHODS:
         fused = []
         for e in examples:
             fit_msi = np.where(e.valid[None], e.msi, np.nan)
@@ -164,7 +177,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--base", choices=("gsa", "glp"), default="gsa")
+    parser.add_argument("--base", choices=tuple(BASE_NAMES), default="gsa")
     parser.add_argument("--val-every", type=int, default=50)
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine decay)")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
@@ -213,14 +226,14 @@ def main() -> int:
     text = table(args, base_val, base_test, bars, runs, student, corr, header)
     print(text)
     if args.write:
-        replace_section(HEADING, text)
+        replace_section(HEADINGS[args.base], text)
     return 0
 
 
 
 def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header) -> str:
     """The markdown section: protocol, per-group means over seeds, per-seed rows, cost."""
-    name = {"gsa": "PSF-matched GSA", "glp": "GLP"}[args.base]
+    name = BASE_NAMES[args.base]
     lines = [
         f"`scripts/train_correction.py --steps {args.steps} --batch {args.batch} --seeds "
         f"{' '.join(map(str, args.seeds))} --base {args.base} --lr {args.lr:g}` on {header}.",
@@ -234,7 +247,7 @@ def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header
         "base itself (step 0) included. Test data never seen in training or selection. PSNR: mean over good "
         "bands, peak = the reference's maximum; SAM in degrees. Mean ± standard deviation over the seeds; "
         "every seed has the same step budget. Every method gets the same degradation: the simulation's PSF and "
-        "offset. `strongest classical` = the best PSNR of the engine's gsa, glp and subspace on the group; "
+        f"offset. `strongest classical` = the best PSNR of the engine's {', '.join(BAR_METHODS)} on the group; "
         "`g alone` = the base with only the network's complement gain (its residual left out).",
         "",
         f"| data | strongest classical PSNR / SAM | {name} PSNR / SAM | + correction PSNR / SAM | gain over {name} "

@@ -26,15 +26,16 @@ bands while the metric weighs every band by its logarithm.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from csakd_qgis.classical import GLP, PsfGSA, fuse_whole
+from csakd_qgis.classical import GLP, Classical, PsfGSA, SubspaceFusion, fuse_whole
 from csakd_qgis.classical.filters import blur_sample
 from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.radiometry import fill_with_band_medians, robust_level
@@ -42,8 +43,10 @@ from csakd_qgis.models.correction import DEFAULT_RANK, CoefficientBasis, Correct
 from csakd_qgis.quality.metrics import psnr, sam
 from csakd_qgis.simulation.degradation import add_noise, psf_sigma, spectral_degrade
 
-#: Classical bases the correction can sit on, by name.
-BASES: Dict[str, Union[type[PsfGSA], type[GLP]]] = {"gsa": PsfGSA, "glp": GLP}
+#: Classical bases the correction can sit on, by name: ``fit(lr, msi, scale, sigma, offset, good)`` of each.
+BASES: Dict[str, Callable[..., Classical]] = {
+    "gsa": PsfGSA.fit, "glp": GLP.fit,
+    "subspace_bp": functools.partial(SubspaceFusion.fit, method="psf_gsa", back_project=True)}
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def prepare(name: str, lr: np.ndarray, msi: np.ndarray, reference: np.ndarray, g
     lr_level = robust_level(lr, name="LR-HSI")
     msi_level = robust_level(msi, name="HR-MSI")
     lr_n, msi_n = lr / lr_level, msi / msi_level
-    model = BASES[base_method].fit(lr_n, msi_n, scale, sigma, offset, [bool(g) for g in good])
+    model = BASES[base_method](lr_n, msi_n, scale, sigma, offset, [bool(g) for g in good])
     lr_f, msi_f = fill_with_band_medians(lr_n), fill_with_band_medians(msi_n)
     base = fuse_whole(model, lr_f, msi_f)
     basis = CoefficientBasis.from_lr(lr_f, good, rank)
