@@ -41,17 +41,33 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average {load:.1f} at start")
 
 
-def replace_section(heading: str, body: str, path: Path = BENCHMARKS) -> None:
+def _section(heading: str) -> re.Pattern:
+    """Pattern of the section under ``heading``: to the next heading of the same or a higher level."""
+    level = len(heading) - len(heading.lstrip("#"))
+    return re.compile(rf"^{re.escape(heading)}\n.*?(?=^#{{1,{level}}} |\Z)", re.S | re.M)
+
+
+def _replaced(text: str, heading: str, body: str) -> str:
+    """``text`` with ``body`` under ``heading``, the section appended at the end when missing."""
+    block = f"{heading}\n\n{body.strip()}\n\n"
+    pattern = _section(heading)
+    return pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+
+
+def replace_section(heading: str, body: str, path: Path = BENCHMARKS, within: Optional[str] = None) -> None:
     """Write ``body`` under ``heading`` (a ``## `` or ``### `` line) in ``path``, keeping every other section.
 
-    A section ends at the next heading of the same or a higher level.
+    A section ends at the next heading of the same or a higher level.  ``within``: the heading of the section
+    ``heading`` is a subsection of (created empty at the end if missing); only that section is searched.
     """
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    level = len(heading) - len(heading.lstrip("#"))
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^#{{1,{level}}} |\Z)", re.S | re.M)
-    block = f"{heading}\n\n{body.strip()}\n\n"
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    path.write_text(text)
+    if within is None:
+        path.write_text(_replaced(text, heading, body))
+        return
+    if _section(within).search(text) is None:
+        text = text.rstrip() + f"\n\n{within}\n\n"
+    start, end = _section(within).search(text).span()
+    path.write_text(text[:start] + _replaced(text[start:end], heading, body) + text[end:])
 
 
 def publish(heading: str, body: str, write: bool) -> None:

@@ -45,7 +45,9 @@ BATCH = CPU_BATCH_SIZE
 HEADING = "## Engine memory and throughput"
 PARTS = {"memory": "### Peak memory and throughput", "write": "### Write stage", "halo": "### Tile halo"}
 
-#: Child process of one ``memory`` case: fuse, then time the method alone on in-memory tiles.
+#: Child process of one ``memory`` case: fuse, then time the method alone on in-memory tiles.  ``kw["method"]``:
+#: ``bicubic``, ``network`` (with ``backend``) or a name the engine resolves and fits (``auto``, a classical
+#: method), whose fitted form is then prepared again to time the plan and fit (``prepare_s``).
 FUSE_CHILD = r"""
 import json, sys, time, numpy as np, torch
 lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
@@ -54,8 +56,11 @@ from common import BUNDLED, load_network, peak_rss_mb
 from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.fusion.methods import BicubicMethod, make_method
 from csakd_qgis.io.read import read_info
+fitted = kw["method"] not in ("bicubic", "network")  # a name the engine resolves and fits on the scene
 if kw["method"] == "bicubic":
     method = BicubicMethod(kw["scale"])
+elif fitted:
+    method = kw["method"]
 elif kw.get("backend", "torch") == "onnxruntime":  # the bundled model exported in memory, as fuse's auto does
     method = make_method("csakd", str(BUNDLED), backend="onnxruntime", scale=kw["scale"],
                          lr_bands=read_info(lr_path).bands, msi_bands=4)
@@ -67,6 +72,15 @@ report = fuse(lr_path, msi_path, out, method=method, device="cpu", overwrite=Tru
               overlap=kw["overlap"], batch_size=kw["batch"], dtype="int16", output_scale=1e-4)
 seconds = time.perf_counter() - start
 rss = peak_rss_mb()
+prepare_s = None
+if fitted:  # plan and fit again, timed alone, for the fitted method the raw rate is measured with
+    from csakd_qgis.fusion.plan import prepare
+    from csakd_qgis.io.read import BLOCK_CACHE_MB, gdal_block_cache
+    from csakd_qgis.options import FuseOptions
+    start = time.perf_counter()
+    with gdal_block_cache(BLOCK_CACHE_MB):
+        _, method = prepare(lr_path, msi_path, method=kw["method"], options=FuseOptions(device="cpu"))
+    prepare_s = time.perf_counter() - start
 read = report.tile_size + 2 * (kw["overlap"] + report.halo)
 s, rng = kw["scale"], np.random.default_rng(0)
 lr = rng.random((kw["batch"], kw["bands"], read, read), dtype=np.float32)
@@ -77,8 +91,8 @@ while calls < 1 or time.perf_counter() - start < 1.0:
     calls += 1
 raw = calls * kw["batch"] * (report.tile_size * s) ** 2 / (time.perf_counter() - start)
 print(json.dumps({"seconds": seconds, "rss_mb": rss, "rss_start_mb": rss_start, "timings": report.timings,
-                  "raw_px_s": raw, "halo": report.halo, "tiles": report.tiles_total,
-                  "recomputed": report.tiles_recomputed, "carried": report.tiles_carried}))
+                  "raw_px_s": raw, "prepare_s": prepare_s, "method": report.method, "halo": report.halo,
+                  "tiles": report.tiles_total, "recomputed": report.tiles_recomputed, "carried": report.tiles_carried}))
 """
 
 #: Child process of one ``write`` case.
