@@ -24,6 +24,7 @@ from csakd_qgis.classical import (
 )
 from csakd_qgis.classical.baselines import GSA, bicubic_upsample
 from csakd_qgis.classical.filters import polyphase_upsample, psf_taps
+from csakd_qgis.classical.subspace import in_subspace
 from csakd_qgis.errors import InputError
 from csakd_qgis.fusion.tiling import reflect_indices
 from csakd_qgis.quality.metrics import psnr
@@ -166,6 +167,31 @@ def test_bad_bands_get_no_detail_and_round_trip(noisy_pair):
         assert np.abs(fused[0] - plain[0]).max() > 1e-3
         again = from_dict(json.loads(json.dumps(model.to_dict())))
         np.testing.assert_array_equal(again.apply(filled[None], msi[None]), model.apply(filled[None], msi[None]))
+
+
+def test_gsa_in_the_subspace_equals_gsa_then_the_projection(noisy_pair):
+    """The subspace methods never form GSA's bands at HR; what they form is exactly GSA's output projected."""
+    lr, msi, scale = noisy_pair
+    lr = lr.astype(np.float64)
+    good = np.ones(lr.shape[0], bool)
+    good[[3, 7]] = False
+    gsa = PsfGSA.fit(lr, msi, scale, 1.3, (0.3, -0.45), good=good)
+    subspace = Subspace.fit(lr, good, 5)
+    x = lr.copy()
+    x[3, 2, 2] = np.nan  # a bad band's NaN stays in that band; a good band's spreads to every band (GSA's detail)
+    x[5, 6, 1] = np.nan
+    x, g = torch.from_numpy(x[None]), torch.from_numpy(msi[None].astype(np.float64))
+    coords, others = in_subspace(gsa, x, g, good, subspace.basis, subspace.mean)
+    fused = gsa.apply(x, g)
+    expected = torch.einsum("ck,bchw->bkhw", torch.from_numpy(subspace.basis),
+                            fused[:, good] - torch.from_numpy(subspace.mean)[:, None, None])
+    np.testing.assert_allclose(coords.numpy(), expected.numpy(), atol=1e-12)
+    np.testing.assert_allclose(others.numpy(), fused[:, ~good].numpy(), atol=1e-12)
+    assert torch.equal(torch.isnan(coords), torch.isnan(expected).any(dim=1, keepdim=True).expand_as(coords))
+    assert torch.equal(torch.isnan(others), torch.isnan(fused[:, ~good]))
+    assert bool(torch.isnan(others[0, 0, 7, 7])) and not bool(torch.isnan(coords[0, :, 7, 7]).any())
+    np.testing.assert_allclose(SubspaceFusion(subspace, gsa).apply(x, g).numpy(),
+                               subspace.project(fused).numpy(), atol=1e-12)
 
 
 def test_shapes_dtypes_and_errors(noisy_pair):

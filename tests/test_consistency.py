@@ -128,6 +128,7 @@ def test_auto_keeps_the_back_projection_only_where_it_corrects(geotiff, texture,
 def test_the_residual_measured_block_by_block_equals_the_whole_sample(monkeypatch):
     import csakd_qgis.classical.consistency as consistency
     from csakd_qgis.classical import PsfGSA, Subspace
+    from csakd_qgis.classical.subspace import in_subspace
     from csakd_qgis.fusion.tiling import reflect_pad
 
     rng = np.random.default_rng(3)
@@ -146,7 +147,10 @@ def test_the_residual_measured_block_by_block_equals_the_whole_sample(monkeypatc
     weights = subspace.basis / 2.0
 
     def power():
-        return consistency._residual_power(subspace.mean, subspace.basis, weights, inner.apply, lr_p, msi_p, good,
+        def base(x, g, basis, mean):
+            return in_subspace(inner, x, g, good, basis, mean)[0]
+
+        return consistency._residual_power(subspace.mean, subspace.basis, weights, base, lr_p, msi_p, good,
                                            inside, reach, scale, sigma, (0.0, 0.0))
 
     blocks = power()  # 32-pixel blocks: 3 x 2 of them

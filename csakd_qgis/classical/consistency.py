@@ -54,7 +54,6 @@ import torch.nn.functional as F
 
 from csakd_qgis.classical.baselines import GSA
 from csakd_qgis.classical.filters import Offset, blur_sample, degrade_sample, lowpass_reach, psf_taps, sample_adjoint
-from csakd_qgis.classical.linear import ArrayLike, as_tensor
 from csakd_qgis.fusion.tiling import reflect_pad
 
 if TYPE_CHECKING:  # subspace.py imports this module
@@ -134,22 +133,24 @@ def _complete(lr: np.ndarray, msi: np.ndarray, scale: int, reach: int) -> np.nda
 _BLOCK = 32
 
 
+#: A fused method as coordinates: ``(lr (B, C, h, w), msi (B, m, h s, w s), basis (C_good, k), mean (C_good,))``
+#: tensors and arrays in, ``basis^T (fused[good] - mean)`` ``(B, k, h s, w s)`` out, a tensor of ``lr``'s dtype.
+Coordinates = Callable[[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray], torch.Tensor]
+
+
 def _residual_power(mean: np.ndarray, basis: np.ndarray, lr_weights: np.ndarray,
-                    base: Callable[[np.ndarray, np.ndarray], ArrayLike], lr: np.ndarray, msi: np.ndarray,
+                    base: Coordinates, lr: np.ndarray, msi: np.ndarray,
                     good: np.ndarray, inside: np.ndarray, reach: int, scale: int, sigma: float,
                     offset: Offset) -> np.ndarray:
     """``(k,)`` mean over the ``inside`` LR pixels of ``(yb_j - D b0_j)^2``: the base's residual per direction.
 
-    ``lr`` ``(C, h, w)`` and ``msi`` ``(m, h s, w s)`` are NaN-free; the base runs in float32 (as in the
-    engine's tiles) on blocks of
-    :data:`_BLOCK` LR pixels framed by ``reach`` pixels (its halo and the PSF's reach), so the sample's
-    full-resolution cube is never held at once.
+    ``lr`` ``(C, h, w)`` and ``msi`` ``(m, h s, w s)`` are NaN-free; the base (as coordinates in ``basis``)
+    runs in float32 (as in the engine's tiles) on blocks of :data:`_BLOCK` LR pixels framed by ``reach`` pixels
+    (its halo and the PSF's reach), so the sample's full-resolution cube is never held at once.
     """
     h, w = lr.shape[1:]
     total = np.zeros(basis.shape[1])
     count = 0
-    idx = torch.as_tensor(np.flatnonzero(good))
-    u = torch.as_tensor(basis, dtype=torch.float32)
     mu = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
     yb = torch.einsum("ck,chw->khw", torch.as_tensor(lr_weights, dtype=torch.float32),
                       torch.as_tensor(lr[good], dtype=torch.float32) - mu)
@@ -161,9 +162,9 @@ def _residual_power(mean: np.ndarray, basis: np.ndarray, lr_weights: np.ndarray,
                 continue
             r0, r1 = max(top - reach, 0), min(rows.stop + reach, h)
             c0, c1 = max(left - reach, 0), min(cols.stop + reach, w)
-            z0 = np.asarray(base(lr[None, :, r0:r1, c0:c1].astype(np.float32),
-                                 msi[None, :, r0 * scale:r1 * scale, c0 * scale:c1 * scale].astype(np.float32)))
-            b0 = torch.einsum("ck,chw->khw", u, torch.as_tensor(z0)[0].index_select(0, idx) - mu)
+            b0 = base(torch.as_tensor(lr[None, :, r0:r1, c0:c1], dtype=torch.float32),
+                      torch.as_tensor(msi[None, :, r0 * scale:r1 * scale, c0 * scale:c1 * scale], dtype=torch.float32),
+                      basis, mean)[0]
             low = blur_sample(b0[None], scale, sigma, offset)[0][0]
             low = low[:, top - r0:rows.stop - r0, left - c0:cols.stop - c0]
             total += ((yb[:, rows, cols] - low)[:, mask].double() ** 2).sum(dim=1).numpy()
@@ -204,7 +205,7 @@ class LrConsistency:
     offset: Offset
 
     @classmethod
-    def fit(cls, subspace: Subspace, base: Callable[[np.ndarray, np.ndarray], ArrayLike], base_halo: int,
+    def fit(cls, subspace: Subspace, base: Coordinates, base_halo: int,
             lr_sample: np.ndarray, msi_sample_hr: np.ndarray, noise_std: np.ndarray, scale: int, sigma: float,
             offset: Offset = (0.0, 0.0)) -> LrConsistency:
         """Fit on the scene sample.
@@ -214,8 +215,8 @@ class LrConsistency:
         subspace:
             The fitted :class:`~csakd_qgis.classical.subspace.Subspace`.
         base, base_halo:
-            The fused method ``(1, C, h, w), (1, m, h s, w s) -> (1, C, h s, w s)`` (float64 numpy) and its halo
-            (LR pixels), run on the sample to measure its residual.
+            The fused method as :data:`Coordinates` and its halo (LR pixels), run on the sample to measure its
+            residual.
         lr_sample, msi_sample_hr:
             ``(C, h, w)`` and ``(m, h s, w s)`` sample, NaN = invalid (the engine's mosaics).
         noise_std:
@@ -280,32 +281,24 @@ class LrConsistency:
         reach_hr = max(lowpass_reach(self.scale, self.sigma, self.offset))
         return 2 * (math.ceil(reach_hr / self.scale) + 1) + self.kernels.shape[-1] // 2
 
-    def apply(self, fused: ArrayLike, lr: ArrayLike) -> ArrayLike:
-        """Correct ``fused (B, C, h s, w s)`` against ``lr (B, C, h, w)``; same kind and dtype as ``fused``.
+    def correct(self, coords: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """Corrected ``coords (B, k, h s, w s)``: a fused image's coordinates ``basis^T (z - mean)`` in :attr:`basis`.
 
-        Valid ``halo`` LR pixels inside the batch's edges (the engine crops the halo).
+        ``lr (B, C, h, w)`` is the LR-HSI (all bands), a tensor of ``coords``' dtype and device.  Valid ``halo``
+        LR pixels inside the batch's edges (the engine crops the halo).
         """
-        z, was_numpy = as_tensor(fused)
-        y, _ = as_tensor(lr)
-        y = y.to(z.dtype)
-        n, _, hh, ww = z.shape
-        k = self.basis.shape[1]
-        idx = torch.as_tensor(np.flatnonzero(self.good), device=z.device)
-        basis = torch.as_tensor(self.basis, dtype=z.dtype, device=z.device)
-        weights = torch.as_tensor(self.lr_weights, dtype=z.dtype, device=z.device)
-        mu = torch.as_tensor(self.mean, dtype=z.dtype, device=z.device)[:, None, None]
-        b = torch.einsum("ck,nchw->nkhw", basis, z.index_select(1, idx) - mu)
-        yb = torch.einsum("ck,nchw->nkhw", weights, y.index_select(1, idx) - mu)
-        residual = yb - blur_sample(b, self.scale, self.sigma, self.offset)[0]
-        h = torch.as_tensor(self.kernels, dtype=z.dtype, device=z.device)[:, None]
+        n, k, hh, ww = coords.shape
+        dt, dev = coords.dtype, coords.device
+        idx = torch.as_tensor(np.flatnonzero(self.good), device=coords.device)
+        mu = torch.as_tensor(self.mean, dtype=dt, device=dev)[:, None, None]
+        weights = torch.as_tensor(self.lr_weights, dtype=dt, device=dev)
+        yb = torch.einsum("ck,nchw->nkhw", weights, lr.index_select(1, idx) - mu)
+        residual = yb - blur_sample(coords, self.scale, self.sigma, self.offset)[0]
+        h = torch.as_tensor(self.kernels, dtype=dt, device=dev)[:, None]
         q = F.conv2d(residual, h, padding=h.shape[-1] // 2, groups=k)
         step = sample_adjoint(q.reshape(n * k, 1, q.shape[-2], q.shape[-1]), self.scale, self.sigma, self.offset,
                               (hh, ww)).reshape(n, k, hh, ww)
-        keep = torch.as_tensor(self.keep_msi, dtype=z.dtype, device=z.device)
-        b = b + torch.einsum("jk,nkhw->njhw", keep, step)
-        out = z.clone()
-        out.index_copy_(1, idx, torch.einsum("ck,nkhw->nchw", basis, b) + mu)
-        return out.numpy() if was_numpy else out
+        return coords + torch.einsum("jk,nkhw->njhw", torch.as_tensor(self.keep_msi, dtype=dt, device=dev), step)
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready ``dict``, inverse of :meth:`from_dict`."""

@@ -18,9 +18,10 @@ intensity and the detail are computed pixel by pixel at HR.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from csakd_qgis.classical.baselines import GSA
 from csakd_qgis.classical.filters import Offset, check_scale, check_sigma, degrade_sample, kernel_radius, upsample
@@ -77,6 +78,41 @@ class PsfGSA:
         check_batch(x, g, self.scale, c, m, "GSA")
         out = self.model.apply(upsample(x, self.scale, self.kernel), g)
         return out.numpy() if was_numpy else out
+
+    def apply_in_subspace(self, lr: torch.Tensor, msi: torch.Tensor, good: np.ndarray, basis: np.ndarray,
+                          mean: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`apply`'s output split into its coordinates in a subspace and its other bands.
+
+        ``lr (B, C, h, w)`` and ``msi (B, m, h s, w s)`` tensors of one dtype and device; ``good (C,)`` bool
+        selects the bands the subspace ``mean + basis b`` (``basis (C_good, k)`` orthonormal) covers.  Returns
+        ``b = basis^T (fused[good] - mean)`` ``(B, k, h s, w s)`` and ``fused[~good]`` ``(B, C - C_good, h s, w s)``.
+
+        Exact by linearity (the interpolation acts band by band with weights summing to one):
+        ``basis^T (up(x) + G (MSI - W up(x) - o)) = up(basis^T x) + (basis^T G) (MSI - up(W x) - o)``, so
+        ``k + m`` bands are interpolated instead of ``C_good`` and nothing of ``C`` bands is formed at HR.
+        A NaN stays where :meth:`apply` puts it: a good band's spreads over the pixel's coordinates, another
+        band's stays in that band.
+        """
+        c, m = self.model.gains.shape
+        check_batch(lr, msi, self.scale, c, m, "GSA")
+        dt, dev = lr.dtype, lr.device
+        sel = torch.as_tensor(np.flatnonzero(good), device=lr.device)
+        rest = torch.as_tensor(np.flatnonzero(~good), device=lr.device)
+        used = torch.as_tensor(np.flatnonzero(np.any(self.model.weights != 0, axis=0)), device=lr.device)
+        u = torch.as_tensor(basis, dtype=dt, device=dev)
+        w = torch.as_tensor(self.model.weights, dtype=dt, device=dev)
+        k = u.shape[1]
+        low = torch.cat([torch.einsum("ck,bchw->bkhw", u, lr.index_select(1, sel)),
+                         torch.einsum("mc,bchw->bmhw", w.index_select(1, used), lr.index_select(1, used)),
+                         lr.index_select(1, rest)], dim=1)
+        up = upsample(low, self.scale, self.kernel)
+        offsets = torch.as_tensor(self.model.offsets, dtype=dt, device=dev)[:, None, None]
+        detail = msi - up[:, k:k + m] - offsets
+        gains = torch.as_tensor(self.model.gains, dtype=dt, device=dev)
+        shift = torch.as_tensor(basis.T @ mean, dtype=dt, device=dev)[:, None, None]
+        coords = up[:, :k] - shift + torch.einsum("km,bmhw->bkhw", u.T @ gains.index_select(0, sel), detail)
+        others = up[:, k + m:] + torch.einsum("rm,bmhw->brhw", gains.index_select(0, rest), detail)
+        return coords, others
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready ``dict``, inverse of :meth:`from_dict`."""

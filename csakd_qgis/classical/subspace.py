@@ -41,7 +41,8 @@ on noisy EnMAP tiles, hence :data:`MIN_RANK`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Type, Union
+from functools import partial
+from typing import Any, Dict, Optional, Sequence, Tuple, Type, Union, cast
 
 import numpy as np
 import torch
@@ -154,6 +155,27 @@ class Subspace:
                    np.asarray(d["basis"], dtype=np.float64))
 
 
+def in_subspace(inner: Inner, lr: torch.Tensor, msi: torch.Tensor, good: np.ndarray, basis: np.ndarray,
+                mean: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``inner``'s output as coordinates in a subspace ``(B, k, H, W)`` and its other bands ``(B, C - C_good, H, W)``.
+
+    Arguments as :meth:`~csakd_qgis.classical.gsa.PsfGSA.apply_in_subspace`, which GSA runs (it never forms
+    the ``C`` bands at HR); another method's full output is projected.
+    """
+    if isinstance(inner, PsfGSA):
+        return inner.apply_in_subspace(lr, msi, good, basis, mean)
+    fused = cast(torch.Tensor, inner.apply(lr, msi))  # tensor in, tensor out
+    u = torch.as_tensor(basis, dtype=fused.dtype, device=fused.device)
+    mu = torch.as_tensor(mean, dtype=fused.dtype, device=fused.device)[:, None, None]
+    return torch.einsum("ck,bchw->bkhw", u, fused[:, torch.as_tensor(good)] - mu), fused[:, torch.as_tensor(~good)]
+
+
+def _coordinates(inner: Inner, lr: torch.Tensor, msi: torch.Tensor, basis: np.ndarray, mean: np.ndarray, *,
+                 good: np.ndarray) -> torch.Tensor:
+    """:func:`in_subspace`'s coordinates alone (:data:`~csakd_qgis.classical.consistency.Coordinates`)."""
+    return in_subspace(inner, lr, msi, good, basis, mean)[0]
+
+
 @dataclass(frozen=True)
 class SubspaceFusion:
     """A classical method whose output is projected onto the LR-HSI's signal subspace; build with :meth:`fit`.
@@ -194,7 +216,8 @@ class SubspaceFusion:
                 noise = estimate_noise(lr_sample, good=list(subspace.good))
             except InputError:  # too few pixels: no back-projection (LrConsistency.fit)
                 noise = np.full(subspace.good.size, np.nan)
-        consistency = LrConsistency.fit(subspace, inner.apply, inner.halo, lr_sample, msi_sample_hr, noise, scale,
+        coordinates = partial(_coordinates, inner, good=subspace.good)
+        consistency = LrConsistency.fit(subspace, coordinates, inner.halo, lr_sample, msi_sample_hr, noise, scale,
                                         sigma, offset)
         return cls(subspace, inner, consistency)
 
@@ -211,12 +234,25 @@ class SubspaceFusion:
     def apply(self, lr: ArrayLike, msi: ArrayLike) -> ArrayLike:
         """Fuse ``lr (B, C, h, w)`` with ``msi (B, m, h s, w s)`` by the inner method, then project the result.
 
-        With a back-projection, the projection is its corrected one.
+        With a back-projection, the projection is its corrected one.  Same kind and dtype as ``lr``.  The fused
+        image is formed only as its subspace coordinates (:meth:`~csakd_qgis.classical.gsa.PsfGSA.apply_in_subspace`
+        for GSA), which the back-projection corrects and the basis then expands; bands outside the subspace are
+        the inner method's output.
         """
-        fused = self.inner.apply(lr, msi)
-        if self.consistency is None:
-            return self.subspace.project(fused)
-        return self.consistency.apply(fused, lr)
+        x, was_numpy = as_tensor(lr)
+        dt, dev = x.dtype, x.device
+        g = as_tensor(msi)[0].to(dtype=dt, device=dev)
+        frame = self.consistency if self.consistency is not None else self.subspace
+        good = self.subspace.good
+        coords, others = in_subspace(self.inner, x, g, good, frame.basis, frame.mean)
+        if self.consistency is not None:
+            coords = self.consistency.correct(coords, x)
+        out = torch.empty((x.shape[0], good.size) + tuple(coords.shape[-2:]), dtype=dt, device=dev)
+        basis = torch.as_tensor(frame.basis, dtype=dt, device=dev)
+        mu = torch.as_tensor(frame.mean, dtype=dt, device=dev)[:, None, None]
+        out[:, torch.as_tensor(good)] = torch.einsum("ck,bkhw->bchw", basis, coords) + mu
+        out[:, torch.as_tensor(~good)] = others
+        return out.numpy() if was_numpy else out
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready ``dict``, inverse of :meth:`from_dict`."""
