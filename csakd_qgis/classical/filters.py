@@ -158,10 +158,24 @@ def _strided_axis(x: torch.Tensor, first: int, taps: np.ndarray, scale: int, axi
     xp = F.pad(x, pads)
     start = first + lo
     xp = xp.narrow(axis, start, (n - 1) * scale + taps.size)
+    return _depthwise(F.conv2d, xp, taps, scale, axis)
+
+
+def _depthwise(conv: Callable[..., torch.Tensor], x: torch.Tensor, taps: np.ndarray, scale: int,
+               axis: int) -> torch.Tensor:
+    """``conv`` (``F.conv2d`` or its transpose) of each image of ``x (N, 1, H, W)`` with ``taps`` along ``axis``.
+
+    The stride along ``axis`` is ``scale``.
+    The ``N`` images run as the channels of one depthwise (grouped) convolution: on a CPU about 8 times faster
+    than as a batch of one-channel images.
+    """
+    n = x.shape[0]
     w = torch.as_tensor(taps, dtype=x.dtype, device=x.device)
     shape = (1, 1, taps.size, 1) if axis == 2 else (1, 1, 1, taps.size)
     stride = (scale, 1) if axis == 2 else (1, scale)
-    return F.conv2d(xp, w.reshape(shape), stride=stride)
+    out = conv(x.reshape(1, n, x.shape[2], x.shape[3]), w.reshape(shape).expand(n, -1, -1, -1), stride=stride,
+               groups=n)
+    return out.reshape(n, 1, out.shape[2], out.shape[3])
 
 
 def _separable_sample(x: torch.Tensor, scale: int, sigma: float, offset: Offset) -> torch.Tensor:
@@ -178,10 +192,7 @@ def _strided_axis_adjoint(y: torch.Tensor, first: int, taps: np.ndarray, scale: 
 
     Contributions falling outside ``[0, size)`` are dropped (the forward map reads zeros there).
     """
-    w = torch.as_tensor(taps, dtype=y.dtype, device=y.device)
-    shape = (1, 1, taps.size, 1) if axis == 2 else (1, 1, 1, taps.size)
-    stride = (scale, 1) if axis == 2 else (1, scale)
-    full = F.conv_transpose2d(y, w.reshape(shape), stride=stride)  # HR positions first .. first + len - 1
+    full = _depthwise(F.conv_transpose2d, y, taps, scale, axis)  # HR positions first .. first + len - 1
     lo = first
     hi = size - (first + full.shape[axis])
     pads = (0, 0, lo, hi) if axis == 2 else (lo, hi, 0, 0)

@@ -247,11 +247,13 @@ class SubspaceFusion:
         coords, others = in_subspace(self.inner, x, g, good, frame.basis, frame.mean)
         if self.consistency is not None:
             coords = self.consistency.correct(coords, x)
-        out = torch.empty((x.shape[0], good.size) + tuple(coords.shape[-2:]), dtype=dt, device=dev)
-        basis = torch.as_tensor(frame.basis, dtype=dt, device=dev)
-        mu = torch.as_tensor(frame.mean, dtype=dt, device=dev)[:, None, None]
-        out[:, torch.as_tensor(good)] = torch.einsum("ck,bkhw->bchw", basis, coords) + mu
-        out[:, torch.as_tensor(~good)] = others
+        basis = np.zeros((good.size, frame.basis.shape[1]))  # zero rows for the other bands, filled in after
+        basis[good] = frame.basis
+        mean = np.zeros(good.size)
+        mean[good] = frame.mean
+        out = torch.einsum("ck,bkhw->bchw", torch.as_tensor(basis, dtype=dt, device=dev), coords)
+        out += torch.as_tensor(mean, dtype=dt, device=dev)[:, None, None]
+        out.index_copy_(1, torch.as_tensor(np.flatnonzero(~good), device=dev), others)
         return out.numpy() if was_numpy else out
 
     def to_dict(self) -> Dict[str, Any]:
