@@ -95,11 +95,11 @@ def run_case(folder: Path, method: str, bands: int, rows: int, cols: int, interl
     else:
         lr = folder / f"lr_{bands}_{rows}x{cols}_{interleave}.tif"
         msi = folder / f"msi_{rows}x{cols}_{interleave}.tif"
-    if not lr.exists():
-        write_synthetic(lr, bands, rows // SCALE, LR_TRANSFORM, 1, width=cols // SCALE, interleave=interleave)
-    if not msi.exists():
-        write_synthetic(msi, MSI_BANDS, rows, LR_TRANSFORM * Affine.scale(1 / SCALE), 2, width=cols,
-                        interleave=interleave)
+        if not lr.exists():
+            write_synthetic(lr, bands, rows // SCALE, LR_TRANSFORM, 1, width=cols // SCALE, interleave=interleave)
+        if not msi.exists():
+            write_synthetic(msi, MSI_BANDS, rows, LR_TRANSFORM * Affine.scale(1 / SCALE), 2, width=cols,
+                            interleave=interleave)
     out = folder / "out.tif"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
     done = subprocess.run([sys.executable, "-c", CHILD, str(lr), str(msi), str(out),

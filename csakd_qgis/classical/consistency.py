@@ -289,7 +289,7 @@ class LrConsistency:
         """
         n, k, hh, ww = coords.shape
         dt, dev = coords.dtype, coords.device
-        idx = torch.as_tensor(np.flatnonzero(self.good), device=coords.device)
+        idx = torch.as_tensor(np.flatnonzero(self.good), device=dev)
         mu = torch.as_tensor(self.mean, dtype=dt, device=dev)[:, None, None]
         weights = torch.as_tensor(self.lr_weights, dtype=dt, device=dev)
         yb = torch.einsum("ck,nchw->nkhw", weights, lr.index_select(1, idx) - mu)

@@ -165,9 +165,8 @@ def _depthwise(conv: Callable[..., torch.Tensor], x: torch.Tensor, taps: np.ndar
                axis: int) -> torch.Tensor:
     """``conv`` (``F.conv2d`` or its transpose) of each image of ``x (N, 1, H, W)`` with ``taps`` along ``axis``.
 
-    The stride along ``axis`` is ``scale``.
-    The ``N`` images run as the channels of one depthwise (grouped) convolution: on a CPU about 8 times faster
-    than as a batch of one-channel images.
+    The stride along ``axis`` is ``scale``.  The ``N`` images run as the channels of one depthwise (grouped)
+    convolution: on a CPU about 8 times faster than as a batch of one-channel images.
     """
     n = x.shape[0]
     w = torch.as_tensor(taps, dtype=x.dtype, device=x.device)
