@@ -30,6 +30,7 @@ Usage: ``python scripts/train_correction.py --steps 300 --seeds 0 1 2 [--base NA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import warnings
@@ -158,6 +159,17 @@ def complement_only(examples: List[Example], gain: float) -> Dict[str, float]:
     return score(examples, fused)
 
 
+def regions(examples: List[Example], margin: int) -> Dict[str, List[Example]]:
+    """``examples`` scored only within ``margin`` output pixels of their border (``border``), or only farther in."""
+    parts: Dict[str, List[Example]] = {"border": [], "inside": []}
+    for e in examples:
+        ring = np.ones(e.valid.shape, dtype=bool)
+        ring[margin:ring.shape[0] - margin, margin:ring.shape[1] - margin] = False
+        parts["border"].append(dataclasses.replace(e, valid=e.valid & ring))
+        parts["inside"].append(dataclasses.replace(e, valid=e.valid & ~ring))
+    return parts
+
+
 def _rows(groups: list) -> list:
     """Table rows of ``groups`` ``(label, base score, (bar name, bar score), run scores, complement-only scores)``."""
     rows = []
@@ -180,6 +192,10 @@ def main() -> int:
     parser.add_argument("--base", choices=tuple(BASE_NAMES), default="gsa")
     parser.add_argument("--val-every", type=int, default=50)
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine decay)")
+    parser.add_argument("--loss-margin", type=int, default=0,
+                        help="output px along each training crop's border left out of the fit to the reference")
+    parser.add_argument("--edge-margin", type=int, default=12,
+                        help="width (output px) of the border ring the gain is also reported for")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -196,6 +212,8 @@ def main() -> int:
 
     base_val = score(val, [e.base for e in val])
     base_test = {g: score(ex, [e.base for e in ex]) for g, ex in tests.items()}
+    parts = {g: regions(ex, args.edge_margin) for g, ex in tests.items()}
+    base_parts = {g: {k: score(rex, [e.base for e in rex]) for k, rex in parts[g].items()} for g in tests}
     bars = {"validation": strongest_classical(val), **{g: strongest_classical(ex) for g, ex in tests.items()}}
     print(f"{args.base} base: validation {base_val}; test {base_test}; strongest classical {bars}", flush=True)
 
@@ -207,14 +225,18 @@ def main() -> int:
         tag = f"seed {seed}: "
         run = train_correction(net, train, val, steps=args.steps, batch_size=args.batch, lr_rate=args.lr,
                                base_method=args.base,
-                               seed=seed, val_every=args.val_every, log=lambda m, t=tag: print(t + m, flush=True))
-        test = {g: score(ex, correct(net, ex)) for g, ex in tests.items()}
+                               seed=seed, val_every=args.val_every, loss_margin=args.loss_margin,
+                               log=lambda m, t=tag: print(t + m, flush=True))
+        fused = {g: correct(net, ex) for g, ex in tests.items()}
+        test = {g: score(ex, fused[g]) for g, ex in tests.items()}
+        where = {g: {k: score(rex, fused[g]) for k, rex in parts[g].items()} for g in tests}
         selected_gain = net.complement_gain.item()
         alone = {"validation": complement_only(val, selected_gain),
                  **{g: complement_only(ex, selected_gain) for g, ex in tests.items()}}
         net.load_state_dict(run.last_state)
         last_test = {g: score(ex, correct(net, ex)) for g, ex in tests.items()}
         runs.append({"seed": seed, "best_step": run.best_step, "val": run.best_val, "test": test, "alone": alone,
+                     "where": where,
                      "last_val": run.curve[-1], "last_test": last_test,
                      "seconds": time.time() - start, "gain": net.complement_gain.item()})
         print(f"seed {seed}: best step {run.best_step}, val {run.best_val}, test {test}, g {selected_gain:+.4f}; "
@@ -223,20 +245,24 @@ def main() -> int:
 
     student = macs_per_pixel(preset("project_student", 224, len(BANDS), SCALE))
     corr = correction_macs_per_pixel(cfg, int(train[0].good.sum()))
-    text = table(args, base_val, base_test, bars, runs, student, corr, header)
+    text = table(args, base_val, base_test, bars, runs, student, corr, header, base_parts)
     print(text)
     if args.write:
-        replace_section(HEADINGS[args.base], text)
+        heading = HEADINGS[args.base]
+        if args.loss_margin:
+            heading = heading.replace(" (issue 14)", f", {args.loss_margin} px loss margin (issue 14)")
+        replace_section(heading, text)
     return 0
 
 
 
-def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header) -> str:
-    """The markdown section: protocol, per-group means over seeds, per-seed rows, cost."""
+def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header, base_parts) -> str:
+    """The markdown section: protocol, per-group means over seeds, the gain by region, per-seed rows, cost."""
     name = BASE_NAMES[args.base]
     lines = [
         f"`scripts/train_correction.py --steps {args.steps} --batch {args.batch} --seeds "
-        f"{' '.join(map(str, args.seeds))} --base {args.base} --lr {args.lr:g}` on {header}.",
+        f"{' '.join(map(str, args.seeds))} --base {args.base} --lr {args.lr:g} --loss-margin {args.loss_margin}` "
+        f"on {header}.",
         "",
         f"A project-student-sized DTS network (nf 24, gc 12, blocks 0-2-2-1, `csa_pooled`, light head) on the "
         f"rank-16 PCA coefficients of the scene's LR-HSI predicts a residual on {name} "
@@ -269,6 +295,14 @@ def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header
         p = [x["psnr"] for x in got]
         lines.append(f"| {label} | {b['psnr']:.2f} | {mean_std(p)} | {mean_std([v - b['psnr'] for v in p])} | "
                      f"{b['sam']:.2f} | {mean_std([x['sam'] for x in got])} |")
+    lines += ["", f"Where the selected weights gain: within {args.edge_margin} output px of each image's border, and "
+              "farther in (PSNR over those pixels only; gain over the base):", "",
+              f"| data | {name} border | gain at the border | {name} inside | gain inside |", "|---|---|---|---|---|"]
+    for g, b in base_parts.items():
+        lines.append(f"| {g} | {b['border']['psnr']:.2f} | "
+                     f"{mean_std([r['where'][g]['border']['psnr'] - b['border']['psnr'] for r in runs])} | "
+                     f"{b['inside']['psnr']:.2f} | "
+                     f"{mean_std([r['where'][g]['inside']['psnr'] - b['inside']['psnr'] for r in runs])} |")
     lines += ["", "| seed | best step | val gain dB | test gains dB (selected; rows above) | last-step g "
               "(complement gain - 1) | seconds |", "|---|---|---|---|---|---|"]
     for r in runs:

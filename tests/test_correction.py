@@ -150,3 +150,17 @@ def test_draw_example_augments_and_training_keeps_the_best_validation_state():
     assert [c[0] for c in run.curve] == [0, 1, 2]
     best = max(run.curve, key=lambda c: c[2])
     assert run.best_step == best[0] and run.best_val["psnr"] == pytest.approx(best[2])
+
+
+def test_loss_margin_leaves_the_border_ring_out_of_the_fit_only():
+    ex = _example()
+    lr, msi, base, ref = batch([ex])
+    ring = ref.clone()
+    ring[..., :3, :] += 0.5  # an error only in the top 3 rows
+    assert float(correction_loss(ring, [ex], lr, msi, ref, 0.0, 0.0, margin=3)) < -100.0 + 1e-3  # the floor
+    assert float(correction_loss(ring, [ex], lr, msi, ref, 0.0, 0.0)) > -30.0
+    with_consistency = float(correction_loss(ring, [ex], lr, msi, ref, 1.0, 1.0, margin=3))
+    assert with_consistency > float(correction_loss(ref, [ex], lr, msi, ref, 1.0, 1.0, margin=3))
+    with pytest.raises(InputError, match="loss margin"):
+        train_correction(CorrectionNet(correction_config(4, 4, 3, nf=8, gc=4)), [Reference("t", _cube(), ex.good,
+                         ex.srf)], [ex], steps=1, deg=Degradation(crop=15), loss_margin=8)

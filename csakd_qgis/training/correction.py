@@ -169,10 +169,17 @@ def band_error_db(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def correction_loss(out: torch.Tensor, examples: Sequence[Example], lr: torch.Tensor, msi: torch.Tensor,
-                    reference: torch.Tensor, w_lr: float, w_msi: float) -> torch.Tensor:
-    """:func:`band_error_db` to the reference plus the two consistency terms, over good bands (module notes)."""
+                    reference: torch.Tensor, w_lr: float, w_msi: float, margin: int = 0) -> torch.Tensor:
+    """:func:`band_error_db` to the reference plus the two consistency terms, over good bands (module notes).
+
+    ``margin`` (HR pixels): the fit to the reference leaves out a ring of
+    that width along the crop's border, where the base and the network see
+    mirrored edges that the inside of a large image never has; the two
+    consistency terms keep the whole crop.
+    """
     good = torch.from_numpy(np.flatnonzero(examples[0].good))
-    fit = band_error_db(out.index_select(1, good), reference.index_select(1, good))
+    inner = (slice(None), slice(None), slice(margin, out.shape[2] - margin), slice(margin, out.shape[3] - margin))
+    fit = band_error_db(out[inner].index_select(1, good), reference[inner].index_select(1, good))
     if not (w_lr or w_msi):
         return fit
     lr_terms, msi_terms = [], []
@@ -221,12 +228,16 @@ class CorrectionRun:
 def train_correction(net: CorrectionNet, train_refs: Sequence[Reference], val: Sequence[Example], *, steps: int,
                      batch_size: int = 8, lr_rate: float = 5e-4, w_lr: float = 0.1, w_msi: float = 0.1,
                      deg: Degradation = Degradation(), base_method: str = "gsa", seed: int = 0,
-                     val_every: int = 50, log: Optional[Callable[[str], None]] = None) -> CorrectionRun:
+                     val_every: int = 50, loss_margin: int = 0,
+                     log: Optional[Callable[[str], None]] = None) -> CorrectionRun:
     """AdamW with a cosine decay over ``steps``; weights chosen by validation PSNR (step 0 = the base).
 
     Each batch holds ``batch_size`` fresh examples (:func:`draw_example`) of
-    references drawn at random from ``train_refs``.
+    references drawn at random from ``train_refs``; ``loss_margin`` is
+    :func:`correction_loss`'s ``margin``.
     """
+    if 2 * loss_margin >= deg.crop:
+        raise InputError(f"a loss margin of {loss_margin} px leaves nothing of a {deg.crop} px crop")
     if not train_refs or not val:
         raise InputError("training a correction needs training references and validation examples")
     rng = np.random.default_rng(seed)
@@ -243,7 +254,7 @@ def train_correction(net: CorrectionNet, train_refs: Sequence[Reference], val: S
                                  net.cfg.bands) for _ in range(batch_size)]
         lr, msi, base, reference = batch(examples)
         out = net(lr, msi, base, CoefficientBasis.stack([e.basis for e in examples]))
-        loss = correction_loss(out, examples, lr, msi, reference, w_lr, w_msi)
+        loss = correction_loss(out, examples, lr, msi, reference, w_lr, w_msi, loss_margin)
         opt.zero_grad()
         loss.backward()
         opt.step()
