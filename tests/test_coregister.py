@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.vrt import WarpedVRT
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 from scipy import ndimage
@@ -62,10 +63,36 @@ def test_warped_cache_covers_two_blocks_each_way_of_every_band(pair):
     info = read_info(lr_path)
     plan = plan_grids(info, read_info(msi_path))
     assert warped_cache_mb(info, plan.lr) == 0  # read directly
-    # a shifted read warps 40 x 40 blocks (one each way) of 6 float32 bands: 38 kB, rounded up to 1 MB
-    assert warped_cache_mb(info, plan.lr, (0.01, 0.0)) == 1
-    wide = dataclasses.replace(info, count=1200)
+    assert warped_cache_mb(info, plan.lr, (0.01, 0.0)) == 0  # read directly, shifted in memory
+    # off the grid by half a pixel: warps 40 x 40 blocks (one each way) of 6 float32 bands: 38 kB, rounded up to 1 MB
+    off = dataclasses.replace(info, transform=info.transform * Affine.translation(0.5, 0.0))
+    assert warped_cache_mb(off, plan.lr) == 1
+    wide = dataclasses.replace(off, count=1200)
     assert warped_cache_mb(wide, plan.lr, (0.01, 0.0)) == -(-40 * 40 * 1200 * 4 // 2**20)
+
+
+@pytest.mark.parametrize("shift", [(0.3, -0.2), (-0.7, 0.45), (1.3, 0.0)])
+def test_shifted_reads_match_gdal_cubic_warp_inside_and_its_footprint(pair, shift):
+    lr_path, msi_path, _ = pair(lr_nodata=-9999.0)
+    plan = plan_grids(read_info(lr_path), read_info(msi_path))
+    with open_aligned(lr_path, msi_path, plan, shift) as aligned:
+        assert aligned.lr_warped
+        mine, valid = aligned.read_lr(Window(0, 0, 40, 40))
+        tile, tile_valid = aligned.read_lr(Window(-3, 30, 12, 13), boundless=True)  # a halo past two edges
+    with rasterio.open(lr_path) as src, WarpedVRT(src, crs=plan.lr.crs, width=40, height=40, dtype="float32",
+                                                  transform=plan.lr.transform * Affine.translation(*shift),
+                                                  resampling=Resampling.cubic) as vrt:
+        gdal, gdal_valid = vrt.read(), vrt.dataset_mask() > 0
+    assert (valid != gdal_valid).sum() <= 1  # nodata and the footprint's edges as GDAL's warper has them
+    inner = np.zeros_like(valid)
+    inner[2:-2, 2:-2] = True
+    inner &= ndimage.binary_erosion(valid, iterations=3)  # away from the edges and the nodata, where the taps differ
+    np.testing.assert_allclose(mine[:, inner], gdal[:, inner], atol=2e-5 * np.abs(gdal[:, inner]).max())
+    np.testing.assert_array_equal(tile_valid[:10, 3:], valid[30:, :9])
+    xs, ys = np.arange(-3, 9) + shift[0], np.arange(30, 43) + shift[1]  # sample positions in the raster's pixels
+    outside = ((ys < -0.5) | (ys > 39.5))[:, None] | ((xs < -0.5) | (xs > 39.5))[None, :]
+    assert outside.any() and not tile_valid[outside].any() and np.isnan(tile[:, outside]).all()
+    np.testing.assert_allclose(tile[:, :10, 3:], mine[:, 30:, :9], rtol=1e-6)
 
 
 def test_known_shift_is_recovered_and_corrected(pair, tmp_path):

@@ -3,10 +3,12 @@
 :func:`open_aligned` opens both rasters once and reads windows of them on the
 plan's grids without loading a whole raster:
 
-* the LR-HSI on ``plan.lr``, through a :class:`rasterio.vrt.WarpedVRT`
-  ('average' resampling when the target is coarser than the source, 'cubic'
-  otherwise), optionally moved by a sub-pixel shift; read directly, without
-  warping, when its pixels already are the grid's and no shift is applied;
+* the LR-HSI on ``plan.lr``: read directly when its pixels already are the
+  grid's, a sub-pixel shift then applied in memory to each window
+  (:mod:`csakd_qgis.geo.translate`, cubic); otherwise through a
+  :class:`rasterio.vrt.WarpedVRT` ('average' resampling when the target is
+  coarser than the source, 'cubic' otherwise), the shift folded into its
+  transform;
 * the HR-MSI on ``plan.output`` (directly when aligned, else warped the same
   way) and, for shift estimation, on ``plan.lr`` ('average').
 
@@ -37,8 +39,16 @@ from rasterio.windows import Window
 from csakd_qgis.errors import InputError
 from csakd_qgis.geo.grid import Grid, GridPlan, plan_grids
 from csakd_qgis.geo.shift import ShiftEstimate, estimate_shift, fit_band_mixing
+from csakd_qgis.geo.translate import AFTER, BEFORE, edge_indexes, outside_footprint, split_shift, translate
 from csakd_qgis.io.bands import RasterInfo, data_band_indexes
-from csakd_qgis.io.read import count_valid, open_raster, read_dataset_window, read_exclusion, read_info
+from csakd_qgis.io.read import (
+    count_valid,
+    open_raster,
+    read_dataset_window,
+    read_exclusion,
+    read_info,
+    valid_pixels,
+)
 from csakd_qgis.io.write import RasterWriter
 from csakd_qgis.progress import SILENT, Reporter
 
@@ -77,7 +87,7 @@ def warped_cache_mb(info: RasterInfo, grid: Grid, shift: Tuple[float, float] = (
     warps the whole block again: a guard sample of a 224-band LR-HSI
     shifted by 0.03 px took 262 s instead of 0.2 s under 64 MB.
     """
-    if shift == (0.0, 0.0) and _pixel_offset(info, grid) is not None:
+    if _pixel_offset(info, grid) is not None:  # read directly, a shift applied in memory
         return 0
     cols, rows = (min(n, size) for n, size in zip(WARPED_BLOCK, (grid.width, grid.height)))
     across, down = min(2, -(-grid.width // cols)), min(2, -(-grid.height // rows))
@@ -108,8 +118,10 @@ class _Source:
         if order is not None:  # ``info`` describes the bands in this order already
             self.indexes = [self.indexes[b - 1] for b in order]
         self.good = [b.good for b in info.bands]
-        offset = _pixel_offset(info, grid) if shift == (0.0, 0.0) and resampling is None else None
+        offset = _pixel_offset(info, grid) if resampling is None else None
         self.offset = offset
+        #: the sub-pixel shift applied in memory (:mod:`csakd_qgis.geo.translate`) to a raster on the grid's pixels
+        self.shift = shift if offset is not None else (0.0, 0.0)
         self.resampling = None
         if offset is not None:
             self.dataset = dataset
@@ -128,8 +140,37 @@ class _Source:
         return Window(window.col_off + self.offset[0], window.row_off + self.offset[1], window.width, window.height)
 
     def read(self, window: Window, boundless: bool) -> Tuple[np.ndarray, np.ndarray]:
+        if self.shift != (0.0, 0.0):
+            return self._read_translated(window)
         return read_dataset_window(self.dataset, self._window(window), self.indexes, scales=self.info.scales,
                                    offsets=self.info.offsets, good=self.good, boundless=boundless)
+
+    def _read_translated(self, window: Window) -> Tuple[np.ndarray, np.ndarray]:
+        """``window`` of the grid read with the cubic's margin and moved by :attr:`shift` in memory.
+
+        Pixels whose sample position falls outside the raster are NaN and
+        invalid (the same whether or not the window reaches outside the grid).
+        """
+        assert self.offset is not None
+        (ix, fx), (iy, fy) = split_shift(self.shift[0]), split_shift(self.shift[1])
+        w, h = int(round(window.width)), int(round(window.height))
+        col = int(round(window.col_off)) + self.offset[0] + ix  # the raster pixel before each sample position
+        row = int(round(window.row_off)) + self.offset[1] + iy
+        width, height = self.dataset.width, self.dataset.height
+        cols_out, rows_out = outside_footprint(col + fx, w, width), outside_footprint(row + fy, h, height)
+        if cols_out.all() or rows_out.all():
+            return np.full((len(self.indexes), h, w), np.nan, np.float32), np.zeros((h, w), bool)
+        wide = Window(col - BEFORE, row - BEFORE, w + BEFORE + AFTER, h + BEFORE + AFTER)
+        data, _ = read_dataset_window(self.dataset, wide, self.indexes, scales=self.info.scales,
+                                      offsets=self.info.offsets, good=self.good, boundless=True)
+        if wide.col_off < 0 or wide.col_off + wide.width > width:
+            data = data[:, :, edge_indexes(wide.col_off, wide.width, width)]
+        if wide.row_off < 0 or wide.row_off + wide.height > height:
+            data = data[:, edge_indexes(wide.row_off, wide.height, height)]
+        moved = translate(data, fx, fy, np.asarray(self.good, dtype=bool))
+        moved[:, rows_out] = np.nan
+        moved[:, :, cols_out] = np.nan
+        return valid_pixels(moved, np.isfinite(moved), self.good)
 
     def count_valid(self, window: Window) -> np.ndarray:
         return count_valid(self.dataset, self._window(window), self.indexes, scales=self.info.scales,
@@ -150,8 +191,10 @@ class _Mask:
         for path in paths:
             dataset = stack.enter_context(open_raster(path))
             info = read_info(path)
-            offset = _pixel_offset(info, grid) if shift == (0.0, 0.0) else None
-            if offset is None:
+            offset = _pixel_offset(info, grid)
+            if offset is not None:  # nearest neighbour of a shifted grid: the pixel the rounded shift reaches
+                offset = (offset[0] + round(shift[0]), offset[1] + round(shift[1]))
+            else:
                 coarser = choose_resampling(info, grid) is Resampling.average
                 dataset = stack.enter_context(WarpedVRT(
                     dataset, crs=grid.crs, transform=grid.transform * Affine.translation(*shift), width=grid.width,
@@ -197,7 +240,7 @@ class AlignedPair:
     @property
     def lr_warped(self) -> bool:
         """True when LR-HSI reads are resampled (reprojection, other grid or shift)."""
-        return self._lr.offset is None
+        return self._lr.offset is None or self._lr.shift != (0.0, 0.0)
 
     @property
     def msi_warped(self) -> bool:
