@@ -1,8 +1,9 @@
 """What correcting the LR-HSI's shift costs and brings for networks and bicubic (issue 16).
 
 Networks and bicubic correct an estimated shift by reading the LR-HSI
-through a shifted, resampling ``WarpedVRT``
-(:class:`csakd_qgis.geo.coregister.AlignedPair`).  This script measures the
+shifted (:class:`csakd_qgis.geo.coregister.AlignedPair`: translated in
+memory when the LR-HSI is on the grid's pixels, as here; until 0.10
+through a shifted, resampling ``WarpedVRT``).  This script measures the
 two things that decide whether every reliable shift should be corrected:
 
 * Cost.  A scene big enough for the bundled student to take tens of

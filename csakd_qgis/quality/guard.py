@@ -120,8 +120,8 @@ def check_fused(plan: FusionPlan, output: str) -> GuardReport:
         return GuardReport(*(float("nan"),) * 4, True, "not checked: no reliable degradation estimate")
     windows = sample_windows(plan.grids)[::WINDOW_STRIDE]
     scale = plan.grids.scale
-    # the LR-HSI is read unshifted (a shifted read warps every band of the blocks it touches): the offset
-    # between the sample and the HR-MSI is then the reads' shift plus what the reads left
+    # the LR-HSI is read unshifted (a warped read of a reprojected one warps every band of the blocks it
+    # touches): the offset between the sample and the HR-MSI is then the reads' shift plus what the reads left
     with dataclasses.replace(plan, shift=(0.0, 0.0)).open_pair() as pair:
         sample = sample_scene(pair, windows)
     with rasterio.open(output) as ds:
