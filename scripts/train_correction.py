@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -58,10 +59,14 @@ from csakd_qgis.training.correction import (  # noqa: E402
     correct,
     prepare,
     score,
+    simulate_fast,
     train_correction,
 )
 
 DATA = ROOT.parent / "shared" / "data" / "enmap_potsdam"
+INDIAN_PINES = ROOT.parent / "shared" / "data" / "indian_pines"
+#: Indian Pines rows (of its 145) that ``--indian-pines`` trains on, and the held-out rows it tests on.
+IP_TRAIN_ROWS, IP_TEST_ROWS = (0, 96), (111, 144)
 SAMPLE = ROOT / "resources" / "sample"
 TEST_TILES = ("160_128", "192_128", "160_160", "192_160")
 VAL_TILES = ("64_32", "96_128")
@@ -100,6 +105,30 @@ def simulated(ref: Reference, wl: list, fwhm: list, snr: float, base: str, seed:
                    SCALE, sigma, (0.0, 0.0), base, 16)
 
 
+def simulated_from(ref: Reference, snr: float, base: str, seed: int) -> Example:
+    """``ref`` (cropped to the scale) simulated with its own response matrix (nominal PSF, no shift), prepared."""
+    cube = crop_to_scale(ref.cube, SCALE)
+    lr, msi = simulate_fast(cube, ref.srf, SCALE, psf_sigma(SCALE), (0.0, 0.0), snr, np.random.default_rng(seed))
+    return prepare(f"{ref.name}, {snr:.0f} dB", lr, msi, cube, ref.good, ref.srf, SCALE, psf_sigma(SCALE),
+                   (0.0, 0.0), base, 16)
+
+
+def indian_pines() -> Tuple[List[Reference], Reference]:
+    """AVIRIS Indian Pines (200 bands, DN / 10000): training chunks of its top rows and its held-out bottom rows.
+
+    The training rows are cut into 2 x 3 chunks of 48 x 48 pixels, so that a
+    chunk is drawn about as often as an EnMAP tile; the test rows are 33 x 144.
+    """
+    cube = np.load(INDIAN_PINES / "Indian_pines_corrected.npy").transpose(2, 0, 1)[:, :, :144] / 10000.0
+    wl = json.loads((INDIAN_PINES / "wavelengths.json").read_text())["wavelengths_nm_from_tensorly_data_imports_py"]
+    good = np.ones(cube.shape[0], dtype=bool)
+    srf = spectral_response_matrix(wl, None, sensor_bands("sentinel2", BANDS), good=good)
+    (a, b), (c, d) = IP_TRAIN_ROWS, IP_TEST_ROWS
+    chunks = [Reference(f"Indian Pines {y}_{x}", np.ascontiguousarray(cube[:, y:y + 48, x:x + 48]), good, srf)
+              for y in range(a, b, 48) for x in range(0, 144, 48)]
+    return chunks, Reference("Indian Pines test rows", np.ascontiguousarray(cube[:, c:d]), good, srf)
+
+
 def bundled(base: str) -> Example:
     """The bundled sample files (40 dB, cloud in the MSI not scored)."""
     ref, wl, fwhm = reference(SAMPLE / "reference_hr_hsi.tif")
@@ -112,15 +141,20 @@ def bundled(base: str) -> Example:
                    psf_sigma(SCALE), (0.0, 0.0), base, 16, valid)
 
 
-def test_sets(base: str) -> Dict[str, List[Example]]:
-    """The held-out test groups."""
+def test_sets(base: str, ip_test: Optional[Reference] = None) -> Dict[str, List[Example]]:
+    """The held-out test groups (with ``ip_test``, Indian Pines' held-out rows at 40 and 35 dB too)."""
     sample_ref, wl, fwhm = reference(SAMPLE / "reference_hr_hsi.tif")
     tiles = [reference(DATA / f"enmap_potsdam_tile_{t}.tif", 30) for t in TEST_TILES]
+    extra = {}
+    if ip_test is not None:
+        extra = {f"Indian Pines held-out rows, {snr:.0f} dB": [simulated_from(ip_test, snr, base, 20 + i)]
+                 for i, snr in enumerate((40.0, 35.0))}
     return {
         "bundled sample files (40 dB)": [bundled(base)],
         "sample re-simulated, 35 dB": [simulated(sample_ref, wl, fwhm, 35.0, base, 1)],
         "4 test tiles, 40 dB": [simulated(r, w, f, 40.0, base, 2 + i) for i, (r, w, f) in enumerate(tiles)],
         "4 test tiles, 35 dB": [simulated(r, w, f, 35.0, base, 6 + i) for i, (r, w, f) in enumerate(tiles)],
+        **extra,
     }
 
 
@@ -196,6 +230,8 @@ def main() -> int:
                         help="output px along each training crop's border left out of the fit to the reference")
     parser.add_argument("--edge-margin", type=int, default=12,
                         help="width (output px) of the border ring the gain is also reported for")
+    parser.add_argument("--indian-pines", action="store_true",
+                        help="also train on Indian Pines' top rows and test on its held-out bottom rows")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -207,7 +243,11 @@ def main() -> int:
     val_refs = [reference(DATA / f"enmap_potsdam_tile_{t}.tif", 30) for t in VAL_TILES]
     val = [simulated(r, w, f, snr, args.base, 100 + i) for i, (r, w, f) in enumerate(val_refs)
            for snr in (35.0, 40.0, 45.0)]
-    tests = test_sets(args.base)
+    ip_test = None
+    if args.indian_pines:
+        chunks, ip_test = indian_pines()
+        train += chunks
+    tests = test_sets(args.base, ip_test)
     cfg = correction_config(16, len(BANDS), SCALE)
 
     base_val = score(val, [e.base for e in val])
@@ -251,6 +291,8 @@ def main() -> int:
         heading = HEADINGS[args.base]
         if args.loss_margin:
             heading = heading.replace(" (issue 14)", f", {args.loss_margin} px loss margin (issue 14)")
+        if args.indian_pines:
+            heading = heading.replace(" (issue 14)", ", with Indian Pines in training (issue 14)")
         replace_section(heading, text)
     return 0
 
@@ -261,12 +303,15 @@ def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header
     name = BASE_NAMES[args.base]
     lines = [
         f"`scripts/train_correction.py --steps {args.steps} --batch {args.batch} --seeds "
-        f"{' '.join(map(str, args.seeds))} --base {args.base} --lr {args.lr:g} --loss-margin {args.loss_margin}` "
+        f"{' '.join(map(str, args.seeds))} --base {args.base} --lr {args.lr:g} --loss-margin {args.loss_margin}"
+        f"{' --indian-pines' if args.indian_pines else ''}` "
         f"on {header}.",
         "",
         f"A project-student-sized DTS network (nf 24, gc 12, blocks 0-2-2-1, `csa_pooled`, light head) on the "
         f"rank-16 PCA coefficients of the scene's LR-HSI predicts a residual on {name} "
-        "(`csakd_qgis/models/correction.py`); trained on 8 EnMAP tiles with a fresh degradation every step (SNR "
+        "(`csakd_qgis/models/correction.py`); trained on 8 EnMAP tiles"
+        + (" and 6 chunks (48 x 48) of Indian Pines' rows 0-95" if args.indian_pines else "")
+        + " with a fresh degradation every step (SNR "
         "30-45 dB, PSF sigma x0.8-1.2, shift up to 0.25 LR pixel, rotations, flips), loss minus the mean band PSNR "
         "(`band_error_db`) + 0.1 x the same for the LR and the MSI "
         "consistency; the checkpoint with the best PSNR on the 2 validation tiles (35/40/45 dB) is kept, the "

@@ -164,3 +164,14 @@ def test_loss_margin_leaves_the_border_ring_out_of_the_fit_only():
     with pytest.raises(InputError, match="loss margin"):
         train_correction(CorrectionNet(correction_config(4, 4, 3, nf=8, gc=4)), [Reference("t", _cube(), ex.good,
                          ex.srf)], [ex], steps=1, deg=Degradation(crop=15), loss_margin=8)
+
+
+def test_references_of_two_sensors_train_in_batches_of_one_band_set():
+    refs = []
+    for bands, seed in ((24, 0), (20, 1)):
+        cube = _cube(size=18, bands=bands, seed=seed)
+        srf = simulate_pair(cube, np.linspace(420.0, 950.0, bands), None, scale=3, sigma=1.0).srf
+        refs.append(Reference(f"{bands}", cube, np.ones(bands, bool), srf))
+    net = CorrectionNet(correction_config(4, 4, 3, nf=8, gc=4))
+    run = train_correction(net, refs, [_example(5)], steps=4, batch_size=3, deg=Degradation(crop=15), val_every=2)
+    assert [c[0] for c in run.curve] == [0, 2, 4] and all(np.isfinite(c[1]) for c in run.curve[1:])

@@ -233,7 +233,9 @@ def train_correction(net: CorrectionNet, train_refs: Sequence[Reference], val: S
     """AdamW with a cosine decay over ``steps``; weights chosen by validation PSNR (step 0 = the base).
 
     Each batch holds ``batch_size`` fresh examples (:func:`draw_example`) of
-    references drawn at random from ``train_refs``; ``loss_margin`` is
+    references drawn at random from ``train_refs``, all with the band count
+    of the batch's first draw (the network works on subspace coefficients,
+    so references of several sensors can train it); ``loss_margin`` is
     :func:`correction_loss`'s ``margin``.
     """
     if 2 * loss_margin >= deg.crop:
@@ -250,8 +252,11 @@ def train_correction(net: CorrectionNet, train_refs: Sequence[Reference], val: S
     run.curve.append((0, float("nan"), best["psnr"], best["sam"]))
     for step in range(1, steps + 1):
         net.train()
-        examples = [draw_example(train_refs[int(rng.integers(len(train_refs)))], rng, deg, base_method,
-                                 net.cfg.bands) for _ in range(batch_size)]
+        examples, pool = [], list(train_refs)
+        for _ in range(batch_size):
+            ref = pool[int(rng.integers(len(pool)))]
+            pool = [r for r in pool if r.cube.shape[0] == ref.cube.shape[0]]  # one band set per batch
+            examples.append(draw_example(ref, rng, deg, base_method, net.cfg.bands))
         lr, msi, base, reference = batch(examples)
         out = net(lr, msi, base, CoefficientBasis.stack([e.basis for e in examples]))
         loss = correction_loss(out, examples, lr, msi, reference, w_lr, w_msi, loss_margin)
