@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 #: Short imports (``from csakd_qgis import fuse``), loaded on first use so that importing the package stays
 #: free of torch and GDAL (the QGIS plugin reads :mod:`csakd_qgis.options` at start-up).
