@@ -29,7 +29,7 @@ import sys
 from typing import Dict, List
 
 import numpy as np
-from common import ROOT, machine, mean_std, replace_section
+from common import ROOT, machine, mean_std, publish
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -91,10 +91,7 @@ def main() -> int:
                          f"{mean_std(col['scene fit, tile run'])} | {mean_std(col['scene'])} | {mean_std(fit_gain)} | "
                          f"{mean_std(edge_gain)} |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        replace_section(HEADING, text)
+    publish(HEADING, "\n".join(lines), args.write)
     return 0
 
 
