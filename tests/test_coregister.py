@@ -11,6 +11,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from csakd_qgis.cli import main
+from csakd_qgis.errors import RasterReadError
 from csakd_qgis.geo.coregister import coregister, open_aligned, warped_cache_mb
 from csakd_qgis.geo.grid import plan_grids
 from csakd_qgis.io.read import read_info, read_window
@@ -93,6 +94,8 @@ def test_shifted_reads_match_gdal_cubic_warp_inside_and_its_footprint(pair, shif
     outside = ((ys < -0.5) | (ys > 39.5))[:, None] | ((xs < -0.5) | (xs > 39.5))[None, :]
     assert outside.any() and not tile_valid[outside].any() and np.isnan(tile[:, outside]).all()
     np.testing.assert_allclose(tile[:, :10, 3:], mine[:, 30:, :9], rtol=1e-6)
+    with open_aligned(lr_path, msi_path, plan, shift) as aligned, pytest.raises(RasterReadError, match="outside"):
+        aligned.read_lr(Window(-3, 30, 12, 13))  # not boundless: as an unshifted read
 
 
 def test_known_shift_is_recovered_and_corrected(pair, tmp_path):
