@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 import warnings
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import quality_scenes  # noqa: E402
 from common import machine, mean_std, replace_section  # noqa: E402
 
 from csakd_qgis.classical import fit_method, fuse_whole  # noqa: E402
@@ -64,7 +64,6 @@ from csakd_qgis.training.correction import (  # noqa: E402
 )
 
 DATA = ROOT.parent / "shared" / "data" / "enmap_potsdam"
-INDIAN_PINES = ROOT.parent / "shared" / "data" / "indian_pines"
 #: Indian Pines rows (of its 145) that ``--indian-pines`` trains on, and the held-out rows it tests on.
 IP_TRAIN_ROWS, IP_TEST_ROWS = (0, 96), (111, 144)
 SAMPLE = ROOT / "resources" / "sample"
@@ -119,8 +118,8 @@ def indian_pines() -> Tuple[List[Reference], Reference]:
     The training rows are cut into 2 x 3 chunks of 48 x 48 pixels, so that a
     chunk is drawn about as often as an EnMAP tile; the test rows are 33 x 144.
     """
-    cube = np.load(INDIAN_PINES / "Indian_pines_corrected.npy").transpose(2, 0, 1)[:, :, :144] / 10000.0
-    wl = json.loads((INDIAN_PINES / "wavelengths.json").read_text())["wavelengths_nm_from_tensorly_data_imports_py"]
+    source = quality_scenes.indian_pines().sources["indian_pines"]  # 144 x 144, DN / 10000
+    cube, wl = source.cube, list(source.wavelengths_nm)
     good = np.ones(cube.shape[0], dtype=bool)
     srf = spectral_response_matrix(wl, None, sensor_bands("sentinel2", BANDS), good=good)
     (a, b), (c, d) = IP_TRAIN_ROWS, IP_TEST_ROWS

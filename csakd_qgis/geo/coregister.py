@@ -36,15 +36,16 @@ from rasterio.io import DatasetReaderBase
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from csakd_qgis.errors import InputError, RasterReadError
+from csakd_qgis.errors import InputError
 from csakd_qgis.geo.grid import Grid, GridPlan, plan_grids
 from csakd_qgis.geo.shift import ShiftEstimate, estimate_shift, fit_band_mixing
 from csakd_qgis.geo.translate import AFTER, BEFORE, edge_indexes, outside_footprint, split_shift, translate
 from csakd_qgis.io.bands import RasterInfo, data_band_indexes
 from csakd_qgis.io.read import (
+    checked_window,
     count_valid,
-    intersect,
     open_raster,
+    read_band_window,
     read_dataset_window,
     read_exclusion,
     read_info,
@@ -142,12 +143,7 @@ class _Source:
 
     def read(self, window: Window, boundless: bool) -> Tuple[np.ndarray, np.ndarray]:
         if self.shift != (0.0, 0.0):
-            if not boundless:
-                unshifted = self._window(window)
-                inside = intersect(unshifted, self.dataset.width, self.dataset.height)
-                if inside is None or (inside.width, inside.height) != (unshifted.width, unshifted.height):
-                    raise RasterReadError(f"window {window} reaches outside raster {self.dataset.name!r} "
-                                          f"({self.dataset.width} x {self.dataset.height} pixels).")
+            checked_window(self.dataset, self._window(window), boundless)  # refused as an unshifted read would be
             return self._read_translated(window)
         return read_dataset_window(self.dataset, self._window(window), self.indexes, scales=self.info.scales,
                                    offsets=self.info.offsets, good=self.good, boundless=boundless)
@@ -168,8 +164,8 @@ class _Source:
         if cols_out.all() or rows_out.all():
             return np.full((len(self.indexes), h, w), np.nan, np.float32), np.zeros((h, w), bool)
         wide = Window(col - BEFORE, row - BEFORE, w + BEFORE + AFTER, h + BEFORE + AFTER)
-        data, _ = read_dataset_window(self.dataset, wide, self.indexes, scales=self.info.scales,
-                                      offsets=self.info.offsets, good=self.good, boundless=True)
+        data, _ = read_band_window(self.dataset, wide, self.indexes, scales=self.info.scales,
+                                   offsets=self.info.offsets, boundless=True)
         if wide.col_off < 0 or wide.col_off + wide.width > width:
             data = data[:, :, edge_indexes(wide.col_off, wide.width, width)]
         if wide.row_off < 0 or wide.row_off + wide.height > height:

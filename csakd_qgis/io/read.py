@@ -161,6 +161,25 @@ def _nodata_is_the_mask(ds: DatasetReaderBase, gdal_indexes: Sequence[int], stor
     return True
 
 
+def checked_window(ds: DatasetReaderBase, window: Window,
+                   boundless: bool) -> Tuple[Window, Optional[Window]]:
+    """``(window, inner)``: ``window`` in whole pixels and its part inside ``ds`` (None when none is).
+
+    Raises :class:`RasterReadError` for an empty window, or one that reaches
+    outside the raster unless ``boundless``.
+    """
+    window = Window(int(round(window.col_off)), int(round(window.row_off)),
+                    int(round(window.width)), int(round(window.height)))
+    if window.width <= 0 or window.height <= 0:
+        raise RasterReadError(f"empty window {window} requested from {ds.name!r}.")
+    inner = intersect(window, ds.width, ds.height)
+    if not boundless and (inner is None or inner.width != window.width or inner.height != window.height):
+        raise RasterReadError(
+            f"window {window} reaches outside raster {ds.name!r} ({ds.width} x {ds.height} pixels)."
+        )
+    return window, inner
+
+
 def read_band_window(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequence[int], *,
                      scales: Sequence[float], offsets: Sequence[float],
                      boundless: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -172,15 +191,7 @@ def read_band_window(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequen
     common type), compares it with the nodata value as stored, then
     converts to physical values (:func:`_physical`).
     """
-    window = Window(int(round(window.col_off)), int(round(window.row_off)),
-                    int(round(window.width)), int(round(window.height)))
-    if window.width <= 0 or window.height <= 0:
-        raise RasterReadError(f"empty window {window} requested from {ds.name!r}.")
-    inner = intersect(window, ds.width, ds.height)
-    if not boundless and (inner is None or inner.width != window.width or inner.height != window.height):
-        raise RasterReadError(
-            f"window {window} reaches outside raster {ds.name!r} ({ds.width} x {ds.height} pixels)."
-        )
+    window, inner = checked_window(ds, window, boundless)
     count = len(gdal_indexes)
     if inner is None:
         return (np.full((count, window.height, window.width), np.nan, dtype=np.float32),
