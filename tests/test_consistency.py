@@ -30,6 +30,16 @@ def test_sample_adjoint_is_the_transpose_of_blur_sample(scale, sigma, offset):
     assert float(forward) == pytest.approx(float(backward), rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blur_sample_marks_complete_footprints_in_either_precision(dtype):
+    low, complete = blur_sample(torch.rand(1, 2, 24, 24, dtype=dtype), 3, 1.48, (0.2, 0.0))
+    # around LR pixel i's first HR pixel 3 i the taps span -4 .. +6 along y (no offset; complete for i = 2 .. 5)
+    # and -4 .. +5 along x (offset 0.2 LR px; i = 2 .. 6): a float32 footprint's weight is 1 only to rounding
+    rows, cols = torch.zeros(8, dtype=torch.bool), torch.zeros(8, dtype=torch.bool)
+    rows[2:6], cols[2:7] = True, True
+    assert torch.equal(complete[0, 0], rows[:, None] & cols[None, :])
+
+
 @pytest.mark.parametrize("scale, sigma", [(3, 1.48), (4, 1.98), (2, 0.0)])
 def test_inverse_kernel_inverts_the_lr_autocorrelation(scale, sigma):
     g = lr_autocorrelation(scale, sigma)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -16,10 +17,14 @@ from csakd_qgis.training.correction import (
     Degradation,
     Example,
     Reference,
+    Scene,
     band_error_db,
     batch,
     correction_loss,
+    cut,
     draw_example,
+    draw_scene,
+    mosaic,
     prepare,
     score,
     simulate_fast,
@@ -175,3 +180,64 @@ def test_references_of_two_sensors_train_in_batches_of_one_band_set():
     net = CorrectionNet(correction_config(4, 4, 3, nf=8, gc=4))
     run = train_correction(net, refs, [_example(5)], steps=4, batch_size=3, deg=Degradation(crop=15), val_every=2)
     assert [c[0] for c in run.curve] == [0, 2, 4] and all(np.isfinite(c[1]) for c in run.curve[1:])
+
+
+def _parts(n: int = 4, size: int = 12) -> tuple:
+    cubes = [_cube(size=size, seed=i) for i in range(n)]
+    srf = simulate_pair(cubes[0], WAVELENGTHS, None, scale=3, sigma=1.0).srf
+    return tuple(Reference(f"p{i}", c, np.ones(24, bool), srf) for i, c in enumerate(cubes))
+
+
+def test_mosaic_lays_parts_out_in_rows_and_scenes_check_their_parts():
+    parts = _parts()
+    m = mosaic([p.cube for p in parts], 2)
+    assert m.shape == (24, 24, 24)
+    np.testing.assert_array_equal(m[:, 12:, :12], parts[2].cube)
+    np.testing.assert_array_equal(m[:, :12, 12:], parts[1].cube)
+    assert Scene("s", parts, 2).bands == 24
+    with pytest.raises(InputError, match="columns"):
+        Scene("s", parts, 3)
+    with pytest.raises(InputError, match="square"):
+        Scene("s", tuple(dataclasses.replace(p, cube=p.cube[:, :9]) for p in parts), 2)
+    with pytest.raises(InputError, match="differ in shape"):
+        Scene("s", (parts[0], dataclasses.replace(parts[1], cube=parts[1].cube[:, :9, :9])), 2)
+
+
+def test_a_cut_keeps_the_whole_fit_and_its_lr_pixels():
+    whole = _example()  # 18 x 18 HR, 6 x 6 LR
+    c = cut(whole, 3, 6, 9)
+    assert c.cut and c.basis is whole.basis
+    np.testing.assert_array_equal(c.lr, whole.lr[:, 1:4, 2:5])
+    np.testing.assert_array_equal(c.base, whole.base[:, 3:12, 6:15])
+    np.testing.assert_array_equal(c.reference, whole.reference[:, 3:12, 6:15])
+    with pytest.raises(InputError, match="LR grid"):
+        cut(whole, 1, 0, 9)
+
+
+def test_draw_scene_fits_the_base_on_the_whole_mosaic():
+    scene = Scene("s", _parts(size=18), 2)
+    deg = Degradation(crop=24)
+    crops = draw_scene(scene, np.random.default_rng(0), deg, 3, base_method="gsa", rank=4)
+    assert len(crops) == 3 and all(e.cut and e.base.shape == (24, 24, 24) and e.lr.shape == (24, 8, 8)
+                                   for e in crops)
+    assert crops[0].basis is crops[1].basis and crops[0].sigma == crops[2].sigma  # one simulation, one fit
+    # a noise-free reference crop is consistent with its LR-HSI where the PSF stays inside it: the cut LR term
+    # only looks there, so that term of the reference itself sits at the -100 dB floor too
+    noise_free = dataclasses.replace(deg, snr_db=(200.0, 200.0))
+    e = draw_scene(scene, np.random.default_rng(1), noise_free, 1, base_method="gsa", rank=4)[0]
+    lr, msi, _, ref = batch([e])
+    whole_lr = float(correction_loss(ref, [dataclasses.replace(e, cut=False)], lr, msi, ref, 1.0, 0.0))
+    inner_lr = float(correction_loss(ref, [e], lr, msi, ref, 1.0, 0.0))
+    assert inner_lr < -190.0 and whole_lr > -160.0  # -100 fit + the LR term: exact inside, not at the edges
+    tiny = cut(dataclasses.replace(e, cut=False), 0, 0, 6)  # no LR pixel of a 6 px cut has its PSF inside
+    lr, msi, _, ref = batch([tiny])
+    assert float(correction_loss(ref, [tiny], lr, msi, ref, 1.0, 0.0)) == pytest.approx(-100.0, abs=1e-3)
+
+
+def test_training_draws_crops_of_scenes_and_references_together():
+    net = CorrectionNet(correction_config(4, 4, 3, nf=8, gc=4))
+    refs = list(_parts(2, size=15))
+    run = train_correction(net, [Scene("s", _parts(), 2), *refs], [_example(5)], steps=3, batch_size=3,
+                           deg=Degradation(crop=12), crops_per_scene=2, val_every=1)
+    assert run.best_step in (0, 1, 2, 3)
+    assert [c[0] for c in run.curve] == [0, 1, 2, 3] and all(np.isfinite(c[1]) for c in run.curve[1:])

@@ -225,18 +225,19 @@ def blur_sample(hr: torch.Tensor, scale: int, sigma: float,
     if h % scale or w % scale:
         raise InputError(f"the HR size {h}x{w} is not a multiple of the scale {scale}")
     finite = torch.isfinite(hr)
+    full = 1.0 - max(1e-9, 64 * torch.finfo(hr.dtype).eps)  # a complete footprint's weight, to rounding
     if bool(finite.all()):
         ones = torch.ones((1, 1, h, w), dtype=hr.dtype, device=hr.device)
         weight = _separable_sample(ones, scale, sigma, offset)
         num = _separable_sample(hr.reshape(n * c, 1, h, w), scale, sigma, offset).reshape(n, c, h // scale, -1)
-        return num / weight, (weight > 1.0 - 1e-9).expand(n, 1, -1, -1)
+        return num / weight, (weight > full).expand(n, 1, -1, -1)
     mask = finite.to(hr.dtype).reshape(n * c, 1, h, w)
     filled = torch.where(finite, hr, torch.zeros((), dtype=hr.dtype)).reshape(n * c, 1, h, w)
     weight = _separable_sample(mask, scale, sigma, offset).reshape(n, c, h // scale, -1)
     num = _separable_sample(filled, scale, sigma, offset).reshape(n, c, h // scale, -1)
     missing = torch.full((), float("nan"), dtype=hr.dtype)
     low = torch.where(weight > 1e-12, num / weight.clamp_min(1e-12), missing)
-    return low, weight > 1.0 - 1e-9
+    return low, weight > full
 
 
 def phase_taps(scale: int, kernel: str) -> np.ndarray:

@@ -13,6 +13,14 @@ offset: the exact shift of a Gaussian PSF, 20 times cheaper than
 pair with the simulation's own PSF and offset; the spectral basis on its
 LR-HSI.
 
+A :class:`Scene` trains in the engine's regime instead: the engine fits its
+classical method on a sample of the whole scene, not on the tile it fuses
+(a fit on a 10 x 10 LR-pixel crop alone is 0.3-1 dB worse, see
+``docs/benchmarks.md``, "Classical methods fitted on a 30 x 30 tile
+alone").  :func:`draw_scene` augments the scene's parts, mosaics them,
+simulates and fits the base on the whole mosaic, and cuts the training
+crops from it (:func:`cut`).
+
 Loss (good bands only): ``E(out, ref) + w_lr E(blur_sample(out), lr) +
 w_msi E(R out, msi)``, the last two the consistency of the output with the
 two inputs (``R`` the spectral response matrix, in the inputs' levels).
@@ -26,11 +34,12 @@ bands while the metric weighs every band by its logarithm.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -64,6 +73,36 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Scene:
+    """References of one sensor that :func:`draw_scene` mosaics into one simulated scene.
+
+    ``parts`` have the same shape, bands and response matrix; with more
+    than one they must be square, so that their random rotations keep the
+    mosaic's layout.  ``columns``: parts per mosaic row (their order is
+    shuffled at every draw).
+    """
+
+    name: str
+    parts: Tuple[Reference, ...]
+    columns: int = 1
+
+    def __post_init__(self) -> None:
+        shapes = {p.cube.shape for p in self.parts}
+        if len(shapes) != 1:
+            raise InputError(f"the parts of scene {self.name!r} differ in shape: {sorted(shapes)}")
+        _, h, w = next(iter(shapes))
+        if len(self.parts) > 1 and h != w:
+            raise InputError(f"the parts of scene {self.name!r} are {h} x {w}; a mosaic needs square parts")
+        if self.columns < 1 or len(self.parts) % self.columns:
+            raise InputError(f"{len(self.parts)} parts do not fill rows of {self.columns} columns")
+
+    @property
+    def bands(self) -> int:
+        """The band count of the scene's sensor."""
+        return int(self.parts[0].cube.shape[0])
+
+
+@dataclass(frozen=True)
 class Degradation:
     """Ranges the training simulation draws from (uniformly)."""
 
@@ -81,6 +120,8 @@ class Example:
     ``lr`` ``(C, h, w)``, ``msi`` ``(m, H, W)``, ``reference`` and ``base``
     ``(C, H, W)``; ``msi_ratio`` = LR-HSI level / MSI level (maps ``R out``
     into the MSI's units); ``valid`` ``(H, W)`` the pixels scored.
+    ``cut``: the example was cut from a larger simulated scene
+    (:func:`cut`), so its LR-HSI's border pixels saw HR pixels outside it.
     """
 
     name: str
@@ -95,6 +136,7 @@ class Example:
     offset: Tuple[float, float]
     msi_ratio: float
     valid: np.ndarray
+    cut: bool = False
 
 
 def simulate_fast(cube: np.ndarray, srf: np.ndarray, scale: int, sigma: float, offset: Tuple[float, float],
@@ -131,23 +173,75 @@ def prepare(name: str, lr: np.ndarray, msi: np.ndarray, reference: np.ndarray, g
                    good, srf, sigma, offset, lr_level / msi_level, mask)
 
 
+def _augmented(cube: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``cube`` ``(C, H, W)`` rotated by a random multiple of 90 degrees and flipped with probability 1/2 (a view)."""
+    cube = np.rot90(cube, int(rng.integers(4)), axes=(1, 2))
+    return cube[:, :, ::-1] if rng.random() < 0.5 else cube
+
+
+def _simulated(name: str, cube: np.ndarray, ref: Reference, rng: np.random.Generator, deg: Degradation,
+               base_method: str, rank: int) -> Example:
+    """``cube`` degraded with a fresh draw of ``deg`` (PSF width, offset, SNR), prepared with the base fitted on it."""
+    sigma = psf_sigma(deg.scale) * float(rng.uniform(*deg.sigma_factor))
+    offset = (float(rng.uniform(-deg.max_shift, deg.max_shift)), float(rng.uniform(-deg.max_shift, deg.max_shift)))
+    snr = float(rng.uniform(*deg.snr_db))
+    lr, msi = simulate_fast(cube, ref.srf, deg.scale, sigma, offset, snr, rng)
+    return prepare(name, lr, msi, cube, ref.good, ref.srf, deg.scale, sigma, offset, base_method, rank)
+
+
+def _origin(h: int, w: int, size: int, scale: int, rng: np.random.Generator) -> Tuple[int, int]:
+    """A random top-left corner of a ``size`` crop of an ``h x w`` image, on the LR grid (multiples of ``scale``)."""
+    return (scale * int(rng.integers((h - size) // scale + 1)), scale * int(rng.integers((w - size) // scale + 1)))
 
 
 def draw_example(ref: Reference, rng: np.random.Generator, deg: Degradation, base_method: str = "gsa",
                  rank: int = DEFAULT_RANK) -> Example:
     """A fresh augmented, degraded and normalised example from ``ref`` (see the module notes)."""
-    cube = np.rot90(ref.cube, int(rng.integers(4)), axes=(1, 2))
-    if rng.random() < 0.5:
-        cube = cube[:, :, ::-1]
+    cube = _augmented(ref.cube, rng)
     h, w = cube.shape[1:]
     size = min(deg.crop, h, w) // deg.scale * deg.scale
     y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
     cube = np.ascontiguousarray(cube[:, y:y + size, x:x + size])
-    sigma = psf_sigma(deg.scale) * float(rng.uniform(*deg.sigma_factor))
-    offset = (float(rng.uniform(-deg.max_shift, deg.max_shift)), float(rng.uniform(-deg.max_shift, deg.max_shift)))
-    snr = float(rng.uniform(*deg.snr_db))
-    lr, msi = simulate_fast(cube, ref.srf, deg.scale, sigma, offset, snr, rng)
-    return prepare(ref.name, lr, msi, cube, ref.good, ref.srf, deg.scale, sigma, offset, base_method, rank)
+    return _simulated(ref.name, cube, ref, rng, deg, base_method, rank)
+
+
+def mosaic(cubes: Sequence[np.ndarray], columns: int) -> np.ndarray:
+    """Equal-size ``(C, h, w)`` cubes laid out in rows of ``columns``: ``(C, rows h, columns w)``."""
+    rows = [np.concatenate(cubes[i:i + columns], axis=2) for i in range(0, len(cubes), columns)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=1))
+
+
+def cut(example: Example, y: int, x: int, size: int) -> Example:
+    """The ``size x size`` HR crop of ``example`` at ``(y, x)`` (multiples of the scale), with its LR-HSI's pixels.
+
+    The classical base and the spectral basis stay those fitted on the whole
+    example, as the engine fuses a tile with a model fitted on the scene.
+    """
+    scale = example.reference.shape[1] // example.lr.shape[1]
+    if y % scale or x % scale or size % scale:
+        raise InputError(f"a cut at ({y}, {x}) of {size} px is off the LR grid of scale {scale}")
+    hr = (slice(None), slice(y, y + size), slice(x, x + size))
+    lr = (slice(None), slice(y // scale, (y + size) // scale), slice(x // scale, (x + size) // scale))
+    return dataclasses.replace(example, lr=example.lr[lr], msi=example.msi[hr], reference=example.reference[hr],
+                               base=example.base[hr], valid=example.valid[hr[1:]], cut=True)
+
+
+def draw_scene(scene: Scene, rng: np.random.Generator, deg: Degradation, crops: int, base_method: str = "gsa",
+               rank: int = DEFAULT_RANK) -> List[Example]:
+    """``crops`` examples cut at random from one fresh simulation of ``scene`` (see the module notes).
+
+    Each part is rotated and flipped at random, the parts are shuffled into
+    the mosaic, the mosaic is degraded once (one PSF width, offset and SNR)
+    and the base fitted on all of it; the crops (``deg.crop`` px, on the LR
+    grid) may overlap.
+    """
+    order = rng.permutation(len(scene.parts))
+    cube = mosaic([_augmented(scene.parts[i].cube, rng) for i in order], scene.columns)
+    h, w = (n // deg.scale * deg.scale for n in cube.shape[1:])
+    size = min(deg.crop, h, w) // deg.scale * deg.scale
+    whole = _simulated(scene.name, np.ascontiguousarray(cube[:, :h, :w]), scene.parts[0], rng, deg, base_method,
+                       rank)
+    return [cut(whole, *_origin(h, w, size, deg.scale, rng), size) for _ in range(crops)]
 
 
 def batch(examples: Sequence[Example]) -> Tuple[torch.Tensor, ...]:
@@ -175,7 +269,9 @@ def correction_loss(out: torch.Tensor, examples: Sequence[Example], lr: torch.Te
     ``margin`` (HR pixels): the fit to the reference leaves out a ring of
     that width along the crop's border, where the base and the network see
     mirrored edges that the inside of a large image never has; the two
-    consistency terms keep the whole crop.
+    consistency terms keep the whole crop, except that the LR term of a
+    :func:`cut` example leaves out the LR pixels whose PSF reaches outside
+    the crop (``blur_sample``'s ``complete``).
     """
     good = torch.from_numpy(np.flatnonzero(examples[0].good))
     inner = (slice(None), slice(None), slice(margin, out.shape[2] - margin), slice(margin, out.shape[3] - margin))
@@ -185,11 +281,17 @@ def correction_loss(out: torch.Tensor, examples: Sequence[Example], lr: torch.Te
     lr_terms, msi_terms = [], []
     for i, e in enumerate(examples):
         o = out[i:i + 1].index_select(1, good)
-        low, _ = blur_sample(o, out.shape[2] // lr.shape[2], e.sigma, e.offset)
-        lr_terms.append(band_error_db(low, lr[i:i + 1].index_select(1, good)))
+        low, complete = blur_sample(o, out.shape[2] // lr.shape[2], e.sigma, e.offset)
+        target = lr[i:i + 1].index_select(1, good)
+        if e.cut:
+            rows, cols = complete[0, 0].any(dim=1), complete[0, 0].any(dim=0)
+            low, target = low[:, :, rows][..., cols], target[:, :, rows][..., cols]
+        if low.numel():  # a cut smaller than the PSF's support has no LR pixel to compare
+            lr_terms.append(band_error_db(low, target))
         srf = torch.from_numpy(np.ascontiguousarray(e.srf[:, e.good], dtype=np.float32)) * e.msi_ratio
         msi_terms.append(band_error_db(torch.einsum("mc,bchw->bmhw", srf, o), msi[i:i + 1]))
-    return fit + w_lr * torch.stack(lr_terms).mean() + w_msi * torch.stack(msi_terms).mean()
+    lr_term = torch.stack(lr_terms).mean() if lr_terms else torch.zeros(())
+    return fit + w_lr * lr_term + w_msi * torch.stack(msi_terms).mean()
 
 
 def score(examples: Sequence[Example], fused: Sequence[np.ndarray]) -> Dict[str, float]:
@@ -210,6 +312,10 @@ def correct(net: CorrectionNet, examples: Sequence[Example]) -> List[np.ndarray]
     return outs
 
 
+def _bands(source: Union[Reference, Scene]) -> int:
+    return source.bands if isinstance(source, Scene) else int(source.cube.shape[0])
+
+
 @dataclass
 class CorrectionRun:
     """What :func:`train_correction` returns: the best and the last weights, the validation curve.
@@ -225,22 +331,24 @@ class CorrectionRun:
     seconds: float = 0.0
 
 
-def train_correction(net: CorrectionNet, train_refs: Sequence[Reference], val: Sequence[Example], *, steps: int,
-                     batch_size: int = 8, lr_rate: float = 5e-4, w_lr: float = 0.1, w_msi: float = 0.1,
+def train_correction(net: CorrectionNet, train: Sequence[Union[Reference, Scene]], val: Sequence[Example], *,
+                     steps: int, batch_size: int = 8, lr_rate: float = 5e-4, w_lr: float = 0.1, w_msi: float = 0.1,
                      deg: Degradation = Degradation(), base_method: str = "gsa", seed: int = 0,
-                     val_every: int = 50, loss_margin: int = 0,
+                     val_every: int = 50, loss_margin: int = 0, crops_per_scene: int = 4,
                      log: Optional[Callable[[str], None]] = None) -> CorrectionRun:
     """AdamW with a cosine decay over ``steps``; weights chosen by validation PSNR (step 0 = the base).
 
-    Each batch holds ``batch_size`` fresh examples (:func:`draw_example`) of
-    references drawn at random from ``train_refs``, all with the band count
-    of the batch's first draw (the network works on subspace coefficients,
-    so references of several sensors can train it); ``loss_margin`` is
+    Each batch holds ``batch_size`` fresh examples drawn from sources picked
+    at random from ``train``: one crop of a :class:`Reference`
+    (:func:`draw_example`) or ``crops_per_scene`` crops of one simulation of
+    a :class:`Scene` (:func:`draw_scene`).  A batch keeps the band count of
+    its first source (the network works on subspace coefficients, so
+    references of several sensors can train it); ``loss_margin`` is
     :func:`correction_loss`'s ``margin``.
     """
     if 2 * loss_margin >= deg.crop:
         raise InputError(f"a loss margin of {loss_margin} px leaves nothing of a {deg.crop} px crop")
-    if not train_refs or not val:
+    if not train or not val:
         raise InputError("training a correction needs training references and validation examples")
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr_rate, weight_decay=0.0)
@@ -252,11 +360,16 @@ def train_correction(net: CorrectionNet, train_refs: Sequence[Reference], val: S
     run.curve.append((0, float("nan"), best["psnr"], best["sam"]))
     for step in range(1, steps + 1):
         net.train()
-        examples, pool = [], list(train_refs)
-        for _ in range(batch_size):
-            ref = pool[int(rng.integers(len(pool)))]
-            pool = [r for r in pool if r.cube.shape[0] == ref.cube.shape[0]]  # one band set per batch
-            examples.append(draw_example(ref, rng, deg, base_method, net.cfg.bands))
+        examples: List[Example] = []
+        pool = list(train)
+        while len(examples) < batch_size:
+            source = pool[int(rng.integers(len(pool)))]
+            pool = [s for s in pool if _bands(s) == _bands(source)]  # one band set per batch
+            if isinstance(source, Scene):
+                crops = min(crops_per_scene, batch_size - len(examples))
+                examples += draw_scene(source, rng, deg, crops, base_method, net.cfg.bands)
+            else:
+                examples.append(draw_example(source, rng, deg, base_method, net.cfg.bands))
         lr, msi, base, reference = batch(examples)
         out = net(lr, msi, base, CoefficientBasis.stack([e.basis for e in examples]))
         loss = correction_loss(out, examples, lr, msi, reference, w_lr, w_msi, loss_margin)
