@@ -19,6 +19,12 @@ B2, B3, B4, B8.
   and the 4 test tiles (30x30) at 40 and 35 dB.  The classical base is fitted
   on each test pair with the true PSF and a zero offset.
 
+``--whole-scenes`` trains in the engine's regime: every base is fitted on a
+whole simulated scene (the 8 training tiles as one 2 x 4 mosaic, Indian
+Pines' training rows whole) and the training crops are cut from it;
+validation is the 2 validation tiles side by side, and the test groups are
+only images fitted whole (the 4 test tiles appear as the sample).
+
 The base is PSF-matched GSA (``--base gsa``, the default), GLP or the
 engine's ``subspace_bp``; the bar is the best of the engine's classical
 methods (:data:`BAR_METHODS`) on the same pairs.
@@ -31,11 +37,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -56,7 +63,9 @@ from csakd_qgis.simulation.srf import sensor_bands, spectral_response_matrix  # 
 from csakd_qgis.training.correction import (  # noqa: E402
     Example,
     Reference,
+    Scene,
     correct,
+    mosaic,
     prepare,
     score,
     simulate_fast,
@@ -112,11 +121,12 @@ def simulated_from(ref: Reference, snr: float, base: str, seed: int) -> Example:
                    (0.0, 0.0), base, 16)
 
 
-def indian_pines() -> Tuple[List[Reference], Reference]:
-    """AVIRIS Indian Pines (200 bands, DN / 10000): training chunks of its top rows and its held-out bottom rows.
+def indian_pines() -> Tuple[List[Reference], Reference, Reference]:
+    """AVIRIS Indian Pines (200 bands, DN / 10000): its top rows for training and its held-out bottom rows.
 
-    The training rows are cut into 2 x 3 chunks of 48 x 48 pixels, so that a
-    chunk is drawn about as often as an EnMAP tile; the test rows are 33 x 144.
+    Returns the training rows cut into 2 x 3 chunks of 48 x 48 pixels (so
+    that a chunk is drawn about as often as an EnMAP tile), the same rows
+    whole (96 x 144), and the test rows (33 x 144).
     """
     source = quality_scenes.indian_pines().sources["indian_pines"]  # 144 x 144, DN / 10000
     cube, wl = source.cube, list(source.wavelengths_nm)
@@ -125,7 +135,24 @@ def indian_pines() -> Tuple[List[Reference], Reference]:
     (a, b), (c, d) = IP_TRAIN_ROWS, IP_TEST_ROWS
     chunks = [Reference(f"Indian Pines {y}_{x}", np.ascontiguousarray(cube[:, y:y + 48, x:x + 48]), good, srf)
               for y in range(a, b, 48) for x in range(0, 144, 48)]
-    return chunks, Reference("Indian Pines test rows", np.ascontiguousarray(cube[:, c:d]), good, srf)
+    return (chunks, Reference(f"Indian Pines rows {a}-{b - 1}", np.ascontiguousarray(cube[:, a:b]), good, srf),
+            Reference("Indian Pines test rows", np.ascontiguousarray(cube[:, c:d]), good, srf))
+
+
+def whole_scene_sources(train: List[Reference], ip_rows: Optional[Reference]) -> List[Scene]:
+    """``--whole-scenes``: the training tiles as one mosaic (2 rows of 4), Indian Pines' training rows as another."""
+    scenes = [Scene("EnMAP training tiles", tuple(train), columns=len(train) // 2)]
+    return scenes + ([Scene(ip_rows.name, (ip_rows,))] if ip_rows is not None else [])
+
+
+def validation_set(base: str, whole: bool) -> List[Example]:
+    """The validation tiles at 35, 40 and 45 dB: each tile alone, or (``whole``) the two side by side, fitted whole."""
+    refs = [reference(DATA / f"enmap_potsdam_tile_{t}.tif", 30) for t in VAL_TILES]
+    if whole:
+        (first, wl, fwhm), (second, _, _) = refs
+        refs = [(dataclasses.replace(first, name="validation tiles", cube=mosaic([first.cube, second.cube], 2)),
+                 wl, fwhm)]
+    return [simulated(r, w, f, snr, base, 100 + i) for i, (r, w, f) in enumerate(refs) for snr in (35.0, 40.0, 45.0)]
 
 
 def bundled(base: str) -> Example:
@@ -140,21 +167,23 @@ def bundled(base: str) -> Example:
                    psf_sigma(SCALE), (0.0, 0.0), base, 16, valid)
 
 
-def test_sets(base: str, ip_test: Optional[Reference] = None) -> Dict[str, List[Example]]:
-    """The held-out test groups (with ``ip_test``, Indian Pines' held-out rows at 40 and 35 dB too)."""
+def test_sets(base: str, ip_test: Optional[Reference] = None, tiles: bool = True) -> Dict[str, List[Example]]:
+    """The held-out test groups (with ``ip_test``, Indian Pines' held-out rows at 40 and 35 dB too).
+
+    ``tiles``: also the 4 test tiles, each simulated and fitted alone (the
+    sample is the four of them side by side, fitted whole).
+    """
     sample_ref, wl, fwhm = reference(SAMPLE / "reference_hr_hsi.tif")
-    tiles = [reference(DATA / f"enmap_potsdam_tile_{t}.tif", 30) for t in TEST_TILES]
-    extra = {}
+    groups = {"bundled sample files (40 dB)": [bundled(base)],
+              "sample re-simulated, 35 dB": [simulated(sample_ref, wl, fwhm, 35.0, base, 1)]}
+    if tiles:
+        refs = [reference(DATA / f"enmap_potsdam_tile_{t}.tif", 30) for t in TEST_TILES]
+        groups["4 test tiles, 40 dB"] = [simulated(r, w, f, 40.0, base, 2 + i) for i, (r, w, f) in enumerate(refs)]
+        groups["4 test tiles, 35 dB"] = [simulated(r, w, f, 35.0, base, 6 + i) for i, (r, w, f) in enumerate(refs)]
     if ip_test is not None:
-        extra = {f"Indian Pines held-out rows, {snr:.0f} dB": [simulated_from(ip_test, snr, base, 20 + i)]
-                 for i, snr in enumerate((40.0, 35.0))}
-    return {
-        "bundled sample files (40 dB)": [bundled(base)],
-        "sample re-simulated, 35 dB": [simulated(sample_ref, wl, fwhm, 35.0, base, 1)],
-        "4 test tiles, 40 dB": [simulated(r, w, f, 40.0, base, 2 + i) for i, (r, w, f) in enumerate(tiles)],
-        "4 test tiles, 35 dB": [simulated(r, w, f, 35.0, base, 6 + i) for i, (r, w, f) in enumerate(tiles)],
-        **extra,
-    }
+        groups.update({f"Indian Pines held-out rows, {snr:.0f} dB": [simulated_from(ip_test, snr, base, 20 + i)]
+                       for i, snr in enumerate((40.0, 35.0))})
+    return groups
 
 
 #: Table names of the bases ``--base`` offers (:data:`csakd_qgis.training.correction.BASES`).
@@ -231,22 +260,31 @@ def main() -> int:
                         help="width (output px) of the border ring the gain is also reported for")
     parser.add_argument("--indian-pines", action="store_true",
                         help="also train on Indian Pines' top rows and test on its held-out bottom rows")
+    parser.add_argument("--whole-scenes", action="store_true",
+                        help="fit each training base on a whole simulated scene (the tiles' mosaic, Indian Pines' "
+                             "rows) and cut the crops from it, validate on the validation tiles side by side, and "
+                             "test only images fitted whole")
+    parser.add_argument("--save-runs", metavar="JSON", help="also write the seeds' results to this file")
+    parser.add_argument("--from-runs", metavar="JSON", nargs="+", default=[],
+                        help="train nothing: make the table from results saved by --save-runs (e.g. one file per "
+                             "seed, trained side by side with the same other options)")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     header = machine()
 
     excluded = set(TEST_TILES) | set(VAL_TILES)
-    train = [reference(p)[0] for p in sorted(DATA.glob("enmap_potsdam_tile_*.tif"))
+    tiles = [reference(p)[0] for p in sorted(DATA.glob("enmap_potsdam_tile_*.tif"))
              if p.stem.replace("enmap_potsdam_tile_", "") not in excluded]
-    val_refs = [reference(DATA / f"enmap_potsdam_tile_{t}.tif", 30) for t in VAL_TILES]
-    val = [simulated(r, w, f, snr, args.base, 100 + i) for i, (r, w, f) in enumerate(val_refs)
-           for snr in (35.0, 40.0, 45.0)]
-    ip_test = None
+    val = validation_set(args.base, args.whole_scenes)
+    ip_rows = ip_test = None
+    train: List[Union[Reference, Scene]] = list(tiles)
     if args.indian_pines:
-        chunks, ip_test = indian_pines()
+        chunks, ip_rows, ip_test = indian_pines()
         train += chunks
-    tests = test_sets(args.base, ip_test)
+    if args.whole_scenes:
+        train = list(whole_scene_sources(tiles, ip_rows))
+    tests = test_sets(args.base, ip_test, tiles=not args.whole_scenes)
     cfg = correction_config(16, len(BANDS), SCALE)
 
     base_val = score(val, [e.base for e in val])
@@ -256,8 +294,8 @@ def main() -> int:
     bars = {"validation": strongest_classical(val), **{g: strongest_classical(ex) for g, ex in tests.items()}}
     print(f"{args.base} base: validation {base_val}; test {base_test}; strongest classical {bars}", flush=True)
 
-    runs = []
-    for seed in args.seeds:
+    runs = [r for path in args.from_runs for r in json.loads(Path(path).read_text())]
+    for seed in [] if args.from_runs else args.seeds:
         torch.manual_seed(seed)
         net = CorrectionNet(cfg)
         start = time.time()
@@ -282,8 +320,12 @@ def main() -> int:
               f"last step: val {run.curve[-1]}, test {last_test}, g {net.complement_gain.item():+.4f}; "
               f"{run.seconds:.0f} s", flush=True)
 
+    if args.from_runs:
+        args.seeds = [r["seed"] for r in runs]
+    if args.save_runs:
+        Path(args.save_runs).write_text(json.dumps(runs, indent=1))
     student = macs_per_pixel(preset("project_student", 224, len(BANDS), SCALE))
-    corr = correction_macs_per_pixel(cfg, int(train[0].good.sum()))
+    corr = correction_macs_per_pixel(cfg, int(tiles[0].good.sum()))
     text = table(args, base_val, base_test, bars, runs, student, corr, header, base_parts)
     print(text)
     if args.write:
@@ -292,9 +334,21 @@ def main() -> int:
             heading = heading.replace(" (issue 14)", f", {args.loss_margin} px loss margin (issue 14)")
         if args.indian_pines:
             heading = heading.replace(" (issue 14)", ", with Indian Pines in training (issue 14)")
+        if args.whole_scenes:
+            heading = heading.replace(" (issue 14)", ", bases fitted on whole scenes (issue 14)")
         replace_section(heading, text)
     return 0
 
+
+
+def _whole_scene_protocol(args) -> str:
+    """What ``--whole-scenes`` trains on, for the table's protocol line."""
+    return ("30 x 30 crops, 4 per simulation, cut from whole simulated scenes with the base and the basis fitted on "
+            "the whole scene, as the engine fits on the scene (`draw_scene`): a mosaic of the 8 EnMAP training tiles "
+            "(2 rows of 4, each tile rotated and flipped at random, shuffled)"
+            + (" or Indian Pines' rows 0-95 (96 x 144)" if args.indian_pines else "")
+            + "; the LR consistency term leaves out the LR pixels whose PSF reaches outside the crop; the test "
+            "images are fitted whole, so the 4 test tiles appear only as the sample")
 
 
 def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header, base_parts) -> str:
@@ -303,17 +357,20 @@ def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header
     lines = [
         f"`scripts/train_correction.py --steps {args.steps} --batch {args.batch} --seeds "
         f"{' '.join(map(str, args.seeds))} --base {args.base} --lr {args.lr:g} --loss-margin {args.loss_margin}"
-        f"{' --indian-pines' if args.indian_pines else ''}` "
+        f"{' --indian-pines' if args.indian_pines else ''}{' --whole-scenes' if args.whole_scenes else ''}` "
         f"on {header}.",
         "",
         f"A project-student-sized DTS network (nf 24, gc 12, blocks 0-2-2-1, `csa_pooled`, light head) on the "
         f"rank-16 PCA coefficients of the scene's LR-HSI predicts a residual on {name} "
-        "(`csakd_qgis/models/correction.py`); trained on 8 EnMAP tiles"
-        + (" and 6 chunks (48 x 48) of Indian Pines' rows 0-95" if args.indian_pines else "")
+        "(`csakd_qgis/models/correction.py`); trained on "
+        + (_whole_scene_protocol(args) if args.whole_scenes else "8 EnMAP tiles"
+           + (" and 6 chunks (48 x 48) of Indian Pines' rows 0-95" if args.indian_pines else ""))
         + " with a fresh degradation every step (SNR "
         "30-45 dB, PSF sigma x0.8-1.2, shift up to 0.25 LR pixel, rotations, flips), loss minus the mean band PSNR "
         "(`band_error_db`) + 0.1 x the same for the LR and the MSI "
-        "consistency; the checkpoint with the best PSNR on the 2 validation tiles (35/40/45 dB) is kept, the "
+        "consistency; the checkpoint with the best PSNR on the 2 validation tiles "
+        + ("side by side, fitted whole " if args.whole_scenes else "")
+        + "(35/40/45 dB) is kept, the "
         "base itself (step 0) included. Test data never seen in training or selection. PSNR: mean over good "
         "bands, peak = the reference's maximum; SAM in degrees. Mean ± standard deviation over the seeds; "
         "every seed has the same step budget. Every method gets the same degradation: the simulation's PSF and "
@@ -324,7 +381,8 @@ def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header
         "| g alone: gain over it | gain over the strongest |",
         "|---|---|---|---|---|---|---|",
     ]
-    groups = [("validation (2 tiles x 3 SNR)", base_val, bars["validation"], [r["val"] for r in runs],
+    val_label = "validation (2 tiles side by side x 3 SNR)" if args.whole_scenes else "validation (2 tiles x 3 SNR)"
+    groups = [(val_label, base_val, bars["validation"], [r["val"] for r in runs],
                [r["alone"]["validation"] for r in runs])]
     groups += [(g, base_test[g], bars[g], [r["test"][g] for r in runs], [r["alone"][g] for r in runs])
                for g in base_test]
@@ -332,7 +390,7 @@ def table(args, base_val, base_test, bars, runs, student_macs, corr_macs, header
     lines += ["", f"The last step's weights (step {args.steps}, not selected; for what training does):", "",
               f"| data | {name} PSNR | last-step PSNR | gain dB | {name} SAM | last-step SAM |",
               "|---|---|---|---|---|---|"]
-    last = [("validation (2 tiles x 3 SNR)", base_val, [{"psnr": r["last_val"][2], "sam": r["last_val"][3]}
+    last = [(val_label, base_val, [{"psnr": r["last_val"][2], "sam": r["last_val"][3]}
                                                          for r in runs])]
     last += [(g, base_test[g], [r["last_test"][g] for r in runs]) for g in base_test]
     for label, b, got in last:
