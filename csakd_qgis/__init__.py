@@ -4,12 +4,15 @@ The engine imports no QGIS module: it is usable from plain Python, from the
 ``csakd`` command line and from the QGIS Processing algorithms of the plugin
 that ships it.  The public API is listed in ``docs/architecture.md``; the
 most used names import from here: ``from csakd_qgis import fuse, FuseOptions``.
+Importing the package sets torch's CPU runtime defaults (:mod:`csakd_qgis.runtime`).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from csakd_qgis import runtime  # noqa: F401  (torch's runtime defaults, set before anything loads torch)
 
 __version__ = "0.10.0"
 
