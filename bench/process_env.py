@@ -134,7 +134,8 @@ def main() -> None:
     thp = thp_mode.read_text().strip() if thp_mode.exists() else "unknown"
     if args.from_log:
         results = from_log(args.from_log, args.methods)
-        header += f" (the results from {args.from_log.name}, the log of an earlier run of the same script)"
+        header += (f" (the results from {args.from_log.name}, the log of an earlier run of the same script; the "
+                   "load averages are those of writing the table)")
     else:
         results = measure(args)
     end_load = os.getloadavg()[0]
