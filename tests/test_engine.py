@@ -416,3 +416,17 @@ def test_band_interleaved_inputs_add_no_blocks_to_the_cache(pair, tmp_path, monk
     fuse(*copies, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, block_width=64, device="cpu",
          shift_correction=False)
     assert asked == [BLOCK_CACHE_MB] * 3
+
+
+@pytest.mark.parametrize("every, trims", [(1, 14), (4, 10), (1000, 0)])
+def test_heap_is_trimmed_once_per_trim_every_tiles(pair, tmp_path, monkeypatch, every, trims):
+    from csakd_qgis.fusion import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "_trim_heap", lambda: calls.append(1))
+    monkeypatch.setattr(pipeline, "TRIM_EVERY", every)
+    lr_path, msi_path, _lr, _msi = pair
+    report = fuse(lr_path, msi_path, str(tmp_path / "o.tif"), method="bicubic", tile=10, overlap=2, batch_size=3,
+                  device="cpu", block_width=64, output_block=32, shift_correction=False)
+    # 25 tiles and 15 carried visits: 40 items in 14 batches of 3; a trim at each batch that reaches a multiple
+    assert report.tiles_total + report.tiles_carried == 40 and len(calls) == trims
