@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -147,3 +151,34 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def add_rerun_options(parser: argparse.ArgumentParser) -> None:
+    """``--folder``, ``--from-log`` and ``--no-doc`` of the drivers that run ``fuse`` in child processes."""
+    parser.add_argument("--folder", type=Path, default=None, help="build (or reuse) the inputs here")
+    parser.add_argument("--from-log", type=Path, default=None,
+                        help="run nothing: make the tables from the lines an earlier run printed")
+    parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")
+
+
+def run_measured(args: Sequence[str], env: Dict[str, str]) -> Dict[str, float]:
+    """Run a command to its end: ``wall``, ``user`` and ``sys`` seconds, ``faults`` (minor), ``rss`` (MB).
+
+    The CPU times, faults and peak come from the child's rusage
+    (``os.wait4``).  Linux folds the parent's peak into a child's
+    ``ru_maxrss`` at ``exec`` (see :func:`peak_rss_mb`), so ``rss`` is the
+    child's own only while the parent stays smaller, as it does in the
+    drivers that use this.  Raises ``RuntimeError`` with the end of the
+    child's standard error when it fails.
+    """
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(args), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(args[:4])} ... failed:\n{err.read().decode(errors='replace')[-3000:]}")
+    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "faults": usage.ru_minflt,
+            "rss": usage.ru_maxrss / 1024.0}

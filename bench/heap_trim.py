@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from affine import Affine
-from common import LR_TRANSFORM, ROOT, machine, publish, write_synthetic
+from common import LR_TRANSFORM, ROOT, add_rerun_options, machine, publish, run_measured, write_synthetic
 from headline import build_inputs
 
 HEADING = "## Heap trims against time and peak memory (issue 16)"
@@ -82,18 +82,8 @@ def _child(code: str, args: List[str]) -> Dict[str, float]:
 
 
 def _usage(code: str, args: List[str]) -> Dict[str, float]:
-    """Run ``code`` in a fresh interpreter: wall, user and system seconds, minor faults, peak RSS (MB)."""
-    env = _env()
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status):
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise RuntimeError(f"csakd fuse failed:\n{err[-3000:]}")
-    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "faults": usage.ru_minflt,
-            "rss": usage.ru_maxrss / 1024.0}
+    """Run ``code`` in a fresh interpreter (:func:`common.run_measured`)."""
+    return run_measured([sys.executable, "-c", code, *args], _env())
 
 
 def _spread(values: List[float], fmt: str = "{:.1f}") -> str:
@@ -197,10 +187,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--parts", nargs="+", choices=("cost", "memory"), default=["cost", "memory"])
     parser.add_argument("--lr-size", type=int, default=400)
-    parser.add_argument("--folder", type=Path, default=None, help="build (or reuse) the inputs here")
-    parser.add_argument("--from-log", type=Path, default=None,
-                        help="run nothing: make the tables from the lines an earlier run printed")
-    parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")
+    add_rerun_options(parser)
     args = parser.parse_args()
     header = machine()
     lines = [f"`bench/heap_trim.py --every {' '.join(args.every)} --rounds {args.rounds} --parts "

@@ -38,14 +38,12 @@ import argparse
 import ast
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from common import ROOT, machine, publish
+from common import ROOT, add_rerun_options, machine, publish, run_measured
 from headline import build_inputs
 
 HEADING = "## torch's runtime settings against the engine's threads (issue 16)"
@@ -62,7 +60,7 @@ CHILD = ("import sys, runpy\n"
 
 
 def run(config: str, method: str, lr: Path, msi: Path, out: Path) -> Dict[str, float]:
-    """One ``csakd fuse`` in a child process: wall, user and system seconds, peak RSS (MB)."""
+    """One ``csakd fuse`` in a child process (:func:`common.run_measured`)."""
     policy, thp = CONFIGS[config]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["THP_MEM_ALLOC_ENABLE"] = thp
@@ -70,18 +68,10 @@ def run(config: str, method: str, lr: Path, msi: Path, out: Path) -> Dict[str, f
         env["OMP_WAIT_POLICY"] = policy
     env["PYTHONPATH"] = str(ROOT)
     name, _, backend = method.partition(":")
-    args = [sys.executable, "-c", CHILD, "torch-first" if policy is None else "engine-first", "fuse",
-            "--method", name, *(["--backend", backend] if backend else []), "--dtype", "int16", "--overwrite",
-            str(lr), str(msi), str(out)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"csakd fuse failed ({config}, {method}): {err[-2000:]}")
-    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "rss": usage.ru_maxrss / 1024.0}
+    got = run_measured([sys.executable, "-c", CHILD, "torch-first" if policy is None else "engine-first", "fuse",
+                        "--method", name, *(["--backend", backend] if backend else []), "--dtype", "int16",
+                        "--overwrite", str(lr), str(msi), str(out)], env)
+    return {k: got[k] for k in ("wall", "user", "sys", "rss")}
 
 
 Results = Dict[str, Dict[str, List[Dict[str, float]]]]
@@ -124,10 +114,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=["auto", "csakd", "csakd:torch"],
                         help="fuse --method values, NAME:BACKEND for a --backend (default: auto csakd csakd:torch)")
-    parser.add_argument("--folder", type=Path, default=None, help="build (or reuse) the inputs here")
-    parser.add_argument("--from-log", type=Path, default=None,
-                        help="run nothing: take the results from the lines an earlier run printed")
-    parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")
+    add_rerun_options(parser)
     args = parser.parse_args()
     header = machine()
     thp_mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
