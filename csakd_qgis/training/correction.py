@@ -71,6 +71,11 @@ class Reference:
     good: np.ndarray
     srf: np.ndarray
 
+    @property
+    def bands(self) -> int:
+        """The band count of the reference's sensor."""
+        return int(self.cube.shape[0])
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -99,7 +104,7 @@ class Scene:
     @property
     def bands(self) -> int:
         """The band count of the scene's sensor."""
-        return int(self.parts[0].cube.shape[0])
+        return self.parts[0].bands
 
 
 @dataclass(frozen=True)
@@ -312,10 +317,6 @@ def correct(net: CorrectionNet, examples: Sequence[Example]) -> List[np.ndarray]
     return outs
 
 
-def _bands(source: Union[Reference, Scene]) -> int:
-    return source.bands if isinstance(source, Scene) else int(source.cube.shape[0])
-
-
 @dataclass
 class CorrectionRun:
     """What :func:`train_correction` returns: the best and the last weights, the validation curve.
@@ -348,6 +349,8 @@ def train_correction(net: CorrectionNet, train: Sequence[Union[Reference, Scene]
     """
     if 2 * loss_margin >= deg.crop:
         raise InputError(f"a loss margin of {loss_margin} px leaves nothing of a {deg.crop} px crop")
+    if crops_per_scene < 1:
+        raise InputError(f"crops_per_scene must be at least 1, not {crops_per_scene}")
     if not train or not val:
         raise InputError("training a correction needs training references and validation examples")
     rng = np.random.default_rng(seed)
@@ -364,7 +367,7 @@ def train_correction(net: CorrectionNet, train: Sequence[Union[Reference, Scene]
         pool = list(train)
         while len(examples) < batch_size:
             source = pool[int(rng.integers(len(pool)))]
-            pool = [s for s in pool if _bands(s) == _bands(source)]  # one band set per batch
+            pool = [s for s in pool if s.bands == source.bands]  # one band set per batch
             if isinstance(source, Scene):
                 crops = min(crops_per_scene, batch_size - len(examples))
                 examples += draw_scene(source, rng, deg, crops, base_method, net.cfg.bands)
