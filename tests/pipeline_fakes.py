@@ -15,13 +15,13 @@ def write_geotiff(path, data, transform, nodata=None, tags=()):
 
 
 class ArraySource:
-    """A ``PairSource`` over in-memory ``(C, H, W)`` arrays; every pixel valid."""
+    """A ``PairSource`` over in-memory ``(C, H, W)`` arrays; every pixel valid; each read a copy of its own."""
 
     def __init__(self, lr, msi):
         self.lr, self.msi = lr, msi
 
     def _cut(self, array, w):
-        part = array[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
+        part = array[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width].copy()
         return part, np.ones(part.shape[1:], bool)
 
     def read_lr(self, window):
@@ -39,8 +39,11 @@ class RecordingSink:
         self.out = np.full(shape, np.nan, np.float32)
         self.windows = []
 
-    def encode(self, data):
-        return np.asarray(data, np.float32)
+    dtype = "float32"
+
+    def encode(self, data, out):
+        out[...] = data
+        return out
 
     def write_stored(self, stored, window):
         self.windows.append((int(window.col_off), int(window.row_off), int(window.width), int(window.height)))

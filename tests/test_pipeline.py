@@ -207,3 +207,16 @@ def test_cancel_stops_before_writing_everything(pair):
                      plan_tiles(48, 48, tile=8, overlap=2, scale=S), sink, _levels(), batch_size=1,
                      reporter=Reporter(is_cancelled=cancelled))
     assert np.isnan(sink.out).any()
+
+
+def test_tiles_are_filled_where_invalid_or_not_finite_and_divided_by_the_level_in_place():
+    from csakd_qgis.fusion.pipeline import _normalised
+    data = np.full((2, 2, 3), 4.0, np.float32)
+    data[0, 0, 0], data[1, 1, 2] = np.nan, np.inf
+    valid = np.ones((2, 3), bool)
+    valid[1, 0] = False  # finite values the source marked invalid are filled too
+    out = _normalised(data, valid, np.array([1.0, 3.0]), 2.0)
+    expected = np.full((2, 2, 3), 2.0, np.float32)
+    expected[0, 0, 0], expected[1, 1, 2], expected[:, 1, 0] = 0.5, 1.5, [0.5, 1.5]
+    assert out is data and out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)

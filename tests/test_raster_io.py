@@ -298,6 +298,33 @@ def test_encode_in_band_chunks_matches_float64_reference(tmp_path, monkeypatch):
         np.testing.assert_array_equal(ds.read(), stored)
 
 
+@pytest.mark.parametrize("dtype, chunk", [("int16", 4), ("uint16", 7), ("float32", 4), ("float32", 2 * 15)])
+def test_encode_into_a_strip_view_in_row_pieces(tmp_path, monkeypatch, dtype, chunk):
+    """Pieces smaller than one band (rows of it) and an ``out`` inside a larger buffer give the same values."""
+    import csakd_qgis.io.write as rio
+    rng = np.random.default_rng(3)
+    data = rng.uniform(-1.0, 8.0, (3, 3, 5)).astype(np.float32)
+    data[1, 2, 3], data[2, 0, 0] = np.nan, -np.inf
+    with RasterWriter(str(tmp_path / "e.tif"), width=5, height=3, count=3, crs="EPSG:32633", transform=TRANSFORM,
+                      dtype=dtype, scale=1e-3) as writer:
+        whole = writer.encode(data)
+        monkeypatch.setattr(rio, "ENCODE_CHUNK", chunk)
+        strip = np.zeros((3, 6, 9), dtype=dtype)
+        returned = writer.encode(data, out=strip[:, 2:5, 1:6])
+        with pytest.raises(RasterWriteError, match="buffer"):
+            writer.encode(data, out=np.zeros((3, 3, 5), np.float64))
+    assert returned.base is strip
+    np.testing.assert_array_equal(strip[:, 2:5, 1:6], whole)
+    assert not strip[:, :2].any() and not strip[:, 5:].any() and not strip[:, :, 0].any() and not strip[:, :, 6:].any()
+    expected = np.float64(data) / 1e-3
+    if dtype != "float32":
+        info = np.iinfo(dtype)
+        expected = np.clip(np.rint(expected), info.min, info.max)
+        expected[expected == writer.nodata] = writer.nodata + 1 if writer.nodata < info.max else writer.nodata - 1
+    expected[~np.isfinite(data)] = writer.nodata
+    np.testing.assert_array_equal(whole, expected.astype(dtype))
+
+
 def test_float_encode_with_scale_and_nodata(tmp_path):
     data = np.array([[[0.5, np.nan], [1.25, -2.0]]], np.float32)
     path = tmp_path / "f.tif"

@@ -99,3 +99,22 @@ def test_bad_sizes_raise_tiling_error():
         plan_tiles(0, 10, tile=16, scale=2)
     with pytest.raises(TilingError, match="ramp"):
         plan_tiles(10, 10, tile=16, overlap=2, scale=2, ramp="cosine")
+
+
+def test_read_mirrored_hands_back_a_window_inside_as_read_and_mirrors_outside():
+    from rasterio.windows import Window
+
+    from csakd_qgis.fusion.tiling import read_mirrored
+    raster = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5)
+    given = []
+
+    def read(w):
+        given.append(raster[:, w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width].copy())
+        return given[-1], np.ones(given[-1].shape[1:], bool)
+
+    inside, _ = read_mirrored(read, Window(1, 1, 3, 2), 5, 4)
+    assert inside is given[-1]
+    outside, valid = read_mirrored(read, Window(-1, 2, 3, 3), 5, 4)
+    rows, cols = reflect_indices(2, 5, 4), reflect_indices(-1, 2, 5)
+    np.testing.assert_array_equal(outside, raster[:, rows][:, :, cols])
+    assert valid.shape == (3, 3) and outside is not given[-1]

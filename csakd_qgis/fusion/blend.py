@@ -3,7 +3,7 @@
 Every output pixel lies in one cell of the tile plan
 (:mod:`csakd_qgis.fusion.tiling`).  :class:`Blender` makes cells covered by one
 tile final at once and accumulates seam cells (weight x prediction) until all
-their tiles have arrived; final cells are encoded and copied into strips
+their tiles have arrived; final cells are encoded straight into strips
 (:class:`StripWriter`) that are written when complete, so GDAL only receives
 whole blocks.  :class:`ColumnBlocks` cuts the output into column blocks so
 the memory held does not grow with the raster (:mod:`csakd_qgis.fusion.pipeline`).
@@ -28,8 +28,14 @@ from csakd_qgis.options import BLOCK_WIDTH, OUTPUT_BLOCK
 class Sink(Protocol):
     """Where the blended output goes (a :class:`~csakd_qgis.io.write.RasterWriter`)."""
 
-    def encode(self, data: np.ndarray) -> np.ndarray:
-        """``(C, h, w)`` float32 physical values (NaN = nodata) to stored values of the output dtype."""
+    dtype: str
+    """The stored values' type (a numpy type name)."""
+
+    def encode(self, data: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``(C, h, w)`` float32 physical values (NaN = nodata) to stored values, written into ``out`` (returned).
+
+        ``out`` is a ``(C, h, w)`` view of :attr:`dtype` into a strip.
+        """
 
     def write_stored(self, stored: np.ndarray, window: Window) -> None:
         """Write encoded ``(C, h, w)`` values into the HR ``window``."""
@@ -185,12 +191,13 @@ def schedule(plan: TilePlan, blocks: ColumnBlocks,
 
 
 class StripWriter:
-    """Collects encoded output pieces into block-aligned strips and writes each strip when complete.
+    """Encodes output pieces into block-aligned strips and writes each strip when complete.
 
     Parameters
     ----------
     sink:
-        Receives each complete strip (``write_stored``).
+        Encodes each piece straight into its strip (``encode``) and receives
+        each complete strip (``write_stored``).
     spans:
         HR column range of each column block (:attr:`ColumnBlocks.spans`).
     rows:
@@ -213,28 +220,28 @@ class StripWriter:
         self.height = height
         self.origin = origin
         self.open: Dict[Tuple[int, int], List] = {}
-        self.seconds = 0.0  # spent in sink.write_stored
+        self.seconds = 0.0  # spent in sink.encode and sink.write_stored
 
-    def put(self, stored: np.ndarray, row: int, col: int, block: int) -> None:
-        """Place ``stored`` ``(C, h, w)`` (output dtype) at HR ``(row, col)`` inside column block ``block``."""
+    def put(self, values: np.ndarray, row: int, col: int, block: int) -> None:
+        """Encode ``values`` ``(C, h, w)`` (physical, NaN = nodata) into the strips at HR ``(row, col)``, ``block``."""
+        start = time.perf_counter()
         x0, x1 = self.spans[block]
-        h, w = stored.shape[1:]
+        h, w = values.shape[1:]
         first, left = self.origin
         for strip in range((row - first) // self.rows, (row + h - 1 - first) // self.rows + 1):
             top = first + strip * self.rows
             strip_h = min(self.rows, self.height - top)
             entry = self.open.get((block, strip))
             if entry is None:
-                buffer = np.empty((stored.shape[0], strip_h, x1 - x0), dtype=stored.dtype)
+                buffer = np.empty((values.shape[0], strip_h, x1 - x0), dtype=self.sink.dtype)
                 self.open[(block, strip)] = entry = [buffer, 0]
             r0, r1 = max(row, top), min(row + h, top + strip_h)
-            entry[0][:, r0 - top:r1 - top, col - x0:col - x0 + w] = stored[:, r0 - row:r1 - row]
+            self.sink.encode(values[:, r0 - row:r1 - row], out=entry[0][:, r0 - top:r1 - top, col - x0:col - x0 + w])
             entry[1] += (r1 - r0) * w
             if entry[1] == entry[0][0].size:
-                start = time.perf_counter()
                 window = Window(x0 - left, top - first, x1 - x0, strip_h)
                 self.sink.write_stored(self.open.pop((block, strip))[0], window)
-                self.seconds += time.perf_counter() - start
+        self.seconds += time.perf_counter() - start
 
 
 class Blender:
@@ -331,11 +338,6 @@ class Blender:
                         continue
                     part = self.pending.pop((block, yi, xi))[0]
                 self.timings.blend += time.perf_counter() - start
-                start = time.perf_counter()
-                stored = self.sink.encode(part)
-                self.timings.write += time.perf_counter() - start
-                written, start = self.strips.seconds, time.perf_counter()
-                self.strips.put(stored, r0, c0, block)
-                written = self.strips.seconds - written
-                self.timings.blend += time.perf_counter() - start - written
-                self.timings.write += written
+                written = self.strips.seconds
+                self.strips.put(part, r0, c0, block)
+                self.timings.write += self.strips.seconds - written

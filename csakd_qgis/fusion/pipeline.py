@@ -16,7 +16,7 @@ Three stages overlap in time:
    of the tile plan (:mod:`csakd_qgis.fusion.tiling`); cells covered by one tile are
    final at once, seam cells are accumulated (weight x prediction) until all
    their tiles have arrived.  Final cells are encoded to the output dtype
-   (``sink.encode``) and copied into *strips*: windows of ``out_block`` output
+   (``sink.encode``) straight into *strips*: windows of ``out_block`` output
    rows across one column block, aligned to the output's blocks.  A strip is
    written (``sink.write_stored``) when its last pixel has arrived, so GDAL
    only ever receives whole blocks (plus the raster's right and bottom edge
@@ -82,7 +82,11 @@ from csakd_qgis.progress import SILENT, Reporter
 
 
 class PairSource(Protocol):
-    """LR-HSI on the LR grid, HR-MSI on the output grid (e.g. :class:`~csakd_qgis.geo.coregister.AlignedPair`)."""
+    """LR-HSI on the LR grid, HR-MSI on the output grid (e.g. :class:`~csakd_qgis.geo.coregister.AlignedPair`).
+
+    Each read returns arrays of its own (not views of data the source
+    keeps): the reader thread normalises them in place.
+    """
 
     def read_lr(self, window: Window) -> Tuple[np.ndarray, np.ndarray]:
         """``(data float32 (C, h, w) NaN = invalid, valid bool (h, w))`` for a window inside the LR raster."""
@@ -193,10 +197,22 @@ def _read_tile(source: PairSource, tile: Tile, plan: TilePlan,
     msi, msi_valid = read_mirrored(source.read_msi, hr_read, plan.out_width, plan.out_height)
     rows, cols = tile.crop
     valid = (msi_valid & np.repeat(np.repeat(lr_valid, s, axis=0), s, axis=1))[rows, cols]
-    lr = np.where(lr_valid & np.isfinite(lr), lr, radiometry.lr_fill[:, None, None]) / np.float32(radiometry.lr_level)
-    msi = np.where(msi_valid & np.isfinite(msi), msi, radiometry.msi_fill[:, None, None]) \
-        / np.float32(radiometry.msi_level)
-    return lr.astype(np.float32), msi.astype(np.float32), valid
+    return (_normalised(lr, lr_valid, radiometry.lr_fill, radiometry.lr_level),
+            _normalised(msi, msi_valid, radiometry.msi_fill, radiometry.msi_level), valid)
+
+
+def _normalised(data: np.ndarray, valid: np.ndarray, fill: np.ndarray, level: float) -> np.ndarray:
+    """``data`` ``(C, h, w)`` float32, changed in place: ``fill`` ``(C,)`` where invalid or not finite, over ``level``.
+
+    In place because the readers (:class:`PairSource`) return arrays of
+    their own.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    replace = ~np.isfinite(data)
+    replace |= ~valid
+    np.copyto(data, fill.astype(np.float32)[:, None, None], where=replace)
+    data /= np.float32(level)
+    return data
 
 
 def _to_output(prediction: np.ndarray, tile: Tile, valid: np.ndarray, radiometry: Radiometry) -> np.ndarray:

@@ -321,10 +321,13 @@ def read_mirrored(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], windo
 
     ``read(window) -> (data (C, h, w), valid (h, w))`` reads inside the
     raster; the mirroring is :func:`reflect_indices`' (the tile halos' and
-    the scene sample's convention).
+    the scene sample's convention).  A window inside the raster is returned
+    as ``read`` gave it (no copy).
     """
     rows = reflect_indices(window.row_off, window.row_off + window.height, height)
     cols = reflect_indices(window.col_off, window.col_off + window.width, width)
     r0, c0 = int(rows.min()), int(cols.min())
     data, valid = read(Window(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0))
+    if data.shape[1:] == (len(rows), len(cols)):  # read as asked: nothing mirrored
+        return data, valid
     return data[:, rows - r0][:, :, cols - c0], valid[rows - r0][:, cols - c0]

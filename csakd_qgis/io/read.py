@@ -209,12 +209,15 @@ def read_band_window(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequen
             "(an interrupted copy or download): create or download it again ('gdalinfo -checksum' on it "
             "shows whether every block can be read)."
         ) from exc
-    ok = np.ones(raw.shape, dtype=bool) if masks is None else masks != 0
-    if nodata is not None:
-        ok &= raw != nodata
+    if masks is None:
+        ok = np.ones(raw.shape, dtype=bool) if nodata is None else raw != nodata
+    else:
+        ok = masks != 0
+        if nodata is not None:
+            ok &= raw != nodata
     physical = _physical(raw, scales, offsets)
     ok &= np.isfinite(physical)
-    physical[~ok] = np.nan
+    np.copyto(physical, np.float32(np.nan), where=~ok)
     if inside:
         return physical, ok
     rows = slice(inner.row_off - window.row_off, inner.row_off - window.row_off + inner.height)
