@@ -12,12 +12,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.windows import Window
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -161,8 +163,8 @@ def add_rerun_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")
 
 
-def run_measured(args: Sequence[str], env: Dict[str, str]) -> Dict[str, float]:
-    """Run a command to its end: ``wall``, ``user`` and ``sys`` seconds, ``faults`` (minor), ``rss`` (MB).
+def run_measured(args: Sequence[str], env: Dict[str, str], cwd: Path = ROOT) -> Dict[str, float]:
+    """Run a command to its end in ``cwd``: ``wall``, ``user`` and ``sys`` seconds, ``faults`` (minor), ``rss`` (MB).
 
     The CPU times, faults and peak come from the child's rusage
     (``os.wait4``).  Linux folds the parent's peak into a child's
@@ -173,7 +175,7 @@ def run_measured(args: Sequence[str], env: Dict[str, str]) -> Dict[str, float]:
     """
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(list(args), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(list(args), env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -182,3 +184,15 @@ def run_measured(args: Sequence[str], env: Dict[str, str]) -> Dict[str, float]:
             raise RuntimeError(f"{' '.join(args[:4])} ... failed:\n{err.read().decode(errors='replace')[-3000:]}")
     return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "faults": usage.ru_minflt,
             "rss": usage.ru_maxrss / 1024.0}
+
+
+def spread(values: Sequence[float], fmt: str = "{:.1f}") -> str:
+    """``median (lowest-highest)`` of ``values``, each number written with ``fmt``."""
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def rotations(cases: Sequence[T], rounds: int) -> Iterator[Tuple[int, List[T]]]:
+    """``(round, cases)`` for each round, the order rotated by one case per round."""
+    cases = list(cases)
+    for r in range(rounds):
+        yield r, cases[r % len(cases):] + cases[:r % len(cases)]

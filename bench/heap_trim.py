@@ -40,7 +40,17 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from affine import Affine
-from common import LR_TRANSFORM, ROOT, add_rerun_options, machine, publish, run_measured, write_synthetic
+from common import (
+    LR_TRANSFORM,
+    ROOT,
+    add_rerun_options,
+    machine,
+    publish,
+    rotations,
+    run_measured,
+    spread,
+    write_synthetic,
+)
 from headline import build_inputs
 
 HEADING = "## Heap trims against time and peak memory (issue 16)"
@@ -86,15 +96,6 @@ def _usage(code: str, args: List[str]) -> Dict[str, float]:
     return run_measured([sys.executable, "-c", code, *args], _env())
 
 
-def _spread(values: List[float], fmt: str = "{:.1f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-
-def _rotations(values: List[str], rounds: int):
-    for r in range(rounds):
-        yield r, values[r % len(values):] + values[:r % len(values)]
-
-
 Costs = Dict[str, List[Dict[str, float]]]
 #: ``(output rows, output cols, every) -> [(peak RSS MB, seconds), ...]``.
 Peaks = Dict[Tuple[int, int, str], List[Tuple[float, float]]]
@@ -108,7 +109,7 @@ def measure_cost(folder: Path, every: List[str], rounds: int, lr_size: int) -> C
     if not lr.exists():
         lr, msi = build_inputs(folder, lr_size)
     got: Costs = {e: [] for e in every}
-    for r, order in _rotations(every, rounds):
+    for r, order in rotations(every, rounds):
         for e in order:
             got[e].append(_usage(CLI_CHILD, [str(_value(e)), "fuse", "--dtype", "int16", "--overwrite", str(lr),
                                              str(msi), str(folder / "out.tif")]))
@@ -123,9 +124,9 @@ def cost_table(got: Costs, rounds: int, lr_size: int) -> List[str]:
             "| trim every (tiles) | wall (s) | user CPU (s) | system CPU (s) | minor page faults (k) | peak RSS (MB) |",
             "|---|---|---|---|---|---|"]
     for e, g in got.items():
-        rows.append(f"| {e} | {_spread([x['wall'] for x in g])} | {_spread([x['user'] for x in g])} | "
-                    f"{_spread([x['sys'] for x in g])} | {_spread([x['faults'] / 1e3 for x in g], '{:.0f}')} | "
-                    f"{_spread([x['rss'] for x in g], '{:.0f}')} |")
+        rows.append(f"| {e} | {spread([x['wall'] for x in g])} | {spread([x['user'] for x in g])} | "
+                    f"{spread([x['sys'] for x in g])} | {spread([x['faults'] / 1e3 for x in g], '{:.0f}')} | "
+                    f"{spread([x['rss'] for x in g], '{:.0f}')} |")
     return rows
 
 
@@ -137,7 +138,7 @@ def measure_memory(folder: Path, every: List[str], rounds: int) -> Peaks:
         if not lr.exists():
             write_synthetic(lr, BANDS, rows // SCALE, LR_TRANSFORM, 1, width=cols // SCALE)
             write_synthetic(msi, MSI_BANDS, rows, LR_TRANSFORM * Affine.scale(1 / SCALE), 2, width=cols)
-        for r, order in _rotations(every, rounds):
+        for r, order in rotations(every, rounds):
             for e in order:
                 done = _child(GSA_CHILD, [str(lr), str(msi), str(folder / "out.tif"), str(_value(e))])
                 got.setdefault((rows, cols, e), []).append((done["rss_mb"], done["wall"]))
@@ -159,7 +160,7 @@ def memory_table(got: Peaks, every: List[str], rounds: int) -> List[str]:
         for rows, cols in SHAPES:
             peaks = [p for p, _ in got[(rows, cols, e)]]
             growth = 100 * (statistics.median(peaks) / first - 1)
-            cells.append(_spread(peaks, "{:.0f}") + ("" if (rows, cols) == SHAPES[0] else f", {growth:+.1f} %")
+            cells.append(spread(peaks, "{:.0f}") + ("" if (rows, cols) == SHAPES[0] else f", {growth:+.1f} %")
                          + f"; {statistics.median(t for _, t in got[(rows, cols, e)]):.0f} s")
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
     return lines

@@ -5,23 +5,27 @@ the writer (blending, encoding to the output type, GDAL's compression) spend
 is taken from the method, so the end-to-end rate falls below the method's
 raw rate (``bench/headline.py``).  This script measures those seconds.
 
-``csakd fuse --dtype D`` of the real-scene mosaic of ``bench/headline.py``
-(``--lr-size`` LR px a side, 224 bands, scale 3, the method of
-``--methods``) runs in a fresh process per case, as a user runs it.  The
-child records the CPU time (``time.thread_time``) of the pipeline's reader
-and writer threads when each ends; the process's user and system CPU and
-peak RSS come from ``wait4``.  ``rest`` = process CPU minus the two
-threads: planning, the method (with torch's or onnxruntime's own threads),
-imports.
+``csakd fuse --method M --dtype D`` of the real-scene mosaic of
+``bench/headline.py`` (``--lr-size`` LR px a side, 224 bands, int16 ZSTD,
+scale 3) runs in a fresh process per case, as a user runs it.  The child
+records the CPU time (``time.thread_time``) of the pipeline's reader and
+writer threads when each ends; the process's user and system CPU and peak
+RSS come from ``wait4``.  ``rest`` = process CPU minus the two threads:
+planning, the method (with torch's or onnxruntime's own threads), imports.
+A stage's CPU seconds in a run are not those of the stage alone: on two
+busy cores the threads share the caches and GDAL's block cache (the output's
+blocks and the inputs' blocks), so the same work costs more.
 
 ``--engines`` names checkouts of this project (folders with
-``csakd_qgis/``; default: this one); each runs with its own engine on the
-PYTHONPATH, so a change can be measured against the commit before it (make
+``csakd_qgis/``; default: this one); each case runs in its engine's folder
+with only that engine on ``PYTHONPATH`` (``python -c`` puts the working
+folder first on the path, so running elsewhere would import another
+engine), so a change can be measured against the commit before it (make
 that one with ``git worktree add /tmp/base HEAD~1``).  Rounds alternate the
 cases with the order rotating; medians with the lowest and highest.
 
-Usage: ``python bench/io_cpu.py [--engines DIR ...] [--methods auto csakd] [--dtypes int16]
-[--rounds 3] [--lr-size 500] [--folder DIR] [--from-log LOG] [--no-doc]``.
+Usage: ``python bench/io_cpu.py [--engines DIR ...] [--methods auto csakd] [--dtypes int16] [--rounds 3]
+[--lr-size 500] [--folder DIR] [--from-log LOG] [--no-doc]``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from common import ROOT, add_rerun_options, machine, publish, run_measured
+from common import ROOT, add_rerun_options, machine, publish, rotations, run_measured, spread
 from headline import build_inputs
 
 HEADING = "## CPU of the reader and writer threads (issue 16)"
@@ -62,9 +66,9 @@ Runs = Dict[Tuple[str, str, str], List[Dict[str, float]]]
 def run_case(engine: Path, method: str, dtype: str, lr: Path, msi: Path, folder: Path) -> Dict[str, float]:
     """One ``csakd fuse`` in a fresh process with ``engine`` first on the path."""
     threads = folder / "threads.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(engine), str(ROOT / "bench")])}
     got = run_measured([sys.executable, "-c", CHILD, str(threads), "fuse", "--method", method, "--dtype", dtype,
-                        "--overwrite", str(lr), str(msi), str(folder / "out.tif")], env)
+                        "--overwrite", str(lr), str(msi), str(folder / "out.tif")],
+                       {**os.environ, "PYTHONPATH": str(engine)}, cwd=engine)  # ``-c`` puts the cwd first
     cpu = json.loads(threads.read_text())
     threads.unlink()
     return {**got, "reader": cpu["csakd-reader"], "writer": cpu["csakd-writer"]}
@@ -78,8 +82,8 @@ def measure(engines: List[Path], methods: List[str], dtypes: List[str], rounds: 
         lr, msi = build_inputs(folder, lr_size)
     cases = [(str(e), m, d) for m, d, e in itertools.product(methods, dtypes, engines)]
     runs: Runs = {case: [] for case in cases}
-    for r in range(rounds):
-        for case in cases[r % len(cases):] + cases[:r % len(cases)]:
+    for r, order in rotations(cases, rounds):
+        for case in order:
             runs[case].append(run_case(Path(case[0]), case[1], case[2], lr, msi, folder))
             print(f"round {r}, {case}: {runs[case][-1]}", flush=True)
     return runs
@@ -91,13 +95,8 @@ def from_log(path: Path) -> Runs:
     for line in path.read_text().splitlines():
         if line.startswith("round "):
             head, _, value = line.partition(": {")
-            case = ast.literal_eval(head.split(", ", 1)[1])
-            runs.setdefault(case, []).append(ast.literal_eval("{" + value))
+            runs.setdefault(ast.literal_eval(head.split(", ", 1)[1]), []).append(ast.literal_eval("{" + value))
     return runs
-
-
-def _spread(values: List[float]) -> str:
-    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def table(runs: Runs) -> List[str]:
@@ -107,9 +106,9 @@ def table(runs: Runs) -> List[str]:
     for (engine, method, dtype), got in runs.items():
         total = [g["user"] + g["sys"] for g in got]
         rest = [t - g["reader"] - g["writer"] for t, g in zip(total, got)]
-        rows.append(f"| {Path(engine).name} | {method} | {dtype} | {_spread([g['wall'] for g in got])} | "
-                    f"{_spread(total)} | {_spread([g['reader'] for g in got])} | "
-                    f"{_spread([g['writer'] for g in got])} | {_spread(rest)} | "
+        rows.append(f"| {Path(engine).name} | {method} | {dtype} | {spread([g['wall'] for g in got])} | "
+                    f"{spread(total)} | {spread([g['reader'] for g in got])} | "
+                    f"{spread([g['writer'] for g in got])} | {spread(rest)} | "
                     f"{statistics.median(g['rss'] for g in got):.0f} |")
     return rows
 

@@ -159,3 +159,34 @@ def test_cli_json_and_overwrite(pair, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["coregister", lr_path, msi_path, out, "--overwrite", "--scale", "3"]) == 0
     assert "scale 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shift, offgrid", [((0.0, 0.0), False), ((0.3, -0.2), False), ((0.0, 0.0), True)])
+def test_tiles_read_by_row_strips_equal_tiles_read_alone(pair, shift, offgrid):
+    """The reader's row strips (plain, shifted in memory, warped) give each tile's own read."""
+    from csakd_qgis.fusion.blend import ColumnBlocks, schedule
+    from csakd_qgis.fusion.pipeline import _read_tile, read_tiles
+    from csakd_qgis.fusion.radiometry import Radiometry
+    from csakd_qgis.fusion.tiling import plan_tiles
+    lr_path, msi_path, _ = pair(lr_nodata=-9999.0)
+    if offgrid:  # the LR-HSI rotated by 2 degrees: every LR read goes through GDAL's warper
+        with rasterio.open(lr_path, "r+") as ds:
+            ds.transform = LR_T * Affine.rotation(2.0)
+    plan = plan_grids(read_info(lr_path), read_info(msi_path))
+    tiles = plan_tiles(plan.lr.width, plan.lr.height, tile=12, overlap=2, halo=3, scale=3)
+    blocks = ColumnBlocks.build(tiles, 48, 16)
+    order = [(t, b, blocks.visited_before(t.col, b)) for t, b in schedule(tiles, blocks)]
+    radiometry = Radiometry(0.5, 2.0, np.full(6, 0.25, np.float32), np.zeros(3, np.float32), ())
+    with open_aligned(lr_path, msi_path, plan, shift) as aligned:
+        assert aligned.lr_warped == (shift != (0.0, 0.0) or offgrid)
+        got = list(read_tiles(aligned, tiles, order, radiometry))
+        assert [(t, b) for t, b, *_ in got] == [(t, b) for t, b, _ in order]
+        for (tile, _block, carried), (_t, _b, *arrays) in zip(order, got):
+            if carried:
+                assert arrays == [None, None, None]
+                continue
+            alone = _read_tile(aligned.read_lr, aligned.read_msi, tile, tiles, radiometry)
+            for mine, theirs in zip(arrays, alone):
+                np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
+            if not offgrid:
+                assert arrays[2].all() != (tile.row == tile.col == 0)  # the LR-HSI's nodata corner is in tile (0, 0)

@@ -77,17 +77,18 @@ def test_pipeline_writes_each_block_aligned_strip_once(pair):
 
 
 class CountingSource(ArraySource):
-    """An :class:`ArraySource` that counts LR reads and leaves the MSI invalid in ``hole`` (HR rows, cols)."""
+    """An :class:`ArraySource` that counts reads and leaves the MSI invalid in ``hole`` (HR rows, cols)."""
 
     def __init__(self, lr, msi, hole=None):
         super().__init__(lr, msi)
-        self.lr_reads, self.hole = 0, hole
+        self.lr_reads, self.msi_reads, self.hole = 0, 0, hole
 
     def read_lr(self, window):
         self.lr_reads += 1
         return super().read_lr(window)
 
     def read_msi(self, window):
+        self.msi_reads += 1
         part, valid = super().read_msi(window)
         if self.hole is not None:
             mask = np.zeros(self.msi.shape[1:], bool)
@@ -115,17 +116,20 @@ def test_the_seam_carry_gives_the_recomputed_output_without_predicting_twice(pai
     """Tiles reaching 2 or (tile 30: 90 HR px, 32-px blocks) 4 blocks, and a hole of invalid MSI pixels."""
     _p, _q, lr, msi = pair
     plan = plan_tiles(48, 48, tile=tile, overlap=overlap, halo=1, scale=S)
-    outs, results, reads = [], [], []
+    outs, results, reads, strips = [], [], [], []
     for carry in (False, True):
         source = CountingSource(lr, msi, hole=(slice(0, 144), slice(50, 100)))
         sink = RecordingSink((5, 144, 144))
         results.append(run_pipeline(lambda s=source: nullcontext(s), Scaled(), plan, sink, _levels(),
                                     batch_size=2, block_width=block_width, out_block=32, carry=carry))
         outs.append(sink.out)
-        reads.append(source.lr_reads)
+        reads.append(source.msi_reads)
+        strips.append(source.lr_reads)
     recomputing, carrying = results
     assert carrying.recomputed == 0 and carrying.carried == recomputing.recomputed > 0
     assert reads == [len(plan) + recomputing.recomputed, len(plan)]  # a carried tile is not read again
+    # the LR-HSI is read at most once per tile row and column block
+    assert strips[1] <= strips[0] <= len(plan.rows.cores) * -(-144 // block_width)
     assert carrying.skipped == recomputing.skipped and carrying.skipped_tiles == recomputing.skipped_tiles
     np.testing.assert_array_equal(outs[1], outs[0])
     assert np.isnan(outs[1][:, :, 50:100]).all() and not np.isnan(outs[1][:, :, :50]).any()

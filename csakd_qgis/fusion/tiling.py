@@ -324,10 +324,24 @@ def read_mirrored(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], windo
     the scene sample's convention).  A window inside the raster is returned
     as ``read`` gave it (no copy).
     """
-    rows = reflect_indices(window.row_off, window.row_off + window.height, height)
-    cols = reflect_indices(window.col_off, window.col_off + window.width, width)
+    rows, cols = _mirrored(window, width, height)
     r0, c0 = int(rows.min()), int(cols.min())
-    data, valid = read(Window(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0))
+    data, valid = read(_spanned(rows, cols))
     if data.shape[1:] == (len(rows), len(cols)):  # read as asked: nothing mirrored
         return data, valid
     return data[:, rows - r0][:, :, cols - c0], valid[rows - r0][:, cols - c0]
+
+
+def mirrored_source(window: Window, width: int, height: int) -> Window:
+    """The window of a ``width`` x ``height`` raster that :func:`read_mirrored` reads for ``window``."""
+    return _spanned(*_mirrored(window, width, height))
+
+
+def _mirrored(window: Window, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
+    return (reflect_indices(window.row_off, window.row_off + window.height, height),
+            reflect_indices(window.col_off, window.col_off + window.width, width))
+
+
+def _spanned(rows: np.ndarray, cols: np.ndarray) -> Window:
+    r0, c0 = int(rows.min()), int(cols.min())
+    return Window(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0)
