@@ -180,9 +180,11 @@ def main() -> None:
         "Stages overlap: reading and writing run in their own threads while the network computes, so their "
         "seconds are not added to the total. `raw` = the method alone on in-memory tiles of the engine's read "
         "size and batch (the network with the same backend; a classical method as fitted for this pair), counted "
-        "in core output pixels, right after the run in the same process (onnxruntime takes its threads from "
-        "torch's setting). `plan + fit` = `prepare` alone (inputs, shift, radiometry, degradation estimate and "
-        "the method's fit on the sample), run again after the fusion; the total includes it.",
+        "in core output pixels, right after the run in the same process, the median call of at least 5 and 5 s "
+        "(onnxruntime takes its threads from torch's setting; before 0.12 the calls of 1 s, one or two network "
+        "calls: 0.032 to 0.054 Mpx/s for the same torch model). `plan + fit` = `prepare` alone (inputs, shift, "
+        "radiometry, degradation estimate and the method's fit on the sample), run again after the fusion; the "
+        "total includes it.",
     ])
     print(body)
     if not args.no_doc:

@@ -131,7 +131,8 @@ def main() -> None:
     lines = [f"`bench/io_cpu.py --rounds {args.rounds} --lr-size {args.lr_size}` on {machine()}; load average "
              f"{os.getloadavg()[0]:.1f} at the end. Protocol in the script: `csakd fuse` of the real-scene mosaic "
              f"({args.lr_size}² x 224 LR px -> {3 * args.lr_size}² output px), one fresh process per run, medians "
-             "(lowest-highest).", ""] + table(runs)
+             "(lowest-highest)." + (f" The runs are those of {args.from_log.name}, an earlier run's log (load average: "
+                                    "now)." if args.from_log else ""), ""] + table(runs)
     publish(HEADING, "\n".join(lines), not args.no_doc)
 
 
