@@ -165,8 +165,8 @@ def test_cli_json_and_overwrite(pair, tmp_path, capsys):
 def test_tiles_read_by_row_strips_equal_tiles_read_alone(pair, shift, offgrid):
     """The reader's row strips (plain, shifted in memory, warped) give each tile's own read."""
     from csakd_qgis.fusion.blend import ColumnBlocks, schedule
-    from csakd_qgis.fusion.pipeline import _read_tile, read_tiles
     from csakd_qgis.fusion.radiometry import Radiometry
+    from csakd_qgis.fusion.reader import _read_tile, read_tiles
     from csakd_qgis.fusion.tiling import plan_tiles
     lr_path, msi_path, _ = pair(lr_nodata=-9999.0)
     if offgrid:  # the LR-HSI rotated by 2 degrees: every LR read goes through GDAL's warper

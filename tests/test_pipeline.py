@@ -214,7 +214,7 @@ def test_cancel_stops_before_writing_everything(pair):
 
 
 def test_tiles_are_filled_where_invalid_or_not_finite_and_divided_by_the_level_in_place():
-    from csakd_qgis.fusion.pipeline import _normalised
+    from csakd_qgis.fusion.reader import _normalised
     data = np.full((2, 2, 3), 4.0, np.float32)
     data[0, 0, 0], data[1, 1, 2] = np.nan, np.inf
     valid = np.ones((2, 3), bool)

@@ -325,11 +325,12 @@ def read_mirrored(read: Callable[[Window], Tuple[np.ndarray, np.ndarray]], windo
     as ``read`` gave it (no copy).
     """
     rows, cols = _mirrored(window, width, height)
-    r0, c0 = int(rows.min()), int(cols.min())
-    data, valid = read(_spanned(rows, cols))
+    source = _spanned(rows, cols)
+    data, valid = read(source)
     if data.shape[1:] == (len(rows), len(cols)):  # read as asked: nothing mirrored
         return data, valid
-    return data[:, rows - r0][:, :, cols - c0], valid[rows - r0][:, cols - c0]
+    rows, cols = rows - int(source.row_off), cols - int(source.col_off)
+    return data[:, rows][:, :, cols], valid[rows][:, cols]
 
 
 def mirrored_source(window: Window, width: int, height: int) -> Window:
