@@ -7,6 +7,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from csakd_qgis.errors import Cancelled, RasterReadError, RasterWriteError
+from csakd_qgis.io import read as read_io
 from csakd_qgis.io.bands import BandInfo
 from csakd_qgis.io.read import _nodata_is_the_mask, read_info, read_window
 from csakd_qgis.io.write import RasterWriter, write_raster
@@ -201,6 +202,49 @@ def test_nodata_is_compared_on_the_stored_values(geotiff):
     np.testing.assert_array_equal(valid, [[True, True, True]])
 
 
+@pytest.mark.parametrize("dtype, nodata, mask", [("int16", -5, False), ("float64", None, True),
+                                                  ("float32", np.nan, False), ("uint16", None, False)])
+def test_band_groups_read_as_one_read_does(tmp_path, monkeypatch, dtype, nodata, mask):
+    rng = np.random.default_rng(1)
+    stored = rng.integers(0, 900, size=(7, 9, 11)).astype(dtype)
+    stored[2, 3, 4] = -5 if nodata == -5 else stored[2, 3, 4]
+    if dtype == "float32":
+        stored[4, 1, 1], stored[5, 0, 2] = np.nan, np.inf
+    scales, offsets = [0.5, 1e-4, 2.0, 1.0, 0.25, 3.0, 1.0], [0.0, 1.0, -2.0, 0.0, 0.5, 0.0, 7.0]
+    monkeypatch.setattr(read_io, "READ_CHUNK", 3 * 4 * 2 + 1)  # two bands of a 3 x 4 window per read
+    reads = {}
+    for interleave in ("band", "pixel"):
+        path = tmp_path / f"{interleave}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=11, height=9, count=7, dtype=dtype, nodata=nodata,
+                           interleave=interleave, tiled=True, blockxsize=16, blockysize=16) as ds:
+            ds.write(stored)
+            ds.scales, ds.offsets = scales, offsets
+            if mask:
+                ds.write_mask(np.where(np.arange(11) % 3 == 0, 0, 255).astype(np.uint8)[None].repeat(9, 0))
+        with rasterio.open(path) as ds:
+            groups = list(read_io._band_groups(ds, 7, 3 * 4))
+            assert groups == ([slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 7)] if interleave == "band"
+                              else [slice(0, 7)])
+            reads[interleave] = [read_io.read_band_window(ds, window, [7, 2, 5, 1, 3], scales=scales[:5],
+                                                          offsets=offsets[:5], boundless=True)
+                                 for window in (Window(1, 2, 4, 3), Window(-2, 7, 5, 4), Window(0, 0, 11, 9))]
+    for (data, valid), (expected, expected_valid) in zip(reads["band"], reads["pixel"]):
+        np.testing.assert_array_equal(valid, expected_valid)
+        np.testing.assert_array_equal(data, expected)  # NaN where invalid in both
+    data, valid = reads["band"][2]
+    # the scales and offsets belong to the requested bands, in their order
+    physical = stored[[6, 1, 4, 0, 2]].astype(np.float64) * np.array(scales[:5])[:, None, None]
+    physical += np.array(offsets[:5])[:, None, None]
+    ok = np.isfinite(physical)
+    if nodata is not None and not np.isnan(nodata):
+        ok &= stored[[6, 1, 4, 0, 2]] != nodata
+    if mask:
+        ok &= (np.arange(11) % 3 != 0)[None, None, :]
+    np.testing.assert_array_equal(valid, ok)
+    np.testing.assert_allclose(data[ok], physical[ok], rtol=1e-6)
+    assert np.isnan(data[~ok]).all()
+
+
 def test_unreadable_path_is_a_read_error(tmp_path):
     with pytest.raises(RasterReadError, match="gdalinfo"):
         read_info(str(tmp_path / "missing.tif"))
@@ -227,6 +271,13 @@ def test_integer_value_equal_to_nodata_is_moved(tmp_path):
                  dtype="uint8", nodata=0)
     with rasterio.open(out) as ds:
         np.testing.assert_array_equal(ds.read(1), [[1, 1, 0]])
+    # a nodata value inside the range: values equal to it move up (down at the top), NaN and inf store it
+    for nodata, values, stored in ((7, [7.0, 6.6, np.inf, -40000.0], [8, 8, 7, -32768]),
+                                   (32767, [32767.0, np.nan, 40000.0, 1.0], [32766, 32767, 32766, 1])):
+        write_raster(str(out), np.array([[values]]), crs="EPSG:32633", transform=TRANSFORM, dtype="int16",
+                     nodata=nodata, overwrite=True)
+        with rasterio.open(out) as ds:
+            np.testing.assert_array_equal(ds.read(1), [stored])
 
 
 def test_float_nodata_defaults_to_nan(tmp_path):

@@ -33,7 +33,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import MaskFlags
+from rasterio.enums import Interleaving, MaskFlags
 from rasterio.errors import RasterioIOError
 from rasterio.io import DatasetReaderBase
 from rasterio.windows import Window
@@ -43,6 +43,11 @@ from csakd_qgis.io.bands import RasterInfo, band_metadata, data_band_indexes, in
 
 #: GDAL block cache (MB) :func:`gdal_block_cache` gives a fusion run (its reads and its whole-block writes).
 BLOCK_CACHE_MB = 64
+
+#: Values (bands x pixels) :func:`read_band_window` reads per GDAL call from a band-interleaved raster: a
+#: 224-band LR row strip (about 80 x 400 px) is read in groups of about 32 bands, so the stored values and
+#: masks it holds besides the float32 result are a group's (2-3 MB), not the whole strip's.
+READ_CHUNK = 2**20
 
 #: Largest GDAL block cache (MB) a fusion asks for: the scene sample's reads and
 #: :meth:`~csakd_qgis.fusion.plan.FusionPlan.block_cache_mb` / ``sample_cache_mb`` are capped at it.
@@ -110,8 +115,8 @@ def _stored_nodata(nodata: Optional[float], dtype: np.dtype) -> Optional[np.gene
     return dtype.type(nodata)
 
 
-def _physical(raw: np.ndarray, scales: Sequence[float], offsets: Sequence[float]) -> np.ndarray:
-    """``raw * scale + offset`` per band as float32 (``raw`` itself when it is float32 already; changed in place).
+def _physical(raw: np.ndarray, scales: Sequence[float], offsets: Sequence[float], out: np.ndarray) -> None:
+    """``raw * scale + offset`` per band (``raw`` ``(C, h, w)``) into the float32 array ``out`` of the same shape.
 
     The arithmetic is float32 unless ``raw`` is float64 (then float64, cast
     once at the end): an integer or float32 value times a scale such as
@@ -120,16 +125,19 @@ def _physical(raw: np.ndarray, scales: Sequence[float], offsets: Sequence[float]
     reading in the stored type instead of float64 takes a quarter of the
     memory for int16 data.
     """
-    work = np.float64 if raw.dtype == np.float64 else np.float32
-    physical: np.ndarray = raw if raw.dtype == work else raw.astype(work)
     scale = np.asarray(scales, dtype=np.float64)
     offset = np.asarray(offsets, dtype=np.float64)
+    work = np.float64 if raw.dtype == np.float64 else np.float32
+    values = raw if work == np.float64 else out
+    if work == np.float32:
+        np.copyto(out, raw, casting="unsafe")
     with np.errstate(over="ignore", invalid="ignore"):
         if (scale != 1.0).any():
-            physical *= scale.astype(work)[:, None, None]
+            values *= scale.astype(work)[:, None, None]
         if (offset != 0.0).any():
-            physical += offset.astype(work)[:, None, None]
-        return physical if work == np.float32 else physical.astype(np.float32)
+            values += offset.astype(work)[:, None, None]
+        if values is not out:
+            np.copyto(out, values, casting="unsafe")
 
 
 def _nodata_is_the_mask(ds: DatasetReaderBase, gdal_indexes: Sequence[int], stored: np.dtype) -> bool:
@@ -180,6 +188,19 @@ def checked_window(ds: DatasetReaderBase, window: Window,
     return window, inner
 
 
+def _band_groups(ds: DatasetReaderBase, count: int, pixels: int) -> Iterator[slice]:
+    """Slices of ``count`` bands to read together from ``pixels`` pixels of ``ds``.
+
+    At most :data:`READ_CHUNK` values each when ``ds`` is band-interleaved
+    (a band's blocks hold that band alone); else all bands at once (each
+    block holds every band, or is made from all of them, as a warped VRT's
+    are, so it is decoded once).
+    """
+    step = max(1, READ_CHUNK // max(pixels, 1)) if ds.interleaving == Interleaving.band else count
+    for first in range(0, count, step):
+        yield slice(first, min(first + step, count))
+
+
 def read_band_window(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequence[int], *,
                      scales: Sequence[float], offsets: Sequence[float],
                      boundless: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -189,43 +210,47 @@ def read_band_window(ds: DatasetReaderBase, window: Window, gdal_indexes: Sequen
     pixels are valid (:func:`valid_pixels`), for callers that resample the
     bands first; arguments as there.  Reads the stored type (the bands'
     common type), compares it with the nodata value as stored, then
-    converts to physical values (:func:`_physical`).
+    converts to physical values (:func:`_physical`) straight into the
+    returned array.  A band-interleaved raster is read in groups of bands
+    (:func:`_band_groups`), so besides the two returned arrays a read holds
+    only one group's stored values and masks.
     """
     window, inner = checked_window(ds, window, boundless)
     count = len(gdal_indexes)
+    shape = (count, window.height, window.width)
     if inner is None:
-        return (np.full((count, window.height, window.width), np.nan, dtype=np.float32),
-                np.zeros((count, window.height, window.width), dtype=bool))
+        return np.full(shape, np.nan, dtype=np.float32), np.zeros(shape, dtype=bool)
     inside = inner.width == window.width and inner.height == window.height
-    stored = np.dtype(np.result_type(*(ds.dtypes[i - 1] for i in gdal_indexes)))
-    nodata = _stored_nodata(ds.nodata, stored)
-    try:
-        raw = ds.read(list(gdal_indexes), window=inner, out_dtype=stored)
-        masks = None if _nodata_is_the_mask(ds, gdal_indexes, stored) else ds.read_masks(list(gdal_indexes),
-                                                                                          window=inner)
-    except (RasterioIOError, OSError) as exc:
-        raise RasterReadError(
-            f"cannot read window {inner} of {ds.name!r}: {exc}. The file is probably truncated or damaged "
-            "(an interrupted copy or download): create or download it again ('gdalinfo -checksum' on it "
-            "shows whether every block can be read)."
-        ) from exc
-    if masks is None:
-        ok = np.ones(raw.shape, dtype=bool) if nodata is None else raw != nodata
-    else:
-        ok = masks != 0
-        if nodata is not None:
-            ok &= raw != nodata
-    physical = _physical(raw, scales, offsets)
-    ok &= np.isfinite(physical)
-    np.copyto(physical, np.float32(np.nan), where=~ok)
-    if inside:
-        return physical, ok
+    data = np.empty(shape, dtype=np.float32) if inside else np.full(shape, np.nan, dtype=np.float32)
+    band_valid = np.empty(shape, dtype=bool) if inside else np.zeros(shape, dtype=bool)
     rows = slice(inner.row_off - window.row_off, inner.row_off - window.row_off + inner.height)
     cols = slice(inner.col_off - window.col_off, inner.col_off - window.col_off + inner.width)
-    data = np.full((count, window.height, window.width), np.nan, dtype=np.float32)
-    band_valid = np.zeros((count, window.height, window.width), dtype=bool)
-    data[:, rows, cols] = physical
-    band_valid[:, rows, cols] = ok
+    stored = np.dtype(np.result_type(*(ds.dtypes[i - 1] for i in gdal_indexes)))
+    nodata = _stored_nodata(ds.nodata, stored)
+    use_masks = not _nodata_is_the_mask(ds, gdal_indexes, stored)
+    for group in _band_groups(ds, count, inner.width * inner.height):
+        indexes = list(gdal_indexes[group])
+        try:
+            raw = ds.read(indexes, window=inner, out_dtype=stored)
+            masks = ds.read_masks(indexes, window=inner) if use_masks else None
+        except (RasterioIOError, OSError) as exc:
+            raise RasterReadError(
+                f"cannot read window {inner} of {ds.name!r}: {exc}. The file is probably truncated or damaged "
+                "(an interrupted copy or download): create or download it again ('gdalinfo -checksum' on it "
+                "shows whether every block can be read)."
+            ) from exc
+        physical, ok = data[group, rows, cols], band_valid[group, rows, cols]
+        if masks is not None:
+            np.not_equal(masks, 0, out=ok)
+            if nodata is not None:
+                ok &= raw != nodata
+        elif nodata is not None:
+            np.not_equal(raw, nodata, out=ok)
+        else:
+            ok[...] = True
+        _physical(raw, scales[group], offsets[group], physical)
+        ok &= np.isfinite(physical)
+        np.copyto(physical, np.float32(np.nan), where=~ok)
     return data, band_valid
 
 

@@ -240,10 +240,13 @@ class RasterWriter:
         self.nodata = _default_nodata(self.dtype, nodata)
         self._is_int = np.issubdtype(np.dtype(self.dtype), np.integer)
         self._scratch: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None  # encode's, made on first use
+        #: the range integer values are clipped to: the type's, less the nodata value at either end
+        self._limits: Optional[Tuple[float, float]] = None
         if self._is_int:
             info = np.iinfo(np.dtype(self.dtype))
             if not info.min <= self.nodata <= info.max or self.nodata != int(self.nodata):
                 raise RasterWriteError(f"nodata {nodata} cannot be stored as {self.dtype} in {self.path!r}.")
+            self._limits = (float(info.min) + (self.nodata == info.min), float(info.max) - (self.nodata == info.max))
         self.blocksize = int(blocksize)
         self._temp = partial_path(self.path)
         profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count,
@@ -324,18 +327,35 @@ class RasterWriter:
 
     def _encode_piece(self, data: np.ndarray, out: np.ndarray,
                       scratch: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """:meth:`encode` of one piece, every step in place in ``scratch`` (float64, bool, bool; large enough)."""
+        """:meth:`encode` of one piece, every step in place in ``scratch`` (float64, bool, bool; large enough).
+
+        Integer values are clipped to :attr:`_limits`, the type's range less
+        the nodata value when that is one of its ends (the usual case), which
+        moves them off it as the comparison with nodata would.  A piece whose
+        values all lie within those limits (so none is NaN or infinite) skips
+        the clip, numpy's slowest step here, and the nodata fill: its minimum
+        and maximum cost a fraction of them.
+        """
+        if not data.size:
+            return
         values, missing, hit = (buffer[:data.size].reshape(data.shape) for buffer in scratch)
         np.divide(data, self.scale, out=values, dtype=np.float64)
-        np.isfinite(values, out=missing)
-        np.logical_not(missing, out=missing)
-        if self._is_int:
-            info = np.iinfo(np.dtype(self.dtype))
+        if self._limits is None:
+            np.isfinite(values, out=missing)
+            complete = bool(missing.all())
+        else:
+            low, high = self._limits
             np.rint(values, out=values)
-            np.clip(values, info.min, info.max, out=values)
-            np.equal(values, self.nodata, out=hit)
-            np.copyto(values, self.nodata + 1 if self.nodata < info.max else self.nodata - 1, where=hit)
-        np.copyto(values, self.nodata, where=missing)
+            complete = bool(low <= values.min() and values.max() <= high)  # False when any value is NaN
+            if not complete:
+                np.isfinite(values, out=missing)
+                np.clip(values, low, high, out=values)
+            if low <= self.nodata <= high:
+                np.equal(values, self.nodata, out=hit)
+                np.copyto(values, self.nodata + 1 if self.nodata < high else self.nodata - 1, where=hit)
+        if not complete:
+            np.logical_not(missing, out=missing)
+            np.copyto(values, self.nodata, where=missing)
         np.copyto(out, values, casting="unsafe")
 
     def _check_window(self, shape: Tuple[int, ...], window: Window) -> None:
