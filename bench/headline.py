@@ -158,7 +158,8 @@ def main() -> None:
         e2e = hr * hr / r["seconds"]
         fit = "–" if r["prepare_s"] is None else f"{r['prepare_s']:.0f}"
         rows.append(f"| {r['label']} | {hr} x {hr} x {bands} | {r['seconds']:.0f} | {fit} | {e2e / 1e6:.3f} | "
-                    f"{r['raw_px_s'] / 1e6:.3f} | {e2e / r['raw_px_s']:.2f} | {r['rss_mb']:.0f} | {r['tiles']} + "
+                    f"{r['raw_px_s'] / 1e6:.3f} ({r['streams']}) | {r['raw_one_px_s'] / 1e6:.3f} | "
+                    f"{e2e / r['raw_px_s']:.2f} | {r['rss_mb']:.0f} | {r['tiles']} + "
                     f"{r['recomputed']} ({r['carried']}) | {t['read']:.0f} / {t['infer']:.0f} / {t['blend']:.0f} / "
                     f"{t['write']:.0f} | {r['mb']:.0f} |")
     body = "\n".join([
@@ -172,17 +173,19 @@ def main() -> None:
         "engine's own methods fitted on the pair (`auto`: what a user gets without choosing; in brackets the "
         "method it resolved to). Halo: " + ", ".join(f"{r['halo']} ({r['label']})" for r in runs) + " LR px.",
         "",
-        "| method | output (px) | total (s) | plan + fit (s) | output Mpx/s | raw method Mpx/s | end-to-end / raw "
-        "| peak RSS (MB) | tiles + recomputed (carried) | read / infer / blend / write (s) | output (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | output (px) | total (s) | plan + fit (s) | output Mpx/s | raw method Mpx/s (calls at once) "
+        "| raw, one call at a time | end-to-end / raw | peak RSS (MB) | tiles + recomputed (carried) "
+        "| read / infer / blend / write (s) | output (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Stages overlap: reading and writing run in their own threads while the network computes, so their "
         "seconds are not added to the total. `raw` = the method alone on in-memory tiles of the engine's read "
         "size and batch (the network with the same backend; a classical method as fitted for this pair), counted "
-        "in core output pixels, right after the run in the same process, the median call of at least 5 and 5 s "
-        "(onnxruntime takes its threads from torch's setting; before 0.12 the calls of 1 s, one or two network "
-        "calls: 0.032 to 0.054 Mpx/s for the same torch model). `plan + fit` = `prepare` alone (inputs, shift, "
+        "in core output pixels, right after the run in the same process: as many calls at once as the run made "
+        "(`FuseReport.streams`), each with its share of the threads, at least 5 calls each and 5 s; `one call at "
+        "a time` = one call with every thread (onnxruntime follows torch's thread setting). The ratio is against "
+        "the first. `plan + fit` = `prepare` alone (inputs, shift, "
         "radiometry, degradation estimate and the method's fit on the sample), run again after the fusion; the "
         "total includes it.",
     ])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from csakd_qgis.devices import OomBackoff, is_out_of_memory, resolve_device
+from csakd_qgis.devices import OomBackoff, compute_streams, is_out_of_memory, resolve_device, shared_threads
 from csakd_qgis.errors import InputError, TileTooLarge
 from csakd_qgis.fusion.methods import BicubicMethod, NetworkMethod, make_method
 from csakd_qgis.models import ModelConfig, build_model
@@ -153,3 +153,22 @@ def test_oom_on_one_tile_asks_for_smaller_tiles_and_other_errors_pass():
         OomBackoff(4).run(broken, np.ones((2, 1, 1, 1), np.float32), np.ones((2, 1, 1, 1), np.float32))
     assert is_out_of_memory(RuntimeError("CUDA out of memory"))
     assert not is_out_of_memory(ValueError("out of memory"))
+
+
+def test_compute_streams_and_shared_threads():
+    assert compute_streams("cpu", True, 2) == 2 and compute_streams("cpu", True, 16) == 2
+    assert compute_streams("cpu", True, 1) == 1 and compute_streams("cpu", False, 8) == 1
+    assert compute_streams("cuda", True, 8) == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with shared_threads(2) as share:
+            assert share == torch.get_num_threads() == 1
+        with shared_threads(1) as share:
+            assert share == 3
+        with pytest.raises(ValueError), shared_threads(3):
+            assert torch.get_num_threads() == 1
+            raise ValueError("restored on errors too")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

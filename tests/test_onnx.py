@@ -1,5 +1,6 @@
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,29 @@ def _rewrite(path: Path, dest: Path, edit) -> Path:
     return dest
 
 
+def test_sessions_follow_torchs_threads_and_take_concurrent_calls():
+    cfg = ModelConfig(bands=5, msi_bands=3, scale=3, nf=8, gc=4, blocks=(1, 1, 1, 1), fusion="csa",
+                      attn_window=5, paper_mode=False, upsample="bicubic", head="light")
+    before = torch.get_num_threads()
+    assert before in (1, 2)
+    runner = OnnxNetworkMethod(onnx_bytes(_random_network(cfg), _card(cfg)))
+    pinned = OnnxNetworkMethod(onnx_bytes(_random_network(cfg), _card(cfg)), threads=2)
+    inputs = [_inputs(cfg, 1, 8, 8, seed) for seed in range(4)]
+    try:
+        torch.set_num_threads(2)
+        expected = [runner.predict(lr, msi) for lr, msi in inputs]
+        torch.set_num_threads(1)
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(lambda pair: runner.predict(*pair), inputs))
+        pinned.predict(*inputs[0])
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(runner._sessions) == [1, 2] and runner._sessions[before] is runner.session  # made with it
+    assert sorted(pinned._sessions) == [2]  # a fixed thread count ignores torch's setting
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * float(np.abs(b).max()))
+
+
 def _no_session(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an inference session was created for a refused file")
@@ -322,6 +346,28 @@ def test_engine_fuse_with_the_onnx_export_matches_torch(exported, tmp_path):
     assert (got.mask == expected.mask).all() and (~got.mask).sum() > 0.9 * got.size
     scale = float(np.abs(expected).max())
     assert np.abs(got - expected).max() < 1e-5 * scale
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_two_threads_on_the_cpu_predict_two_batches_at_once_with_the_same_output(backend, tmp_path):
+    from csakd_qgis.fusion.engine import fuse
+
+    lr, msi = str(SAMPLE / "enmap_lr_hsi.tif"), str(SAMPLE / "s2_hr_msi.tif")
+    before = torch.get_num_threads()
+    reports, outputs = [], []
+    try:
+        for threads in (1, 2):  # one call of one thread, then two calls of one thread each
+            out = tmp_path / f"{threads}.tif"
+            reports.append(fuse(lr, msi, str(out), model=str(STUDENT), method="csakd", backend=backend, tile=8,
+                                overlap=2, device="cpu", threads=threads))
+            assert torch.get_num_threads() == threads  # the run's share given back
+            with rasterio.open(out) as ds:
+                outputs.append(ds.read())
+    finally:
+        torch.set_num_threads(before)
+    assert [r.streams for r in reports] == [1, 2] and "2 batches at once" in "\n".join(reports[1].summary_lines())
+    assert reports[1].tiles_total == reports[0].tiles_total > 4
+    np.testing.assert_array_equal(outputs[1], outputs[0])
 
 
 def test_cli_export_onnx(exported, tmp_path, capsys):

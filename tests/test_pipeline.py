@@ -1,5 +1,7 @@
 """The reader -> compute -> blender/writer pipeline on in-memory pairs (csakd_qgis/fusion/pipeline.py, blend.py)."""
 
+import threading
+import time
 from contextlib import nullcontext
 
 import numpy as np
@@ -9,7 +11,7 @@ from rasterio.windows import Window
 
 from csakd_qgis.errors import Cancelled, TilingError
 from csakd_qgis.fusion.methods import BicubicMethod
-from csakd_qgis.fusion.pipeline import run_pipeline
+from csakd_qgis.fusion.pipeline import _covered, run_pipeline
 from csakd_qgis.fusion.radiometry import Radiometry
 from csakd_qgis.fusion.tiling import plan_tiles
 from csakd_qgis.progress import Reporter
@@ -211,6 +213,70 @@ def test_cancel_stops_before_writing_everything(pair):
                      plan_tiles(48, 48, tile=8, overlap=2, scale=S), sink, _levels(), batch_size=1,
                      reporter=Reporter(is_cancelled=cancelled))
     assert np.isnan(sink.out).any()
+
+
+class Jittery(Scaled):
+    """:class:`Scaled` that sleeps a random while per call, so concurrent calls finish out of order; counts them."""
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.rng, self.lock = np.random.default_rng(5), threading.Lock()
+        self.running = self.most = self.calls = 0
+        self.fail_at = fail_at
+
+    def predict(self, lr, msi):
+        with self.lock:
+            self.running += 1
+            self.calls += 1
+            self.most = max(self.most, self.running)
+            pause, call = self.rng.uniform(0.0, 0.02), self.calls
+        try:
+            time.sleep(pause)
+            if call == self.fail_at:
+                raise ValueError("broken tile")
+            return super().predict(lr, msi)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("batch_size, streams", [(1, 2), (2, 3)])
+def test_concurrent_batches_give_the_serial_output(pair, batch_size, streams):
+    _p, _q, lr, msi = pair
+    plan = plan_tiles(48, 48, tile=7, overlap=1, halo=1, scale=S)
+    hole = (slice(0, 144), slice(50, 100))
+    outs, results, methods = [], [], []
+    for n in (1, streams):
+        sink, method = RecordingSink((5, 144, 144)), Jittery()
+        results.append(run_pipeline(lambda: nullcontext(CountingSource(lr, msi, hole=hole)), method, plan, sink,
+                                    _levels(), batch_size=batch_size, block_width=32, out_block=32, streams=n))
+        outs.append(sink.out)
+        methods.append(method)
+    serial, concurrent = results
+    assert (serial.streams, concurrent.streams) == (1, streams)
+    assert methods[0].most == 1 and methods[1].most == streams  # predicted at once, finished out of order
+    assert concurrent.skipped_tiles == serial.skipped_tiles and concurrent.carried == serial.carried
+    assert 0 < concurrent.timings.infer
+    np.testing.assert_array_equal(outs[1], outs[0])
+
+
+def test_an_error_or_a_cancel_in_concurrent_batches_ends_the_run(pair):
+    _p, _q, lr, msi = pair
+    plan = plan_tiles(48, 48, tile=8, overlap=2, scale=S)
+    with pytest.raises(ValueError, match="broken tile"):
+        run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), Jittery(fail_at=4), plan,
+                     RecordingSink((5, 144, 144)), _levels(), batch_size=1, streams=2)
+    calls = []
+    sink = RecordingSink((5, 144, 144))
+    with pytest.raises(Cancelled):
+        run_pipeline(lambda: nullcontext(ArraySource(lr, msi)), Jittery(), plan, sink, _levels(), batch_size=1,
+                     streams=2, reporter=Reporter(is_cancelled=lambda: calls.append(1) or len(calls) > 2))
+    assert np.isnan(sink.out).any()
+
+
+def test_covered_time_counts_overlapping_spans_once():
+    assert _covered([]) == 0.0
+    assert _covered([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (5.5, 5.7)]) == pytest.approx(4.0)
 
 
 def test_tiles_are_filled_where_invalid_or_not_finite_and_divided_by_the_level_in_place():

@@ -64,11 +64,12 @@ import os
 import time
 from typing import Callable, List, Optional, Tuple, Union
 
+import torch
 from rasterio.windows import Window
 
-from csakd_qgis.devices import resolve_device, set_threads
+from csakd_qgis.devices import compute_streams, resolve_device, set_threads, shared_threads
 from csakd_qgis.errors import ImplausibleOutputError, TileTooLarge
-from csakd_qgis.fusion.methods import FusionMethod
+from csakd_qgis.fusion.methods import NETWORK_METHODS, FusionMethod
 from csakd_qgis.fusion.pipeline import PipelineResult, run_pipeline
 from csakd_qgis.fusion.plan import FusionPlan, prepare
 from csakd_qgis.fusion.report import FuseReport
@@ -97,7 +98,10 @@ def run_plan(plan: FusionPlan, method: FusionMethod, options: FuseOptions, path:
     :data:`MIN_TILE` LR pixels, and the output written again (``notify``
     says so; for a region this gives it a tile plan of its own, so its
     border pixels may differ slightly from a whole-output run).  A region
-    file is always overwritten and never a COG.
+    file is always overwritten and never a COG.  A network on the CPU
+    predicts :func:`~csakd_qgis.devices.compute_streams` batches at once,
+    each with its share of torch's threads
+    (:func:`~csakd_qgis.devices.shared_threads`).
 
     Returns
     -------
@@ -106,18 +110,21 @@ def run_plan(plan: FusionPlan, method: FusionMethod, options: FuseOptions, path:
     """
     tile = options.tile
     device = getattr(method, "device", None)  # classical methods run on the CPU and have none
-    batch = options.batch_size or default_batch_size(str(getattr(device, "type", "cpu")))
+    device_type = str(getattr(device, "type", "cpu"))
+    batch = options.batch_size or default_batch_size(device_type)
+    streams = compute_streams(device_type, isinstance(method, NETWORK_METHODS), torch.get_num_threads())
     cog, overwrite = (options.cog, options.overwrite) if region is None else (False, True)
     while True:
         tiles = plan.tiles(tile, min(options.tile_overlap, tile // 4))
         try:
-            with gdal_block_cache(plan.block_cache_mb(tiles, options.block_width)), \
+            with gdal_block_cache(plan.block_cache_mb(tiles, options.block_width)), shared_threads(streams), \
                     plan.writer(path, window=region, compress=options.compress, blocksize=options.output_block,
                                 cog=cog, overwrite=overwrite) as writer:
                 result = run_pipeline(plan.open_pair, method, tiles, writer, plan.radiometry,
                                       batch_size=batch, block_width=options.block_width,
                                       out_block=options.output_block, region=region, reporter=reporter,
-                                      notify=notify, carry_dir=os.path.dirname(os.path.abspath(path)))
+                                      notify=notify, carry_dir=os.path.dirname(os.path.abspath(path)),
+                                      streams=streams)
             return result, tile
         except TileTooLarge:
             if tile // 2 < MIN_TILE:

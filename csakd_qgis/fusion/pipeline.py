@@ -10,10 +10,12 @@ Three stages overlap in time:
    and the matching HR-MSI window, fills invalid pixels with the scene's
    per-band fill values, divides by the robust levels and queues the tile
    (bounded queue, so reading never runs far ahead);
-2. the **compute loop** on the calling thread stacks tiles into batches, calls
-   ``method.predict`` (halving the batch on out-of-memory errors, see
-   :class:`~csakd_qgis.devices.OomBackoff`), multiplies back by the LR level,
-   crops the halo and sets invalid output pixels to NaN;
+2. the **compute loop** on the calling thread stacks tiles into batches and
+   has each batch predicted (``method.predict``, halving the batch on
+   out-of-memory errors, see :class:`~csakd_qgis.devices.OomBackoff`),
+   multiplied back by the LR level, cropped to the tile and set to NaN
+   where invalid; with ``streams`` > 1, that many batches are predicted at
+   once by compute threads and handed on in the reader's order;
 3. a **writer thread** blends and writes: every output pixel lies in one cell
    of the tile plan (:mod:`csakd_qgis.fusion.tiling`); cells covered by one tile are
    final at once, seam cells are accumulated (weight x prediction) until all
@@ -69,8 +71,10 @@ import ctypes.util
 import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, ContextManager, List, Optional, Tuple, Union
+from typing import Callable, ContextManager, Deque, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from rasterio.windows import Window
@@ -95,7 +99,9 @@ class PipelineResult:
     tiles that straddle column blocks (none with a seam carry),
     ``carried`` the visits served from the seam carry instead,
     ``skipped_tiles`` the ``(row, col)`` of tiles with no valid output
-    pixel (not predicted).
+    pixel (not predicted), ``streams`` the batches predicted at once.
+    ``timings.infer`` is the time during which at least one batch was
+    being predicted.
     """
 
     tiles: int
@@ -105,6 +111,7 @@ class PipelineResult:
     timings: Timings
     skipped_tiles: Tuple[Tuple[int, int], ...] = ()
     carried: int = 0
+    streams: int = 1
 
 
 _DONE = object()
@@ -186,12 +193,22 @@ def _to_output(prediction: np.ndarray, tile: Tile, valid: np.ndarray, radiometry
     return out
 
 
+def _covered(spans: Sequence[Tuple[float, float]]) -> float:
+    """Seconds covered by at least one of the ``(start, end)`` spans (their union's length)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: FusionMethod, plan: TilePlan,
                  sink: Sink, radiometry: Radiometry,
                  *, batch_size: int = 4, block_width: int = BLOCK_WIDTH, out_block: int = OUTPUT_BLOCK,
                  region: Optional[Window] = None, reporter: Reporter = SILENT,
                  notify: Optional[Callable[[str], None]] = None, carry_dir: Optional[str] = None,
-                 carry: bool = True) -> PipelineResult:
+                 carry: bool = True, streams: int = 1) -> PipelineResult:
     """Fuse the tiles of ``plan`` and write the blended output (or one region of it) to ``sink``.
 
     Parameters
@@ -228,6 +245,10 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
         instead of predicting the tile again there.  Outputs are the same.
     carry_dir:
         Folder of the spill files (the output's folder); None: the system's temporary folder.
+    streams:
+        Batches predicted at once, each by a compute thread of its own
+        (``method.predict`` must allow concurrent calls; see
+        :func:`~csakd_qgis.devices.compute_streams`).  Outputs are the same.
 
     Raises
     ------
@@ -289,31 +310,49 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
             if stage.error is not None:
                 raise stage.error
 
-    def flush(batch: list) -> None:
-        nonlocal done
+    busy: List[Tuple[float, float]] = []  # (start, end) of each predict call
+
+    def predict(batch: list) -> List[Union[np.ndarray, None, object]]:
+        """What the writer gets for each tile of ``batch``: its output, None (no valid pixel) or CARRIED."""
         active = [item for item in batch if item[4] is not None and item[4].any()]
-        start = time.perf_counter()
+        preds = iter(())
         if active:
-            preds = backoff.run(method.predict, np.stack([a[2] for a in active]), np.stack([a[3] for a in active]))
-        timings.infer += time.perf_counter() - start
-        k = 0
-        for tile, block, lr, _msi, valid in batch:
-            bands = 0
-            if valid is None:
-                pred: Union[np.ndarray, None, object] = CARRIED
-            elif valid.any():
-                pred, bands = _to_output(preds[k], tile, valid, radiometry), lr.shape[0]
-                k += 1
-            else:
-                pred, bands = None, lr.shape[0]
-                if blocks.owner[tile.col] == block:
-                    skipped.append((tile.row, tile.col))
+            start = time.perf_counter()
+            preds = iter(backoff.run(method.predict, np.stack([a[2] for a in active]),
+                                     np.stack([a[3] for a in active])))
+            busy.append((start, time.perf_counter()))
+        return [CARRIED if valid is None else _to_output(next(preds), tile, valid, radiometry) if valid.any()
+                else None for tile, _block, _lr, _msi, valid in batch]
+
+    def emit(batch: list, outputs: List[Union[np.ndarray, None, object]]) -> None:
+        """Hand ``batch``'s outputs to the writer, in order; count, trim and report."""
+        nonlocal done
+        for (tile, block, lr, _msi, valid), pred in zip(batch, outputs):
+            bands = 0 if valid is None else lr.shape[0]
+            if pred is None and blocks.owner[tile.col] == block:
+                skipped.append((tile.row, tile.col))
             while not _put(to_write, (tile, block, pred, bands), stop):
                 check_threads()
         if done // TRIM_EVERY != (done + len(batch)) // TRIM_EVERY:
             _trim_heap()
         done += len(batch)
         reporter.update(done / max(total, 1), f"fused {done}/{total} tiles")
+
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="csakd-compute") if streams > 1 else None
+    pending: Deque[Tuple[list, Future]] = deque()  # batches being predicted, oldest first
+
+    def flush(batch: list) -> None:
+        if pool is None:
+            emit(batch, predict(batch))
+            return
+        pending.append((batch, pool.submit(predict, batch)))
+        if len(pending) >= streams:
+            drain(1)
+
+    def drain(count: int) -> None:
+        for _ in range(min(count, len(pending))):
+            batch, future = pending.popleft()
+            emit(batch, future.result())
 
     reader.start()
     writer.start()
@@ -334,18 +373,22 @@ def run_pipeline(open_source: Callable[[], ContextManager[PairSource]], method: 
                 check_threads()
         if batch:
             flush(batch)
+        drain(len(pending))
         _put(to_write, _DONE, stop)
         writer.join()
         check_threads()
     finally:
         stop.set()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         reader.join()
         writer.join()
         if seams is not None:
             seams.close()
+    timings.infer = _covered(busy)
     timings.blend, timings.write = blender.timings.blend, blender.timings.write
     distinct = len({(tile.row, tile.col) for tile, _block, _carried in order})
     carried = sum(1 for *_rest, c in order if c)
     return PipelineResult(tiles=distinct, skipped=len(skipped), recomputed=total - distinct - carried,
                           batch_size=backoff.batch_size, timings=timings, skipped_tiles=tuple(skipped),
-                          carried=carried)
+                          carried=carried, streams=max(1, streams))

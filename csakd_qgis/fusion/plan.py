@@ -222,6 +222,7 @@ class FusionPlan:
                      "total": seconds},
             notes=notes, degradation=dict(self.degradation),
             empty_bands=tuple(b + 1 for b in self.radiometry.empty_bands), tiles_carried=result.carried,
+            streams=result.streams,
         )
 
 

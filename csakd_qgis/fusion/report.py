@@ -24,7 +24,8 @@ class FuseReport:
     ``subspace``; ``auto`` resolves to one of them and says why in
     ``notes``); ``model`` the checkpoint name (empty for the others).
     ``batch_size`` is the one used at the end (after out-of-memory
-    halving).  ``timings`` are seconds per stage (``read``, ``infer``,
+    halving); ``streams`` the batches predicted at once
+    (:func:`csakd_qgis.devices.compute_streams`).  ``timings`` are seconds per stage (``read``, ``infer``,
     ``blend``, ``write`` overlap in time; ``total`` is wall-clock).
     ``degradation`` is the degradation estimated from the pair
     (:meth:`csakd_qgis.estimation.Degradation.to_dict`: PSF ``sigma`` in HR
@@ -57,6 +58,7 @@ class FuseReport:
     empty_bands: Tuple[int, ...] = ()
     guard: Dict[str, Any] = field(default_factory=dict)
     tiles_carried: int = 0
+    streams: int = 1
 
     def to_dict(self) -> Dict[str, object]:
         """JSON-ready dict."""
@@ -82,7 +84,8 @@ class FuseReport:
             f"tiles: {self.tiles_total} of {self.tile_size} LR px (halo {self.halo}), {self.tiles_skipped} "
             f"empty, {self.tiles_recomputed} recomputed and {self.tiles_carried} carried across column-block "
             "seams",
-            f"method {self.method}{model} on {self.device}, batch size {self.batch_size}",
+            f"method {self.method}{model} on {self.device}, batch size {self.batch_size}"
+            + (f", {self.streams} batches at once" if self.streams > 1 else ""),
             *self._degradation_lines(),
             f"time {t['total']:.1f} s (read {t['read']:.1f}, infer {t['infer']:.1f}, blend {t['blend']:.1f}, "
             f"write {t['write']:.1f} s; stages overlap)",

@@ -30,9 +30,10 @@ their absence raises :class:`~csakd_qgis.errors.DependencyError` naming the
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from types import ModuleType
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -221,8 +222,10 @@ class OnnxNetworkMethod:
         ``"cpu"`` or ``"cuda[:N]"`` (see :func:`providers`); CUDA needs the
         ``onnxruntime-gpu`` package.
     threads:
-        Intra-operator CPU threads; None takes torch's current setting, so
-        :func:`csakd_qgis.devices.set_threads` governs both backends.
+        Intra-operator CPU threads; None follows torch's setting at each
+        call (one session per thread count, made on first use), so
+        :func:`csakd_qgis.devices.set_threads` and
+        :func:`~csakd_qgis.devices.shared_threads` govern both backends.
     halo:
         LR context per side; None derives it from the card's config
         (:func:`csakd_qgis.models.receptive_field.network_halo`).
@@ -234,8 +237,11 @@ class OnnxNetworkMethod:
     card:
         The model card read from the file.
     session:
-        The ``onnxruntime.InferenceSession`` (all graph optimisations, one
-        inter-operator thread, sequential execution, no memory pattern).
+        The ``onnxruntime.InferenceSession`` made with the method (all graph
+        optimisations, one inter-operator thread, sequential execution, no
+        memory pattern); calls with another thread count use a session of
+        their own made the same way.  Sessions may be called from several
+        threads at once.
     """
 
     def __init__(self, model: Union[PathLike, bytes], *, device: Union[str, torch.device] = "cpu",
@@ -246,21 +252,10 @@ class OnnxNetworkMethod:
         chosen = providers(device)
         #: The torch device the session runs on (its inputs stay NumPy arrays).
         self.device = torch.device(device)
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads) if threads is not None else torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no memory pattern: it plans a buffer per input shape (edge tiles differ), which cost 1 GB of peak RSS
-        # on the headline scene (2503 against 3475 MB at 900x900 output, same speed; docs/benchmarks.md)
-        options.enable_mem_pattern = False
-        self.session = ort.InferenceSession(data, sess_options=options, providers=chosen)
-        wanted = chosen[0][0] if isinstance(chosen[0], tuple) else chosen[0]
-        if self.session.get_providers()[0] != wanted:
-            raise DependencyError(f"onnxruntime could not start {wanted} (it fell back to "
-                                  f"{self.session.get_providers()[0]}); check the CUDA and cuDNN libraries "
-                                  "onnxruntime-gpu needs, or use device 'cpu'")
+        self._data, self._providers, self._threads = data, chosen, threads
+        self._sessions: Dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.session = self._session()
         self.card = card
         self.scale = int(card.scale)
         self.halo = int(halo) if halo is not None else network_halo(_card_config(card, card.name))
@@ -282,4 +277,32 @@ class OnnxNetworkMethod:
                              f"HR-MSI {want}, got {tuple(lr.shape)} and {tuple(msi.shape)}")
         feeds = {LR_INPUT: np.ascontiguousarray(lr, dtype=np.float32),
                  MSI_INPUT: np.ascontiguousarray(msi, dtype=np.float32)}
-        return self.session.run([OUTPUT], feeds)[0]
+        return self._session().run([OUTPUT], feeds)[0]
+
+    def _session(self) -> Any:
+        """The session for the thread count in force (fixed ``threads``, else torch's setting), made once."""
+        count = int(self._threads) if self._threads is not None else torch.get_num_threads()
+        with self._lock:
+            if count not in self._sessions:
+                self._sessions[count] = self._new_session(count)
+            return self._sessions[count]
+
+    def _new_session(self, threads: int) -> Any:
+        """An ``onnxruntime.InferenceSession`` of the model with ``threads`` intra-operator threads."""
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no memory pattern: it plans a buffer per input shape (edge tiles differ), which cost 1 GB of peak RSS
+        # on the headline scene (2503 against 3475 MB at 900x900 output, same speed; docs/benchmarks.md)
+        options.enable_mem_pattern = False
+        session = ort.InferenceSession(self._data, sess_options=options, providers=self._providers)
+        chosen = self._providers
+        wanted = chosen[0][0] if isinstance(chosen[0], tuple) else chosen[0]
+        if session.get_providers()[0] != wanted:
+            raise DependencyError(f"onnxruntime could not start {wanted} (it fell back to "
+                                  f"{session.get_providers()[0]}); check the CUDA and cuDNN libraries "
+                                  "onnxruntime-gpu needs, or use device 'cpu'")
+        return session
