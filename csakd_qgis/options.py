@@ -103,7 +103,9 @@ class FuseOptions:
         receptive-field bound) or None (the method's default,
         :func:`csakd_qgis.fusion.plan.tile_halo`).
     device, threads:
-        :data:`DEVICES` or ``cuda:N``; CPU threads for torch (None: torch's default).
+        :data:`DEVICES` or ``cuda:N``; CPU threads for torch and onnxruntime
+        (None: torch's default), shared by the calls a network on the CPU
+        makes at once (:func:`csakd_qgis.devices.compute_streams`).
     backend:
         :data:`BACKENDS`.
     precision:

@@ -65,7 +65,9 @@ def add_fusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"tiles per network call (default: {CPU_BATCH_SIZE} on a CPU, {GPU_BATCH_SIZE} on a GPU)")
     parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)} or cuda:N (default: auto)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and onnxruntime (a network on the CPU shares them between "
+                             "two tiles at once; 1: one tile, least memory)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="network arithmetic on CUDA: float32, or autocast to bfloat16/float16 (faster, "
                              "less exact; the CPU always uses float32; default: float32)")

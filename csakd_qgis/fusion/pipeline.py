@@ -42,7 +42,8 @@ the seams below the current tile row of one block
 (``block_width x 2 overlap x scale x bands`` float32) and the open strips
 (those the current tile row reaches: ``out_block`` + one tile window of
 rows x ``block_width x bands`` in the output dtype), plus the queues
-(``2 x batch_size`` tiles each way); the reader holds one LR row strip
+(``2 x batch_size`` tiles each way) and the ``streams`` batches being
+predicted; the reader holds one LR row strip
 (tile read rows x (``block_width / scale`` + 2 tile reads) x bands,
 float32).  None of it depends on the raster size.
 
