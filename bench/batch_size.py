@@ -21,13 +21,9 @@ Usage: ``python bench/batch_size.py [--runs 5] [--threads 1] [--batches 1 2 4] [
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 from typing import Dict, List
 
-from common import ROOT, machine, network_spec, publish
+from common import child_json, machine, network_spec, publish
 
 HEADING = "## Tiles per network call on the CPU (issue 16)"
 
@@ -68,12 +64,7 @@ print(json.dumps({"s_per_tile": statistics.median(times), "call_mb": peak_rss_mb
 
 def run_case(backend: str, batch: int, runs: int, threads: int) -> Dict[str, float]:
     """One case in a fresh Python; its JSON line as a dict."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
-    done = subprocess.run([sys.executable, "-c", CHILD, backend, str(batch), str(runs), str(threads)],
-                          cwd=ROOT, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(CHILD, [backend, batch, runs, threads])
 
 
 def main() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -11,8 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import rasterio
@@ -136,6 +138,43 @@ def load_network(bands: int = 128, scale: int = 3):
 
     torch.manual_seed(0)
     return NetworkMethod(build_model(preset("project_student", bands, 4, scale)).eval(), scale=scale)
+
+
+def calls_at_once(call: Callable[[], object], streams: int, seconds: float) -> Tuple[int, float]:
+    """``(calls, elapsed s)`` of ``streams`` threads running ``call`` at once, as the engine runs a network.
+
+    Each thread gets its share of torch's threads
+    (:func:`csakd_qgis.devices.shared_threads`; an onnxruntime method makes
+    a session for that count), makes one warm-up call, then calls until it
+    has made at least 5 calls and ``seconds`` have passed.
+    """
+    from csakd_qgis.devices import shared_threads
+
+    def loop(deadline: float) -> int:
+        calls = 0
+        while calls < 5 or time.perf_counter() < deadline:
+            call()
+            calls += 1
+        return calls
+
+    with shared_threads(streams), ThreadPoolExecutor(streams) as pool:
+        list(pool.map(lambda _: call(), range(streams)))
+        start = time.perf_counter()
+        calls = sum(pool.map(loop, [start + seconds] * streams))
+        return calls, time.perf_counter() - start
+
+
+def child_json(child: str, args: Sequence[str]) -> Dict[str, Any]:
+    """Run ``child`` (Python source) with ``args`` in a fresh interpreter, this project and bench/ on its path.
+
+    Returns the JSON object on the last line of its output; raises RuntimeError with its error output on failure.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
+    done = subprocess.run([sys.executable, "-c", child, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def peak_rss_mb() -> float:

@@ -52,7 +52,7 @@ FUSE_CHILD = r"""
 import json, statistics, sys, time, numpy as np, torch
 lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 torch.set_num_threads(kw.get("threads", 1))
-from common import BUNDLED, load_network, peak_rss_mb
+from common import BUNDLED, calls_at_once, load_network, peak_rss_mb
 from csakd_qgis.fusion.engine import fuse
 from csakd_qgis.fusion.methods import BicubicMethod, make_method
 from csakd_qgis.io.read import read_info
@@ -85,23 +85,9 @@ read = report.tile_size + 2 * (kw["overlap"] + report.halo)
 s, rng = kw["scale"], np.random.default_rng(0)
 lr = rng.random((kw["batch"], kw["bands"], read, read), dtype=np.float32)
 msi = rng.random((kw["batch"], 4, read * s, read * s), dtype=np.float32)
-# core output px/s of `streams` threads calling the method at once, each with its share of torch's threads
-# (devices.shared_threads, as the engine runs it): at least 5 calls each and 5 s, after one call per thread at
-# that thread count (an onnxruntime session is made for it)
-def rate(streams):
-    from concurrent.futures import ThreadPoolExecutor
-    from csakd_qgis.devices import shared_threads
-    def loop(deadline):
-        calls = 0
-        while calls < 5 or time.perf_counter() < deadline:
-            method.predict(lr, msi)
-            calls += 1
-        return calls
-    with shared_threads(streams), ThreadPoolExecutor(streams) as pool:
-        list(pool.map(lambda _: method.predict(lr, msi), range(streams)))
-        start = time.perf_counter()
-        calls = sum(pool.map(loop, [start + 5.0] * streams))
-        return calls * kw["batch"] * (report.tile_size * s) ** 2 / (time.perf_counter() - start)
+def rate(streams):  # core output px/s of the method alone, `streams` calls at once (common.calls_at_once)
+    calls, elapsed = calls_at_once(lambda: method.predict(lr, msi), streams, 5.0)
+    return calls * kw["batch"] * (report.tile_size * s) ** 2 / elapsed
 raw, raw_one = rate(report.streams), rate(1)  # as the engine ran it; one call at a time with every thread
 print(json.dumps({"seconds": seconds, "rss_mb": rss, "rss_start_mb": rss_start, "timings": report.timings,
                   "raw_px_s": raw, "raw_one_px_s": raw_one, "streams": report.streams, "prepare_s": prepare_s,

@@ -19,26 +19,21 @@ Usage: ``python bench/streams.py [--threads 2] [--streams 1 2] [--seconds 20] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 from typing import Dict, List
 
-from common import ROOT, machine, network_spec, publish
+from common import child_json, machine, network_spec, publish
 
 HEADING = "## Predict calls at once on the CPU (issue 16)"
 
 #: Child process of one case: load, warm up, call from ``streams`` threads for ``seconds``; print JSON.
 CHILD = r"""
-import json, sys, time
-from concurrent.futures import ThreadPoolExecutor
+import json, sys
 import numpy as np, torch
 backend, threads, streams, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 torch.set_num_threads(threads)
-from common import BUNDLED, ROOT, load_network, network_spec, peak_rss_mb
-from csakd_qgis.devices import shared_threads
+from common import BUNDLED, ROOT, calls_at_once, load_network, network_spec, peak_rss_mb
 from csakd_qgis.fusion.methods import make_method
 from csakd_qgis.io.read import read_info
 _, bands, scale = network_spec(224, 3)
@@ -50,31 +45,16 @@ else:
 rng = np.random.default_rng(0)
 lr = rng.random((1, bands, 72, 72), dtype=np.float32)
 msi = rng.random((1, 4, 72 * scale, 72 * scale), dtype=np.float32)
-def loop(deadline):
-    calls = 0
-    while calls < 5 or time.perf_counter() < deadline:
-        method.predict(lr, msi)
-        calls += 1
-    return calls
-with shared_threads(streams) as share, ThreadPoolExecutor(streams) as pool:
-    loaded = peak_rss_mb()
-    list(pool.map(lambda _: method.predict(lr, msi), range(streams)))
-    start = time.perf_counter()
-    calls = sum(pool.map(loop, [start + seconds] * streams))
-    elapsed = time.perf_counter() - start
-print(json.dumps({"px_s": calls * (64 * scale) ** 2 / elapsed, "calls": calls, "share": share,
+loaded = peak_rss_mb()
+calls, elapsed = calls_at_once(lambda: method.predict(lr, msi), streams, seconds)
+print(json.dumps({"px_s": calls * (64 * scale) ** 2 / elapsed, "calls": calls, "share": max(1, threads // streams),
                   "held_mb": peak_rss_mb() - loaded}))
 """
 
 
 def run_case(backend: str, threads: int, streams: int, seconds: float) -> Dict[str, float]:
     """One case in a fresh Python; its JSON line as a dict."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
-    done = subprocess.run([sys.executable, "-c", CHILD, backend, str(threads), str(streams), str(seconds)],
-                          cwd=ROOT, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(CHILD, [backend, threads, streams, seconds])
 
 
 def main() -> int:
