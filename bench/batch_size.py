@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 from typing import Dict, List
 
-from common import child_json, machine, network_spec, publish
+from common import machine, network_spec, publish, run_child
 
 HEADING = "## Tiles per network call on the CPU (issue 16)"
 
@@ -64,7 +64,7 @@ print(json.dumps({"s_per_tile": statistics.median(times), "call_mb": peak_rss_mb
 
 def run_case(backend: str, batch: int, runs: int, threads: int) -> Dict[str, float]:
     """One case in a fresh Python; its JSON line as a dict."""
-    return child_json(CHILD, [backend, batch, runs, threads])
+    return run_child(CHILD, [backend, batch, runs, threads])
 
 
 def main() -> int:

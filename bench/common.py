@@ -164,7 +164,7 @@ def calls_at_once(call: Callable[[], object], streams: int, seconds: float) -> T
         return calls, time.perf_counter() - start
 
 
-def child_json(child: str, args: Sequence[str]) -> Dict[str, Any]:
+def run_child(child: str, args: Sequence[object]) -> Dict[str, Any]:
     """Run ``child`` (Python source) with ``args`` in a fresh interpreter, this project and bench/ on its path.
 
     Returns the JSON object on the last line of its output; raises RuntimeError with its error output on failure.

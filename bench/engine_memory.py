@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -36,7 +34,16 @@ from pathlib import Path
 
 import numpy as np
 from affine import Affine
-from common import BENCHMARKS, LR_TRANSFORM, ROOT, load_network, machine, network_spec, replace_section, write_synthetic
+from common import (
+    BENCHMARKS,
+    LR_TRANSFORM,
+    load_network,
+    machine,
+    network_spec,
+    replace_section,
+    run_child,
+    write_synthetic,
+)
 
 from csakd_qgis.options import CPU_BATCH_SIZE
 
@@ -49,7 +56,7 @@ PARTS = {"memory": "### Peak memory and throughput", "write": "### Write stage",
 #: ``bicubic``, ``network`` (with ``backend``) or a name the engine resolves and fits (``auto``, a classical
 #: method), whose fitted form is then prepared again to time the plan and fit (``prepare_s``).
 FUSE_CHILD = r"""
-import json, statistics, sys, time, numpy as np, torch
+import json, sys, time, numpy as np, torch
 lr_path, msi_path, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 torch.set_num_threads(kw.get("threads", 1))
 from common import BUNDLED, calls_at_once, load_network, peak_rss_mb
@@ -136,16 +143,6 @@ with env, RasterWriter(out, width=size, height=size, count=bands, crs="EPSG:3263
                 writer.write(values(window), window)
 print(json.dumps({"seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb()}))
 """
-
-def run_child(code: str, args: list) -> dict:
-    """Run ``code`` in a fresh Python (``csakd_qgis`` and ``common`` importable); returns its last line's JSON."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
-    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
 
 def memory_part(folder: Path, quick: bool) -> str:
     name, net_bands, net_scale = network_spec()

@@ -38,8 +38,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 from affine import Affine
-from common import BUNDLED, ROOT, machine, network_spec, replace_section
-from engine_memory import FUSE_CHILD, run_child
+from common import BUNDLED, ROOT, machine, network_spec, replace_section, run_child
+from engine_memory import FUSE_CHILD
 from rasterio.windows import Window
 
 from csakd_qgis.io.bands import BandInfo

@@ -23,7 +23,7 @@ import os
 import statistics
 from typing import Dict, List
 
-from common import child_json, machine, network_spec, publish
+from common import machine, network_spec, publish, run_child
 
 HEADING = "## Predict calls at once on the CPU (issue 16)"
 
@@ -54,7 +54,7 @@ print(json.dumps({"px_s": calls * (64 * scale) ** 2 / elapsed, "calls": calls, "
 
 def run_case(backend: str, threads: int, streams: int, seconds: float) -> Dict[str, float]:
     """One case in a fresh Python; its JSON line as a dict."""
-    return child_json(CHILD, [backend, threads, streams, seconds])
+    return run_child(CHILD, [backend, threads, streams, seconds])
 
 
 def main() -> int:
