@@ -14,8 +14,9 @@ engine passes it on as a progress message and a note in its report).
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -100,21 +101,34 @@ def compute_streams(device_type: str, network: bool, threads: int) -> int:
     return max(1, min(CPU_STREAMS, threads))
 
 
+_shares = threading.Lock()
+#: ``[runs inside shared_threads, torch's setting before the first of them]``
+_shared: List[int] = [0, 0]
+
+
 @contextmanager
 def shared_threads(streams: int) -> Iterator[int]:
     """Give each of ``streams`` concurrent calls its share of torch's threads (at least one) for the duration.
 
-    Yields the threads per call; torch's setting is restored afterwards.
-    An onnxruntime method follows the setting at each call
+    Yields the threads per call.  torch's setting is process-wide, so runs
+    that overlap (e.g. two tasks of one Dask worker) share one count: each
+    divides the setting found by the first, and the last to finish
+    restores it.  An onnxruntime method follows the setting at each call
     (:class:`~csakd_qgis.models.onnx_runtime.OnnxNetworkMethod`).
     """
-    total = torch.get_num_threads()
-    share = max(1, total // max(1, streams))
-    torch.set_num_threads(share)
+    with _shares:
+        if _shared[0] == 0:
+            _shared[1] = torch.get_num_threads()
+        _shared[0] += 1
+        share = max(1, _shared[1] // max(1, streams))
+        torch.set_num_threads(share)
     try:
         yield share
     finally:
-        torch.set_num_threads(total)
+        with _shares:
+            _shared[0] -= 1
+            if _shared[0] == 0:
+                torch.set_num_threads(_shared[1])
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -170,5 +170,12 @@ def test_compute_streams_and_shared_threads():
             assert torch.get_num_threads() == 1
             raise ValueError("restored on errors too")
         assert torch.get_num_threads() == 3
+        # overlapping runs (two tasks of one process): each shares the first one's setting, the last restores it
+        first, second = shared_threads(2), shared_threads(3)
+        assert first.__enter__() == 1 and second.__enter__() == 1
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
