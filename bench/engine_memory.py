@@ -95,7 +95,8 @@ msi = rng.random((kw["batch"], 4, read * s, read * s), dtype=np.float32)
 def rate(streams):  # core output px/s of the method alone, `streams` calls at once (common.calls_at_once)
     calls, elapsed = calls_at_once(lambda: method.predict(lr, msi), streams, 5.0)
     return calls * kw["batch"] * (report.tile_size * s) ** 2 / elapsed
-raw, raw_one = rate(report.streams), rate(1)  # as the engine ran it; one call at a time with every thread
+raw = rate(report.streams)  # as the engine ran it; then one call at a time with every thread, unless that was it
+raw_one = raw if report.streams == 1 else rate(1)
 print(json.dumps({"seconds": seconds, "rss_mb": rss, "rss_start_mb": rss_start, "timings": report.timings,
                   "raw_px_s": raw, "raw_one_px_s": raw_one, "streams": report.streams, "prepare_s": prepare_s,
                   "method": report.method, "halo": report.halo,

@@ -81,11 +81,11 @@ def set_threads(n: Optional[int]) -> int:
 
 
 #: Concurrent ``predict`` calls a network runs with on the CPU, each with its share of the threads
-#: (:func:`compute_streams`).  On 2 cores, two calls of one thread each fuse 24 % (onnxruntime) and 51 %
+#: (:func:`compute_streams`).  On 2 cores, two calls of one thread each fuse 16 % (onnxruntime) and 36 %
 #: (torch) more tiles per second than one call of two threads (``bench/streams.py``): one thread per call
 #: never waits for a sibling at the end of a parallel operator, and a call loses nothing when the reader or
 #: the writer takes a core.  Two, not one per core: each call in flight holds its own working memory
-#: (about 330 MB for a 72 x 72 x 224 tile under torch).
+#: (about 300 MB for a 72 x 72 x 224 tile under torch, 240 MB under onnxruntime).
 CPU_STREAMS = 2
 
 

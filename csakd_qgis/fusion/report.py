@@ -25,8 +25,9 @@ class FuseReport:
     ``notes``); ``model`` the checkpoint name (empty for the others).
     ``batch_size`` is the one used at the end (after out-of-memory
     halving); ``streams`` the batches predicted at once
-    (:func:`csakd_qgis.devices.compute_streams`).  ``timings`` are seconds per stage (``read``, ``infer``,
-    ``blend``, ``write`` overlap in time; ``total`` is wall-clock).
+    (:func:`csakd_qgis.devices.compute_streams`).  ``timings`` are seconds
+    per stage (``read``, ``infer``, ``blend``, ``write`` overlap in time;
+    ``total`` is wall-clock).
     ``degradation`` is the degradation estimated from the pair
     (:meth:`csakd_qgis.estimation.Degradation.to_dict`: PSF ``sigma`` in HR
     pixels, residual ``offset`` in LR pixels, spectral response, noise per

@@ -127,10 +127,10 @@ def _physical(raw: np.ndarray, scales: Sequence[float], offsets: Sequence[float]
     """
     scale = np.asarray(scales, dtype=np.float64)
     offset = np.asarray(offsets, dtype=np.float64)
-    work = np.float64 if raw.dtype == np.float64 else np.float32
-    values = raw if work == np.float64 else out
-    if work == np.float32:
+    values = raw if raw.dtype == np.float64 else out  # what the arithmetic runs on, in its type
+    if values is out:
         np.copyto(out, raw, casting="unsafe")
+    work = values.dtype
     with np.errstate(over="ignore", invalid="ignore"):
         if (scale != 1.0).any():
             values *= scale.astype(work)[:, None, None]
