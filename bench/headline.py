@@ -184,8 +184,8 @@ def main() -> None:
         "size and batch (the network with the same backend; a classical method as fitted for this pair), counted "
         "in core output pixels, right after the run in the same process: as many calls at once as the run made "
         "(`FuseReport.streams`), each with its share of the threads, at least 5 calls each and 5 s; `one call at "
-        "a time` = one call with every thread (the same measurement for a method run one call at a time; before "
-        "0.13 both were timed) (onnxruntime follows torch's thread setting). The ratio is against "
+        "a time` = one call with every thread (the same measurement for a method run one call at a time; the runs of "
+        "2026-12-08 timed it twice) (onnxruntime follows torch's thread setting). The ratio is against "
         "the first. `plan + fit` = `prepare` alone (inputs, shift, "
         "radiometry, degradation estimate and the method's fit on the sample), run again after the fusion; the "
         "total includes it.",
