@@ -290,3 +290,24 @@ def test_tiles_are_filled_where_invalid_or_not_finite_and_divided_by_the_level_i
     expected[0, 0, 0], expected[1, 1, 2], expected[:, 1, 0] = 0.5, 1.5, [0.5, 1.5]
     assert out is data and out.dtype == np.float32
     np.testing.assert_array_equal(out, expected)
+
+
+def test_a_tile_output_is_its_prediction_scaled_in_place():
+    """No copy per tile: a 224-band tile's copy is a fresh 30-60 MB buffer whose page faults cost the compute threads."""
+    from csakd_qgis.fusion.pipeline import _to_output
+
+    plan = plan_tiles(40, 40, tile=16, overlap=4, halo=2, scale=3)
+    tile = next(iter(plan))
+    rng = np.random.default_rng(5)
+    prediction = rng.random((4, 3 * tile.read.height, 3 * tile.read.width), dtype=np.float32)
+    before = prediction.copy()
+    valid = np.ones((tile.out.height, tile.out.width), bool)
+    valid[0, :3] = False
+    out = _to_output(prediction, tile, valid, Radiometry(2.5, 1.0, np.zeros(4, np.float32),
+                                                         np.zeros(3, np.float32), (1,)))
+    rows, cols = tile.crop
+    assert np.shares_memory(out, prediction)
+    expected = before[:, rows, cols] * np.float32(2.5)
+    expected[:, ~valid] = np.nan
+    expected[1] = np.nan
+    np.testing.assert_array_equal(out, expected)

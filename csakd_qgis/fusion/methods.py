@@ -42,7 +42,7 @@ mixed precision), bare modules (no card to export with) and bicubic.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Optional, Protocol, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -61,6 +61,7 @@ from csakd_qgis.models.onnx_runtime import (
     read_onnx_card,
 )
 from csakd_qgis.models.receptive_field import network_halo
+from csakd_qgis.models.tracing import TracedForward
 from csakd_qgis.options import BACKENDS, METHODS
 
 #: LR pixels of context for a network given as a bare module without a ``cfg`` (no config to derive it from).
@@ -84,7 +85,11 @@ class FusionMethod(Protocol):
     halo: int
 
     def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
-        """Fuse ``lr (B, C, h, w)`` and ``msi (B, m, h*s, w*s)`` into ``(B, C, h*s, w*s)``, float32."""
+        """Fuse ``lr (B, C, h, w)`` and ``msi (B, m, h*s, w*s)`` into ``(B, C, h*s, w*s)``, float32.
+
+        The result is the caller's: a writable array that no one else holds
+        (the engine scales each tile's part in place).
+        """
 
 
 def _upsample(lr: np.ndarray, scale: int) -> torch.Tensor:
@@ -132,11 +137,16 @@ class NetworkMethod:
         Reported model (checkpoint name; empty for an unnamed module).
     card:
         The checkpoint's model card (None for a bare module).
+    trace:
+        On the CPU, run the forward as a TorchScript trace per input shape
+        (:class:`~csakd_qgis.models.tracing.TracedForward`: the same outputs,
+        without holding Python's lock while the network computes); False
+        runs it eagerly.  GPUs always run it eagerly.
     """
 
     def __init__(self, model: torch.nn.Module, *, scale: int, device: Union[str, torch.device] = "cpu",
                  precision: str = "float32", halo: Optional[int] = None, name: Optional[str] = None,
-                 model_name: str = "", card: Optional[ModelCard] = None) -> None:
+                 model_name: str = "", card: Optional[ModelCard] = None, trace: bool = True) -> None:
         self.card = card
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -144,6 +154,9 @@ class NetworkMethod:
         self.precision = precision if self.device.type == "cuda" else "float32"
         self.amp = self.precision != "float32"
         self.amp_dtype = getattr(torch, self.precision)
+        #: What ``predict`` calls: the traced forward on the CPU, else the module itself.
+        self.forward: Callable[[torch.Tensor, torch.Tensor], Any] = (
+            TracedForward(self.model) if trace and self.device.type == "cpu" else self.model)
         cfg = getattr(model, "cfg", None)
         if halo is not None:
             self.halo = int(halo)
@@ -159,7 +172,7 @@ class NetworkMethod:
     def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
         """See :class:`FusionMethod`."""
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            hr = self.model(self._tensor(lr), self._tensor(msi))[0]
+            hr = self.forward(self._tensor(lr), self._tensor(msi))[0]
         return hr.float().cpu().numpy()
 
 

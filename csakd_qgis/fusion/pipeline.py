@@ -185,10 +185,14 @@ def _to_output(prediction: np.ndarray, tile: Tile, valid: np.ndarray, radiometry
     """One tile's prediction ``(C, h s, w s)`` (normalised, halo included) as the output gets it.
 
     Cropped to the tile's output window, in physical units, NaN where
-    ``valid`` is False and in the bands without data.
+    ``valid`` is False and in the bands without data.  The result is a view
+    of ``prediction``, scaled in place: a copy would be a fresh 30-60 MB
+    buffer per tile at 224 bands, and faulting its pages in cost the compute
+    threads 4-5 times the scaling itself (``docs/pipeline.md``).
     """
     rows, cols = tile.crop
-    out = prediction[:, rows, cols] * np.float32(radiometry.lr_level)
+    out = prediction[:, rows, cols]
+    out *= np.float32(radiometry.lr_level)
     out[:, ~valid] = np.nan
     out[list(radiometry.empty_bands)] = np.nan
     return out
