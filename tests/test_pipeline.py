@@ -293,7 +293,7 @@ def test_tiles_are_filled_where_invalid_or_not_finite_and_divided_by_the_level_i
 
 
 def test_a_tile_output_is_its_prediction_scaled_in_place():
-    """No copy per tile: a 224-band tile's copy is a fresh 30-60 MB buffer whose page faults cost the compute threads."""
+    """No copy per tile: at 224 bands a copy is a fresh 30-60 MB buffer, whose page faults cost the compute threads."""
     from csakd_qgis.fusion.pipeline import _to_output
 
     plan = plan_tiles(40, 40, tile=16, overlap=4, halo=2, scale=3)
