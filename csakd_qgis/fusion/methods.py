@@ -42,7 +42,7 @@ mixed precision), bare modules (no card to export with) and bicubic.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence, Tuple, Union, cast
+from typing import Optional, Protocol, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -61,7 +61,6 @@ from csakd_qgis.models.onnx_runtime import (
     read_onnx_card,
 )
 from csakd_qgis.models.receptive_field import network_halo
-from csakd_qgis.models.tracing import TracedForward
 from csakd_qgis.options import BACKENDS, METHODS
 
 #: LR pixels of context for a network given as a bare module without a ``cfg`` (no config to derive it from).
@@ -137,16 +136,11 @@ class NetworkMethod:
         Reported model (checkpoint name; empty for an unnamed module).
     card:
         The checkpoint's model card (None for a bare module).
-    trace:
-        On the CPU, run the forward as a TorchScript trace per input shape
-        (:class:`~csakd_qgis.models.tracing.TracedForward`: the same outputs,
-        without holding Python's lock while the network computes); False
-        runs it eagerly.  GPUs always run it eagerly.
     """
 
     def __init__(self, model: torch.nn.Module, *, scale: int, device: Union[str, torch.device] = "cpu",
                  precision: str = "float32", halo: Optional[int] = None, name: Optional[str] = None,
-                 model_name: str = "", card: Optional[ModelCard] = None, trace: bool = True) -> None:
+                 model_name: str = "", card: Optional[ModelCard] = None) -> None:
         self.card = card
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -154,9 +148,6 @@ class NetworkMethod:
         self.precision = precision if self.device.type == "cuda" else "float32"
         self.amp = self.precision != "float32"
         self.amp_dtype = getattr(torch, self.precision)
-        #: What ``predict`` calls: the traced forward on the CPU, else the module itself.
-        self.forward: Callable[[torch.Tensor, torch.Tensor], Any] = (
-            TracedForward(self.model) if trace and self.device.type == "cpu" else self.model)
         cfg = getattr(model, "cfg", None)
         if halo is not None:
             self.halo = int(halo)
@@ -172,7 +163,7 @@ class NetworkMethod:
     def predict(self, lr: np.ndarray, msi: np.ndarray) -> np.ndarray:
         """See :class:`FusionMethod`."""
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            hr = self.forward(self._tensor(lr), self._tensor(msi))[0]
+            hr = self.model(self._tensor(lr), self._tensor(msi))[0]
         return hr.float().cpu().numpy()
 
 
