@@ -14,7 +14,7 @@ from typing import Any
 
 from csakd_qgis import runtime  # noqa: F401  (torch's runtime defaults, set before anything loads torch)
 
-__version__ = "0.13.0"
+__version__ = "0.14.0"
 
 #: Short imports (``from csakd_qgis import fuse``), loaded on first use so that importing the package stays
 #: free of torch and GDAL (the QGIS plugin reads :mod:`csakd_qgis.options` at start-up).
